@@ -1,0 +1,209 @@
+// CPU kernel of gnnaccel::aggregate.
+//
+// Rows are split into chunks of roughly equal work (edges + rows), one OpenMP task per chunk, so that a
+// power-law graph does not leave one thread with all the heavy rows. Each row accumulates into a small
+// thread-local buffer (init / update / write, as a templated reducer) and is written once. Indices are
+// validated on the fly: a bad column or a non-monotone rowptr raises after the parallel region instead of
+// reading out of bounds.
+#include <ATen/Parallel.h>
+#include <c10/util/irange.h>
+
+#include <atomic>
+#include <limits>
+#include <vector>
+
+#include "utils.h"
+
+namespace gnnaccel {
+namespace {
+
+template <typename acc_t, Reduce R>
+struct Reducer {
+  static inline acc_t init() {
+    if constexpr (R == Reduce::kMax) return -std::numeric_limits<acc_t>::infinity();
+    if constexpr (R == Reduce::kMin) return std::numeric_limits<acc_t>::infinity();
+    return acc_t(0);
+  }
+  // Returns true when the new value replaced the accumulator (used for arg tracking).
+  static inline bool update(acc_t& acc, acc_t v) {
+    if constexpr (R == Reduce::kMax) {
+      if (v > acc || (v != v && acc == acc)) { acc = v; return true; }  // NaN propagates, as torch.max
+      return false;
+    } else if constexpr (R == Reduce::kMin) {
+      if (v < acc || (v != v && acc == acc)) { acc = v; return true; }
+      return false;
+    } else {
+      acc += v;
+      return false;
+    }
+  }
+  static inline acc_t write(acc_t acc, int64_t count) {
+    if (count == 0) return acc_t(0);
+    if constexpr (R == Reduce::kMean) return acc / acc_t(count);
+    return acc;
+  }
+};
+
+constexpr int64_t kPrefetchDistance = 4;
+
+template <typename scalar_t, typename index_t, Reduce R, bool kWeighted, bool kArg>
+void aggregate_rows(const index_t* rowptr, const index_t* col, const scalar_t* x, const scalar_t* w,
+                    const index_t* rows, int64_t num_out, int64_t num_graph_rows, int64_t num_src,
+                    int64_t num_edges, int64_t channels, scalar_t* out, int64_t* arg) {
+  using acc_t = scalar_t;  // float32 accumulates in float32 as torch.sparse.mm does; float64 in float64
+  std::atomic<int> error{0};  // 1: bad rowptr, 2: bad col, 3: bad rows
+
+  // Work partition: for the full graph, cut rows where the cumulative (edges + rows) crosses equal shares.
+  const int64_t num_threads = at::get_num_threads();
+  const int64_t num_chunks = std::max<int64_t>(1, std::min<int64_t>(num_out, num_threads * 16));
+  std::vector<int64_t> bounds(num_chunks + 1, num_out);
+  bounds[0] = 0;
+  if (rows == nullptr && num_out > 0) {
+    const int64_t total = static_cast<int64_t>(rowptr[num_out]) + num_out;
+    int64_t r = 0;
+    for (int64_t c = 1; c < num_chunks; ++c) {
+      const int64_t target = total * c / num_chunks;
+      while (r < num_out && static_cast<int64_t>(rowptr[r]) + r < target) ++r;
+      bounds[c] = r;
+    }
+  } else {
+    for (int64_t c = 1; c < num_chunks; ++c) bounds[c] = num_out * c / num_chunks;
+  }
+
+  at::parallel_for(0, num_chunks, 1, [&](int64_t chunk_begin, int64_t chunk_end) {
+    std::vector<acc_t> acc(channels);
+    std::vector<int64_t> best(kArg ? channels : 0);
+    for (int64_t chunk = chunk_begin; chunk < chunk_end; ++chunk) {
+      for (int64_t r = bounds[chunk]; r < bounds[chunk + 1]; ++r) {
+        int64_t row = r;
+        if (rows != nullptr) {
+          row = rows[r];
+          if (row < 0 || row >= num_graph_rows) { error = 3; continue; }
+        }
+        const int64_t begin = rowptr[row], end = rowptr[row + 1];
+        scalar_t* out_row = out + r * channels;
+        if (begin < 0 || end < begin || end > num_edges) {
+          error = 1;
+          continue;
+        }
+        for (int64_t c = 0; c < channels; ++c) acc[c] = Reducer<acc_t, R>::init();
+        if constexpr (kArg) std::fill(best.begin(), best.end(), int64_t(-1));
+        for (int64_t e = begin; e < end; ++e) {
+          if (e + kPrefetchDistance < end) {
+            const int64_t ahead = col[e + kPrefetchDistance];
+            if (ahead >= 0 && ahead < num_src) {
+              const char* p = reinterpret_cast<const char*>(x + ahead * channels);
+              for (int64_t b = 0; b < channels * int64_t(sizeof(scalar_t)); b += 64) __builtin_prefetch(p + b);
+            }
+          }
+          const int64_t j = col[e];
+          if (j < 0 || j >= num_src) { error = 2; break; }
+          const scalar_t* xr = x + j * channels;
+          if constexpr (R == Reduce::kSum || R == Reduce::kMean) {
+            if constexpr (kWeighted) {
+              const acc_t we = w[e];
+#pragma omp simd
+              for (int64_t c = 0; c < channels; ++c) acc[c] += we * xr[c];
+            } else {
+#pragma omp simd
+              for (int64_t c = 0; c < channels; ++c) acc[c] += xr[c];
+            }
+          } else {
+            const acc_t we = kWeighted ? acc_t(w[e]) : acc_t(1);
+            for (int64_t c = 0; c < channels; ++c) {
+              const acc_t v = kWeighted ? we * xr[c] : acc_t(xr[c]);
+              if (Reducer<acc_t, R>::update(acc[c], v)) {
+                if constexpr (kArg) best[c] = e;
+              }
+            }
+          }
+        }
+        const int64_t count = end - begin;
+        for (int64_t c = 0; c < channels; ++c) out_row[c] = static_cast<scalar_t>(Reducer<acc_t, R>::write(acc[c], count));
+        if constexpr (kArg) std::copy(best.begin(), best.end(), arg + r * channels);
+      }
+    }
+  });
+  const int err = error.load();
+  TORCH_CHECK(err != 1, "aggregate: rowptr must start at 0, be non-decreasing and end at col.numel()");
+  TORCH_CHECK(err != 2, "aggregate: col holds an index outside [0, x.size(0)) = [0, ", num_src, ")");
+  TORCH_CHECK(err != 3, "aggregate: rows holds an index outside [0, rowptr.numel() - 1) = [0, ", num_graph_rows, ")");
+}
+
+std::tuple<at::Tensor, at::Tensor> aggregate_cpu(const at::Tensor& rowptr, const at::Tensor& col,
+                                                 const at::Tensor& x, const std::optional<at::Tensor>& edge_weight,
+                                                 const std::optional<at::Tensor>& rows, c10::string_view reduce_name) {
+  const Reduce reduce = parse_reduce(std::string(reduce_name));
+  GNNACCEL_CHECK_1D(rowptr, "rowptr");
+  GNNACCEL_CHECK_1D(col, "col");
+  GNNACCEL_CHECK_2D(x, "x");
+  GNNACCEL_CHECK_INDEX(rowptr, "rowptr");
+  TORCH_CHECK(col.scalar_type() == rowptr.scalar_type(), "col and rowptr must share a dtype, got ",
+              col.scalar_type(), " and ", rowptr.scalar_type());
+  TORCH_CHECK(rowptr.numel() >= 1, "rowptr must have at least one entry (num_rows + 1)");
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
+              "aggregate on CPU supports float32 and float64 x, got ", x.scalar_type());
+  for (const at::Tensor* t : {&rowptr, &col, &x}) TORCH_CHECK(t->device().is_cpu(), "aggregate_cpu got a non-CPU tensor");
+  GNNACCEL_CHECK_CONTIGUOUS(rowptr, "rowptr");
+  GNNACCEL_CHECK_CONTIGUOUS(col, "col");
+  GNNACCEL_CHECK_CONTIGUOUS(x, "x");
+  if (edge_weight.has_value()) {
+    GNNACCEL_CHECK_1D(*edge_weight, "edge_weight");
+    TORCH_CHECK(edge_weight->numel() == col.numel(), "edge_weight has ", edge_weight->numel(),
+                " entries but the graph has ", col.numel(), " edges");
+    TORCH_CHECK(edge_weight->scalar_type() == x.scalar_type(), "edge_weight dtype ", edge_weight->scalar_type(),
+                " must match x dtype ", x.scalar_type());
+    TORCH_CHECK(edge_weight->device().is_cpu(), "edge_weight must be on the CPU like x");
+    GNNACCEL_CHECK_CONTIGUOUS(*edge_weight, "edge_weight");
+  }
+  if (rows.has_value()) {
+    GNNACCEL_CHECK_1D(*rows, "rows");
+    TORCH_CHECK(rows->scalar_type() == rowptr.scalar_type(), "rows dtype ", rows->scalar_type(),
+                " must match rowptr dtype ", rowptr.scalar_type());
+    TORCH_CHECK(rows->device().is_cpu(), "rows must be on the CPU like x");
+    GNNACCEL_CHECK_CONTIGUOUS(*rows, "rows");
+  }
+  const int64_t num_graph_rows = rowptr.numel() - 1;
+  const int64_t num_out = rows.has_value() ? rows->numel() : num_graph_rows;
+  const int64_t channels = x.size(1);
+  auto out = at::empty({num_out, channels}, x.options());
+  auto arg = reduce_has_arg(reduce) ? at::empty({num_out, channels}, x.options().dtype(at::kLong))
+                                    : at::empty({0}, x.options().dtype(at::kLong));
+  if (num_out == 0 || channels == 0) return {out, arg};
+
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "aggregate_cpu", [&] {
+    AT_DISPATCH_INDEX_TYPES(rowptr.scalar_type(), "aggregate_cpu_index", [&] {
+      const index_t* rp = rowptr.data_ptr<index_t>();
+      const index_t* cl = col.data_ptr<index_t>();
+      const index_t* rw = rows.has_value() ? rows->data_ptr<index_t>() : nullptr;
+      const scalar_t* w = edge_weight.has_value() ? edge_weight->data_ptr<scalar_t>() : nullptr;
+      TORCH_CHECK(rp[0] == 0 && int64_t(rp[num_graph_rows]) == col.numel(),
+                  "aggregate: rowptr must start at 0 and end at col.numel() = ", col.numel());
+      auto run = [&](auto reduce_tag, auto weighted_tag) {
+        constexpr Reduce RR = decltype(reduce_tag)::value;
+        constexpr bool W = decltype(weighted_tag)::value;
+        constexpr bool A = RR == Reduce::kMax || RR == Reduce::kMin;
+        aggregate_rows<scalar_t, index_t, RR, W, A>(rp, cl, x.data_ptr<scalar_t>(), w, rw, num_out, num_graph_rows,
+                                                     x.size(0), col.numel(), channels, out.data_ptr<scalar_t>(),
+                                                     A ? arg.data_ptr<int64_t>() : nullptr);
+      };
+      auto with_weight = [&](auto reduce_tag) {
+        if (w != nullptr) run(reduce_tag, std::true_type{});
+        else run(reduce_tag, std::false_type{});
+      };
+      switch (reduce) {
+        case Reduce::kSum: with_weight(std::integral_constant<Reduce, Reduce::kSum>{}); break;
+        case Reduce::kMean: with_weight(std::integral_constant<Reduce, Reduce::kMean>{}); break;
+        case Reduce::kMax: with_weight(std::integral_constant<Reduce, Reduce::kMax>{}); break;
+        case Reduce::kMin: with_weight(std::integral_constant<Reduce, Reduce::kMin>{}); break;
+      }
+    });
+  });
+  return {out, arg};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(gnnaccel, CPU, m) { m.impl("aggregate", &aggregate_cpu); }
+
+}  // namespace gnnaccel

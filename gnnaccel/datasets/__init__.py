@@ -1,0 +1,5 @@
+"""Datasets: a fast synthetic generator (no downloads) and loaders for the real graphs in ../shared/data."""
+from .base import GraphData
+from .synthetic import synthetic
+
+__all__ = ["GraphData", "synthetic"]

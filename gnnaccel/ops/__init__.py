@@ -1,0 +1,8 @@
+"""Operators of gnnaccel (``torch.ops.gnnaccel.*``) with their Python entry points.
+
+Each operator has its schema and kernels in C++ (csrc/ops), and its fake kernel and autograd formula
+registered here, so that it works under ``torch.compile(fullgraph=True)`` and trains.
+"""
+from .aggregate import aggregate
+
+__all__ = ["aggregate"]

@@ -1,0 +1,1 @@
+"""Triton kernels of gnnaccel (installed as ``gnnaccel.kernels``)."""

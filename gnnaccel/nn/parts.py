@@ -1,0 +1,65 @@
+"""The small, uniform description of a layer's linear algebra that the pruner works on.
+
+Every convolution in :mod:`gnnaccel.nn` computes its pre-activation output as a sum of branches
+
+    y[:, branch.cols] += Z_branch @ branch.weight        (+ bias)
+
+where ``Z_branch`` is the layer input ``h`` propagated by ``branch.propagation``:
+
+* ``"identity"``: ``Z = h``                               (SAGE root/self branch)
+* ``"mean"``:     ``Z = mean_{j in N(i)} h_j``            (SAGE neighbour branch, mean aggregation)
+* ``"sum"``:      ``Z = sum_{j in N(i)} h_j``
+* ``"max"``:      ``Z = max_{j in N(i)} h_j``  (not linear in h: pruned, but the Gram is only a surrogate)
+* ``"gcn"``:      ``Z = D^-1/2 (A + I) D^-1/2 h``        (GCN)
+
+Sum form (PyG SAGEConv, GCNConv): every branch writes all output columns. Concat form (GraphSAINT): each
+branch writes its own block of columns. Removing input channel ``i`` of ``h`` removes row ``i`` of every
+branch weight -- the rank-1 blocks of DESIGN.md section 3.
+
+Layer protocol (implemented by gnnaccel.nn.SAGEConv, GCNConv, SAINTConv):
+
+* ``linear_parts() -> LinearParts``: the current weights in [in, out] orientation.
+* ``branch_inputs(graph, h, rows=None) -> Dict[str, Tensor]``: ``Z_branch`` for ``rows`` (all nodes if None),
+  from the layer input ``h`` of all nodes.
+* ``load_pruned(input_keep, weights, bias)``: install pruned weights. ``input_keep[name]`` (LongTensor) are
+  the kept input channels of branch ``name`` (indices into the current input), ``weights[name]`` the new
+  [len(keep), len(cols)] weight. When all branches keep the same channels the layer simply becomes narrower;
+  otherwise (batched scheme, first layer) the layer stores per-branch input index buffers and slices.
+* ``prune_outputs(keep)``: keep only the output channels ``keep`` (weights' columns, bias entries).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+from torch import Tensor
+
+PROPAGATIONS = ("identity", "mean", "sum", "max", "gcn")
+
+
+@dataclass
+class Branch:
+    name: str
+    weight: Tensor  # [in_channels, len(cols)]
+    cols: Tensor  # int64 output columns written by this branch
+    propagation: str
+
+    def __post_init__(self):
+        if self.propagation not in PROPAGATIONS:
+            raise ValueError(f"unknown propagation {self.propagation!r}; expected one of {PROPAGATIONS}")
+
+
+@dataclass
+class LinearParts:
+    in_channels: int
+    out_channels: int
+    branches: List[Branch]
+    bias: Optional[Tensor] = None  # [out_channels]
+    form: str = "sum"  # "sum" or "concat"
+    extra: Dict[str, object] = field(default_factory=dict)
+
+    def branch(self, name: str) -> Branch:
+        for b in self.branches:
+            if b.name == name:
+                return b
+        raise KeyError(f"no branch named {name!r}; have {[b.name for b in self.branches]}")

@@ -39,21 +39,10 @@ def aggregate(rowptr: Tensor, col: Tensor, x: Tensor, reduce: str = "mean", edge
     return out
 
 
-def _edges_of_rows(rowptr: Tensor, rows: Optional[Tensor], num_out: int):
-    """Per edge of the selected rows: (output row, edge id, degree of its row). Data-dependent sizes: eager only."""
-    deg_all = rowptr[1:] - rowptr[:-1]
-    if rows is None:
-        deg = deg_all.long()
-        edge_ids = torch.arange(int(rowptr[-1]), device=rowptr.device)
-        starts = None
-    else:
-        deg = deg_all[rows.long()].long()
-        starts = rowptr[rows.long()].long()
-    out_row = torch.repeat_interleave(torch.arange(num_out, device=rowptr.device), deg)
-    if starts is not None:
-        offsets = torch.cumsum(deg, 0) - deg
-        edge_ids = starts[out_row] + torch.arange(out_row.numel(), device=rowptr.device) - offsets[out_row]
-    return out_row, edge_ids, deg
+def _row_of_edge(rowptr: Tensor, num_edges: int) -> Tensor:
+    """Row index of every edge; sizes come from shapes only, so the backward traces under torch.compile."""
+    edges = torch.arange(num_edges, device=rowptr.device, dtype=rowptr.dtype)
+    return torch.searchsorted(rowptr[1:], edges, right=True)
 
 
 def _setup_context(ctx, inputs, output):
@@ -68,38 +57,47 @@ def _backward(ctx, grad_out, _grad_arg):
     rowptr, col, x, edge_weight, rows, arg = ctx.saved_tensors
     need_x, need_w = ctx.needs_input_grad[2], ctx.needs_input_grad[3]
     grad_x = grad_w = None
+    num_rows, num_edges, channels = rowptr.shape[0] - 1, col.shape[0], grad_out.shape[1]
     grad_out = grad_out.contiguous()
-    channels = grad_out.shape[1]
+    if num_edges == 0:
+        return (None, None, torch.zeros_like(x) if need_x else None,
+                torch.zeros_like(edge_weight) if need_w else None, None, None)
+    src = col.long()
     if ctx.reduce in ("sum", "mean"):
-        out_row, edge_ids, deg = _edges_of_rows(rowptr, rows, grad_out.shape[0])
-        scale = torch.ones(edge_ids.numel(), dtype=grad_out.dtype, device=grad_out.device)
+        if rows is not None:
+            # out = P @ agg(x) with P selecting rows: pull the gradient back onto the full row set first.
+            grad_out = grad_out.new_zeros(num_rows, channels).index_add_(0, rows.long(), grad_out)
+        row = _row_of_edge(rowptr, num_edges).long()
+        scale = torch.ones(num_edges, dtype=grad_out.dtype, device=grad_out.device)
         if ctx.reduce == "mean":
-            scale = scale / deg[out_row].to(grad_out.dtype)
-        src = col[edge_ids].long()
+            deg = (rowptr[1:] - rowptr[:-1]).to(grad_out.dtype)
+            scale = scale / deg[row]
         if need_x:
-            # d out[r] / d x[j] flows along the reversed edges: a sum-aggregation over the transposed graph.
-            weight = scale * edge_weight[edge_ids] if edge_weight is not None else scale
+            # d out[i] / d x[j] flows along the reversed edges: a sum-aggregation over the transposed graph.
+            weight = scale * edge_weight if edge_weight is not None else scale
             order = torch.argsort(src, stable=True)
-            counts = torch.bincount(src, minlength=ctx.num_src)
+            counts = torch.zeros(ctx.num_src, dtype=torch.long, device=src.device).index_add_(
+                0, src, torch.ones_like(src))
             t_rowptr = torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)]).to(rowptr.dtype)
-            t_col = out_row[order].to(rowptr.dtype)
-            grad_x, _ = torch.ops.gnnaccel.aggregate(t_rowptr, t_col, grad_out, weight[order].contiguous(), None, "sum")
+            t_col = row[order].to(rowptr.dtype)
+            grad_x, _ = torch.ops.gnnaccel.aggregate(t_rowptr, t_col, grad_out, weight[order].contiguous(), None,
+                                                     "sum")
         if need_w:
-            per_edge = (grad_out[out_row] * x[src]).sum(-1) * scale
-            grad_w = torch.zeros_like(edge_weight).index_add_(0, edge_ids, per_edge)
+            grad_w = (grad_out[row] * x[src]).sum(-1) * scale
     else:
-        won = arg >= 0
-        edge = arg[won]
-        src = col[edge].long()
-        channel = torch.nonzero(won)[:, 1]
-        g = grad_out[won]
+        # arg holds the winning edge per (output row, channel), -1 for empty rows: those contribute nothing.
+        won = (arg >= 0).to(grad_out.dtype)
+        edge = arg.clamp_min(0)
+        g = grad_out * won
+        channel = torch.arange(channels, device=arg.device).expand_as(arg)
+        src_e = src[edge]
         if need_x:
             contrib = g * edge_weight[edge] if edge_weight is not None else g
             grad_x = torch.zeros(ctx.num_src * channels, dtype=grad_out.dtype, device=grad_out.device)
-            grad_x.index_add_(0, src * channels + channel, contrib)
+            grad_x = grad_x.index_add_(0, (src_e * channels + channel).flatten(), contrib.flatten())
             grad_x = grad_x.view(ctx.num_src, channels)
         if need_w:
-            grad_w = torch.zeros_like(edge_weight).index_add_(0, edge, g * x[src, channel])
+            grad_w = torch.zeros_like(edge_weight).index_add_(0, edge.flatten(), (g * x[src_e, channel]).flatten())
     return None, None, grad_x, grad_w, None, None
 
 

@@ -2,7 +2,8 @@
 
     python benchmarks/report.py benchmarks/out/*.json
 
-Ratios are medians of the baseline over medians of gnnaccel in the same run; absolute times on shared machines
+Ratios are best-of-rounds (min) times of the baseline over gnnaccel's in the same run (min is the least
+sensitive to other load on a shared machine); absolute times on shared machines
 are noise, ratios are what the tables report.
 """
 from __future__ import annotations
@@ -17,7 +18,7 @@ def load(paths):
     for path in paths:
         with open(path) as fh:
             for bench in json.load(fh)["benchmarks"]:
-                rows.append(dict(group=bench["group"], name=bench["name"], median=bench["stats"]["median"],
+                rows.append(dict(group=bench["group"], name=bench["name"], median=bench["stats"]["min"],
                                  **bench.get("extra_info", {})))
     return rows
 

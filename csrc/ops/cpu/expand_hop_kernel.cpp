@@ -65,22 +65,23 @@ class NodePositionHash {
   std::unique_ptr<index_t[]> keys_, values_;
 };
 
-template <typename index_t>
+// Dense node -> position array; positions are stored as pos_t (int32 when they fit: half the cache footprint).
+template <typename index_t, typename pos_t>
 class NodePositionDense {
  public:
-  explicit NodePositionDense(int64_t num_nodes) : pos_(new index_t[num_nodes]) {
-    std::fill(pos_.get(), pos_.get() + num_nodes, index_t(-1));
+  explicit NodePositionDense(int64_t num_nodes) : pos_(new pos_t[num_nodes]) {
+    std::fill(pos_.get(), pos_.get() + num_nodes, pos_t(-1));
   }
   inline index_t find_or_insert(index_t node, index_t position, bool* inserted) {
-    index_t& p = pos_[node];
-    if (p >= 0) { *inserted = false; return p; }
-    p = position;
+    pos_t& p = pos_[node];
+    if (p >= 0) { *inserted = false; return index_t(p); }
+    p = pos_t(position);
     *inserted = true;
     return position;
   }
 
  private:
-  std::unique_ptr<index_t[]> pos_;
+  std::unique_ptr<pos_t[]> pos_;
 };
 
 template <typename index_t, typename Map>
@@ -120,7 +121,7 @@ std::vector<at::Tensor> expand_hop_impl(const at::Tensor& rowptr_t, const at::Te
   index_t* local_rowptr = local_rowptr_t.data_ptr<index_t>();
   std::vector<int64_t> count(num_seeds);
   std::atomic<int> error{0};  // 1: seed out of range, 2: bad rowptr, 3: bad col
-  at::parallel_for(0, num_seeds, 1024, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, num_seeds, int64_t(1) << 14, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const int64_t v = seeds[r];
       if (v < 0 || v >= num_nodes) { error = 1; count[r] = 0; continue; }
@@ -147,7 +148,10 @@ std::vector<at::Tensor> expand_hop_impl(const at::Tensor& rowptr_t, const at::Te
   index_t* edge_ids = edge_ids_t.data_ptr<index_t>();
   index_t* local_col = local_col_t.data_ptr<index_t>();
   const uint64_t seed_key = mix64(static_cast<uint64_t>(random_seed) + kGolden);
-  const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, total / std::max<int64_t>(1, num_seeds)));
+  // Threads only for big blocks (>= ~32k edges per task): a fork/join costs more than a small batch, and far
+  // more on a loaded machine where a worker may wait for a core.
+  const int64_t edges_per_seed = std::max<int64_t>(1, total / std::max<int64_t>(1, num_seeds));
+  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 15) / edges_per_seed);
   at::parallel_for(0, num_seeds, grain, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const int64_t out = local_rowptr[r], n = local_rowptr[r + 1] - out;
@@ -177,8 +181,13 @@ std::vector<at::Tensor> expand_hop_impl(const at::Tensor& rowptr_t, const at::Te
   auto frontier_t = at::empty({max_frontier}, opts);
   int64_t size;
   if (max_frontier * 8 >= num_nodes) {
-    NodePositionDense<index_t> map(num_nodes);
-    size = deduplicate<index_t>(map, seeds, num_seeds, local_col, total, frontier_t.data_ptr<index_t>());
+    if (max_frontier <= int64_t(std::numeric_limits<int32_t>::max())) {
+      NodePositionDense<index_t, int32_t> map(num_nodes);
+      size = deduplicate<index_t>(map, seeds, num_seeds, local_col, total, frontier_t.data_ptr<index_t>());
+    } else {
+      NodePositionDense<index_t, int64_t> map(num_nodes);
+      size = deduplicate<index_t>(map, seeds, num_seeds, local_col, total, frontier_t.data_ptr<index_t>());
+    }
   } else {
     NodePositionHash<index_t> map(max_frontier);
     size = deduplicate<index_t>(map, seeds, num_seeds, local_col, total, frontier_t.data_ptr<index_t>());

@@ -287,3 +287,26 @@ def test_traces_with_dynamic_output_sizes(generator):
     with torch._dynamo.config.patch(capture_dynamic_output_shape_ops=True):
         compiled = torch.compile(fn, fullgraph=True)
         torch.testing.assert_close(compiled(g.rowptr, g.col, seeds, x), fn(g.rowptr, g.col, seeds, x))
+
+
+def test_concurrent_calls_agree(generator):
+    """The op keeps no state between calls (no shared marker array): threads calling it at once get the same
+    blocks as sequential calls."""
+    import threading
+
+    g = _random_graph(generator, n=3000, e=40000)
+    batches = [torch.randint(g.num_nodes, (b,), generator=generator) for b in (1, 5, 40, 400, 2500) * 4]
+    expected = [expand_hop(g.rowptr, g.col, s, 7, k) for k, s in enumerate(batches)]
+    results = [None] * len(batches)
+
+    def work(k):
+        for _ in range(5):
+            results[k] = expand_hop(g.rowptr, g.col, batches[k], 7, k)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(len(batches))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for got, want in zip(results, expected):
+        assert all(torch.equal(a, b) for a, b in zip(got, want))

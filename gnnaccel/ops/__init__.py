@@ -4,5 +4,6 @@ Each operator has its schema and kernels in C++ (csrc/ops), and its fake kernel 
 registered here, so that it works under ``torch.compile(fullgraph=True)`` and trains.
 """
 from .aggregate import aggregate
+from .expand_hop import ALL_NEIGHBOURS, HopBlock, expand_hop, hop_random_seed, k_hop_support
 
-__all__ = ["aggregate"]
+__all__ = ["aggregate", "expand_hop", "k_hop_support", "hop_random_seed", "HopBlock", "ALL_NEIGHBOURS"]

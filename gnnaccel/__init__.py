@@ -7,6 +7,7 @@ hidden features.
 from ._library import EXTENSION_LOADED, ExtensionNotBuiltError
 from .graph import Graph
 from . import ops
+from . import inference, models, nn, train; from .models import from_pyg  # noqa: E702
 
 __version__ = "0.1.0"
 

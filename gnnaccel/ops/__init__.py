@@ -4,5 +4,7 @@ Each operator has its schema and kernels in C++ (csrc/ops), and its fake kernel 
 registered here, so that it works under ``torch.compile(fullgraph=True)`` and trains.
 """
 from .aggregate import aggregate
+from .pruned_linear import pruned_linear
+from .sage_fused import sage_fused
 
-__all__ = ["aggregate"]
+__all__ = ["aggregate", "pruned_linear", "sage_fused"]

@@ -2,6 +2,7 @@
 // kept columns into a buffer of about 256 KiB and calls BLAS (addmm) on it, writing straight into its slice of
 // the output. Inside at::parallel_for the BLAS call runs single-threaded, so blocks proceed independently.
 #include <ATen/Parallel.h>
+#include <ATen/ThreadLocalState.h>
 
 #include <algorithm>
 #include <cstring>
@@ -64,13 +65,16 @@ at::Tensor pruned_linear_cpu(const at::Tensor& x, const at::Tensor& weight, cons
   const int64_t num_out = rows.has_value() ? rows->numel() : x.size(0);
   auto out = at::empty({num_out, out_channels}, x.options());
   if (num_out == 0 || out_channels == 0) return out;
-  const at::Tensor w = weight.contiguous();
+  // Detached: the nested out= BLAS calls (also on OpenMP worker threads, which do not inherit dispatch TLS)
+  // must not see tensors that require grad.
+  const at::Tensor w = weight.detach().contiguous();
+  const std::optional<at::Tensor> bias_d = bias.has_value() ? std::optional<at::Tensor>(bias->detach()) : std::nullopt;
   if (num_cols == 0) {  // nothing kept: the product is empty, only the bias remains
     if (bias.has_value()) out.copy_(bias->unsqueeze(0).expand_as(out)); else out.zero_();
     return out;
   }
   if (!rows.has_value() && !keep.has_value()) {  // plain linear: one multi-threaded BLAS call
-    if (bias.has_value()) at::addmm_out(out, *bias, x, w); else at::mm_out(out, x, w);
+    if (bias_d.has_value()) at::addmm_out(out, *bias_d, x.detach(), w); else at::mm_out(out, x.detach(), w);
     return out;
   }
   const at::Tensor xc = x.contiguous();
@@ -91,14 +95,16 @@ at::Tensor pruned_linear_cpu(const at::Tensor& x, const at::Tensor& weight, cons
       }
     };
     auto run = [&](auto row_of, auto col_of) {
+      const at::ThreadLocalState tls;  // OpenMP workers do not inherit inference mode / dispatch TLS
       at::parallel_for(0, num_blocks, 1, [&](int64_t b0, int64_t b1) {
+        at::ThreadLocalStateGuard tls_guard(tls);
         std::vector<scalar_t> storage(block * num_cols);
         for (int64_t b = b0; b < b1; ++b) {
           const int64_t begin = b * block, end = std::min(num_out, begin + block);
           gather_block(row_of, col_of, begin, end, storage.data());
           at::Tensor buf = at::from_blob(storage.data(), {end - begin, num_cols}, x.options());
           at::Tensor dst = out.narrow(0, begin, end - begin);
-          if (bias.has_value()) at::addmm_out(dst, *bias, buf, w); else at::mm_out(dst, buf, w);
+          if (bias_d.has_value()) at::addmm_out(dst, *bias_d, buf, w); else at::mm_out(dst, buf, w);
         }
       });
     };

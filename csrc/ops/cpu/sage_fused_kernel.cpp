@@ -4,6 +4,7 @@
 // the parallel region) multiplies by the stacked weight, writing straight into the output slice. The
 // aggregated matrix therefore never goes through main memory.
 #include <ATen/Parallel.h>
+#include <ATen/ThreadLocalState.h>
 
 #include <algorithm>
 #include <atomic>
@@ -89,7 +90,10 @@ at::Tensor sage_fused_cpu(const at::Tensor& rowptr, const at::Tensor& col, const
     if (bias.has_value()) out.copy_(bias->unsqueeze(0).expand_as(out)); else out.zero_();
     return out;
   }
-  const at::Tensor w = weight.contiguous();
+  // Detached: the nested out= BLAS calls (also on OpenMP worker threads, which do not inherit dispatch TLS)
+  // must not see tensors that require grad.
+  const at::Tensor w = weight.detach().contiguous();
+  const std::optional<at::Tensor> bias_d = bias.has_value() ? std::optional<at::Tensor>(bias->detach()) : std::nullopt;
   std::atomic<int> error{0};
 
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sage_fused_cpu", [&] {
@@ -120,7 +124,9 @@ at::Tensor sage_fused_cpu(const at::Tensor& rowptr, const at::Tensor& col, const
         for (int64_t c = 1; c < num_chunks; ++c) bounds[c] = num_out * c / num_chunks;
       }
 
+      const at::ThreadLocalState tls;  // OpenMP workers do not inherit inference mode / dispatch TLS
       at::parallel_for(0, num_chunks, 1, [&](int64_t chunk_begin, int64_t chunk_end) {
+        at::ThreadLocalStateGuard tls_guard(tls);
         std::vector<scalar_t> storage(block * width);
         for (int64_t chunk = chunk_begin; chunk < chunk_end; ++chunk) {
           for (int64_t begin = bounds[chunk]; begin < bounds[chunk + 1]; begin += block) {
@@ -155,7 +161,7 @@ at::Tensor sage_fused_cpu(const at::Tensor& rowptr, const at::Tensor& col, const
             }
             at::Tensor buf = at::from_blob(storage.data(), {end - begin, width}, x.options());
             at::Tensor dst = out.narrow(0, begin, end - begin);
-            if (bias.has_value()) at::addmm_out(dst, *bias, buf, w); else at::mm_out(dst, buf, w);
+            if (bias_d.has_value()) at::addmm_out(dst, *bias_d, buf, w); else at::mm_out(dst, buf, w);
           }
         }
       });

@@ -280,18 +280,22 @@ def _fold_bias(module: nn.Module, attr: str, scale: Tensor, shift: Tensor) -> No
 class GCNConv(_PrunableConv):
     r"""GCN layer, PyG's ``GCNConv``: ``out = D^-1/2 (A + I) D^-1/2 x W + b`` (parameters ``lin.weight``, ``bias``).
 
-    Self loops follow PyG's ``add_remaining_self_loops`` (existing self loops are replaced by one per node,
+    ``add_self_loops=None`` means ``normalize`` (PyG's default). Self loops follow PyG's ``add_remaining_self_loops`` (existing self loops are replaced by one per node,
     keeping an existing loop's weight). The normalised graph is memoised in ``graph.cache`` per dtype.
     Projects first when ``out < in``, else aggregates first.
     """
 
     branch_names = ("gcn",)
 
-    def __init__(self, in_channels: int, out_channels: int, add_self_loops: bool = True, normalize: bool = True,
-                 bias: bool = True, improved: bool = False, cached: bool = False):
+    def __init__(self, in_channels: int, out_channels: int, add_self_loops: Optional[bool] = None,
+                 normalize: bool = True, bias: bool = True, improved: bool = False, cached: bool = False):
         super().__init__()
         if improved:
             raise ValueError("GCNConv(improved=True) is not supported by gnnaccel")
+        if add_self_loops is None:  # PyG: self loops come with the normalisation
+            add_self_loops = normalize
+        if add_self_loops and not normalize:
+            raise ValueError("GCNConv: add_self_loops=True needs normalize=True (as in PyG)")
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
         self.add_self_loops, self.normalize = bool(add_self_loops), bool(normalize)
         self.lin = nn.Linear(in_channels, out_channels, bias=False)

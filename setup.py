@@ -33,7 +33,7 @@ def _want_cuda() -> bool:
 
 def _extension():
     cpp_sources = sorted(glob.glob("csrc/**/*.cpp", recursive=True))
-    cxx_flags = ["-O3", "-g0", "-fopenmp", "-std=c++17", "-DGNNACCEL_WITH_OPENMP"]
+    cxx_flags = ["-O3", "-g0", "-fopenmp", "-DGNNACCEL_WITH_OPENMP"]
     if os.getenv("GNNACCEL_NATIVE", "1") != "0":
         cxx_flags.append("-march=native")
     link_flags = ["-fopenmp"]

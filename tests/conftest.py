@@ -4,8 +4,20 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
-import torch
+# Triton reads TRITON_INTERPRET when its own library functions (tl.max, ...) are decorated, i.e. at the first
+# `import triton` anywhere in the process: set it before anything can import triton. Without a GPU the Triton
+# kernels' logic is then checked by the interpreter on CPU tensors.
+if "TRITON_INTERPRET" not in os.environ:
+    try:
+        import ctypes.util
+        _has_cuda_driver = ctypes.util.find_library("cuda") is not None
+    except Exception:  # pragma: no cover
+        _has_cuda_driver = False
+    if not _has_cuda_driver:
+        os.environ["TRITON_INTERPRET"] = "1"
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("GNNACCEL_DATA", REPO_ROOT.parent / "shared" / "data"))

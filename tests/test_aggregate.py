@@ -128,9 +128,9 @@ def _opcheck_samples(generator):
     w = torch.rand(g.num_edges, generator=generator, requires_grad=True)
     rows = torch.tensor([2, 2, 14, 0])
     for reduce in REDUCES:
-        yield (g.rowptr, g.col, x, None, None, reduce)
-        yield (g.rowptr, g.col, x, w, rows, reduce)
-        yield (g.rowptr.int(), g.col.int(), x.detach().double(), None, rows.int(), reduce)
+        yield (g.rowptr, g.col, x, None, None, reduce, True)
+        yield (g.rowptr, g.col, x, w, rows, reduce, True)
+        yield (g.rowptr.int(), g.col.int(), x.detach().double(), None, rows.int(), reduce, False)
 
 
 def test_opcheck(generator):

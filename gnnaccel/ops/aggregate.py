@@ -35,7 +35,9 @@ def aggregate(rowptr: Tensor, col: Tensor, x: Tensor, reduce: str = "mean", edge
         raise TypeError(f"x must be a floating-point tensor, got {x.dtype}")
     if rows is not None and rows.dtype != rowptr.dtype:
         rows = rows.to(rowptr.dtype)
-    out, _ = torch.ops.gnnaccel.aggregate(rowptr, col, x, edge_weight, rows, reduce)
+    # max/min record the winning edge only when a gradient will be asked for.
+    needs_grad = torch.is_grad_enabled() and (x.requires_grad or (edge_weight is not None and edge_weight.requires_grad))
+    out, _ = torch.ops.gnnaccel.aggregate(rowptr, col, x, edge_weight, rows, reduce, needs_grad)
     return out
 
 
@@ -46,9 +48,10 @@ def _row_of_edge(rowptr: Tensor, num_edges: int) -> Tensor:
 
 
 def _setup_context(ctx, inputs, output):
-    rowptr, col, x, edge_weight, rows, reduce = inputs
+    rowptr, col, x, edge_weight, rows, reduce, compute_arg = inputs
     _, arg = output
     ctx.reduce = _canonical_reduce(reduce)
+    ctx.has_arg = compute_arg
     ctx.num_src = x.shape[0]
     ctx.save_for_backward(rowptr, col, x, edge_weight, rows, arg)
 
@@ -61,7 +64,7 @@ def _backward(ctx, grad_out, _grad_arg):
     grad_out = grad_out.contiguous()
     if num_edges == 0:
         return (None, None, torch.zeros_like(x) if need_x else None,
-                torch.zeros_like(edge_weight) if need_w else None, None, None)
+                torch.zeros_like(edge_weight) if need_w else None, None, None, None)
     src = col.long()
     if ctx.reduce in ("sum", "mean"):
         if rows is not None:
@@ -81,10 +84,12 @@ def _backward(ctx, grad_out, _grad_arg):
             t_rowptr = torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)]).to(rowptr.dtype)
             t_col = row[order].to(rowptr.dtype)
             grad_x, _ = torch.ops.gnnaccel.aggregate(t_rowptr, t_col, grad_out, weight[order].contiguous(), None,
-                                                     "sum")
+                                                     "sum", False)
         if need_w:
             grad_w = (grad_out[row] * x[src]).sum(-1) * scale
     else:
+        if not ctx.has_arg:
+            raise RuntimeError("gnnaccel::aggregate: max/min backward needs compute_arg=True in the forward call")
         # arg holds the winning edge per (output row, channel), -1 for empty rows: those contribute nothing.
         won = (arg >= 0).to(grad_out.dtype)
         edge = arg.clamp_min(0)
@@ -98,18 +103,19 @@ def _backward(ctx, grad_out, _grad_arg):
             grad_x = grad_x.view(ctx.num_src, channels)
         if need_w:
             grad_w = torch.zeros_like(edge_weight).index_add_(0, edge.flatten(), (g * x[src_e, channel]).flatten())
-    return None, None, grad_x, grad_w, None, None
+    return None, None, grad_x, grad_w, None, None, None
 
 
 if EXTENSION_LOADED:
     @torch.library.register_fake("gnnaccel::aggregate")
-    def _aggregate_fake(rowptr, col, x, edge_weight, rows, reduce):
+    def _aggregate_fake(rowptr, col, x, edge_weight, rows, reduce, compute_arg=False):
         torch._check(rowptr.dim() == 1, lambda: "rowptr must be 1-D")
         torch._check(col.dim() == 1, lambda: "col must be 1-D")
         torch._check(x.dim() == 2, lambda: "x must be 2-D")
         num_out = rows.shape[0] if rows is not None else rowptr.shape[0] - 1
         out = x.new_empty((num_out, x.shape[1]))
-        arg_shape = (num_out, x.shape[1]) if _canonical_reduce(reduce) in ("max", "min") else (0,)
+        with_arg = compute_arg and _canonical_reduce(reduce) in ("max", "min")
+        arg_shape = (num_out, x.shape[1]) if with_arg else (0,)
         return out, x.new_empty(arg_shape, dtype=torch.long)
 
     torch.library.register_autograd("gnnaccel::aggregate", _backward, setup_context=_setup_context)

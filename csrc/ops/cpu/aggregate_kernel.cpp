@@ -24,19 +24,6 @@ struct Reducer {
     if constexpr (R == Reduce::kMin) return std::numeric_limits<acc_t>::infinity();
     return acc_t(0);
   }
-  // Returns true when the new value replaced the accumulator (used for arg tracking).
-  static inline bool update(acc_t& acc, acc_t v) {
-    if constexpr (R == Reduce::kMax) {
-      if (v > acc || (v != v && acc == acc)) { acc = v; return true; }  // NaN propagates, as torch.max
-      return false;
-    } else if constexpr (R == Reduce::kMin) {
-      if (v < acc || (v != v && acc == acc)) { acc = v; return true; }
-      return false;
-    } else {
-      acc += v;
-      return false;
-    }
-  }
   static inline acc_t write(acc_t acc, int64_t count) {
     if (count == 0) return acc_t(0);
     if constexpr (R == Reduce::kMean) return acc / acc_t(count);
@@ -109,12 +96,15 @@ void aggregate_rows(const index_t* rowptr, const index_t* col, const scalar_t* x
               for (int64_t c = 0; c < channels; ++c) acc[c] += xr[c];
             }
           } else {
+            // Branch-free select so that the channel loop vectorises; NaN propagates as in torch.max.
             const acc_t we = kWeighted ? acc_t(w[e]) : acc_t(1);
+#pragma omp simd
             for (int64_t c = 0; c < channels; ++c) {
               const acc_t v = kWeighted ? we * xr[c] : acc_t(xr[c]);
-              if (Reducer<acc_t, R>::update(acc[c], v)) {
-                if constexpr (kArg) best[c] = e;
-              }
+              const acc_t a = acc[c];
+              const bool better = (R == Reduce::kMax ? v > a : v < a) | ((v != v) & (a == a));
+              acc[c] = better ? v : a;
+              if constexpr (kArg) best[c] = better ? e : best[c];
             }
           }
         }
@@ -132,7 +122,8 @@ void aggregate_rows(const index_t* rowptr, const index_t* col, const scalar_t* x
 
 std::tuple<at::Tensor, at::Tensor> aggregate_cpu(const at::Tensor& rowptr, const at::Tensor& col,
                                                  const at::Tensor& x, const std::optional<at::Tensor>& edge_weight,
-                                                 const std::optional<at::Tensor>& rows, c10::string_view reduce_name) {
+                                                 const std::optional<at::Tensor>& rows, c10::string_view reduce_name,
+                                                 bool compute_arg) {
   const Reduce reduce = parse_reduce(std::string(reduce_name));
   GNNACCEL_CHECK_1D(rowptr, "rowptr");
   GNNACCEL_CHECK_1D(col, "col");
@@ -167,7 +158,8 @@ std::tuple<at::Tensor, at::Tensor> aggregate_cpu(const at::Tensor& rowptr, const
   const int64_t num_out = rows.has_value() ? rows->numel() : num_graph_rows;
   const int64_t channels = x.size(1);
   auto out = at::empty({num_out, channels}, x.options());
-  auto arg = reduce_has_arg(reduce) ? at::empty({num_out, channels}, x.options().dtype(at::kLong))
+  const bool with_arg = compute_arg && reduce_has_arg(reduce);
+  auto arg = with_arg ? at::empty({num_out, channels}, x.options().dtype(at::kLong))
                                     : at::empty({0}, x.options().dtype(at::kLong));
   if (num_out == 0 || channels == 0) return {out, arg};
 
@@ -182,10 +174,16 @@ std::tuple<at::Tensor, at::Tensor> aggregate_cpu(const at::Tensor& rowptr, const
       auto run = [&](auto reduce_tag, auto weighted_tag) {
         constexpr Reduce RR = decltype(reduce_tag)::value;
         constexpr bool W = decltype(weighted_tag)::value;
-        constexpr bool A = RR == Reduce::kMax || RR == Reduce::kMin;
-        aggregate_rows<scalar_t, index_t, RR, W, A>(rp, cl, x.data_ptr<scalar_t>(), w, rw, num_out, num_graph_rows,
-                                                     x.size(0), col.numel(), channels, out.data_ptr<scalar_t>(),
-                                                     A ? arg.data_ptr<int64_t>() : nullptr);
+                if (with_arg) {
+          if constexpr (RR == Reduce::kMax || RR == Reduce::kMin) {
+            aggregate_rows<scalar_t, index_t, RR, W, true>(rp, cl, x.data_ptr<scalar_t>(), w, rw, num_out,
+                                                           num_graph_rows, x.size(0), col.numel(), channels,
+                                                           out.data_ptr<scalar_t>(), arg.data_ptr<int64_t>());
+            return;
+          }
+        }
+        aggregate_rows<scalar_t, index_t, RR, W, false>(rp, cl, x.data_ptr<scalar_t>(), w, rw, num_out, num_graph_rows,
+                                                     x.size(0), col.numel(), channels, out.data_ptr<scalar_t>(), nullptr);
       };
       auto with_weight = [&](auto reduce_tag) {
         if (w != nullptr) run(reduce_tag, std::true_type{});

@@ -68,13 +68,37 @@ __global__ void aggregate_kernel(const index_t* __restrict__ rowptr, const index
       if (DeviceReducer<acc_t, R>::update(acc, v)) best = e;
     }
     out[warp * channels + c] = static_cast<scalar_t>(DeviceReducer<acc_t, R>::write(acc, end - begin));
-    if (kArg) arg[warp * channels + c] = best;
+    if (kArg && arg != nullptr) arg[warp * channels + c] = best;
   }
+}
+
+template <typename scalar_t, typename index_t>
+struct AggregateArgs {
+  const index_t* rowptr;
+  const index_t* col;
+  const scalar_t* x;
+  const scalar_t* w;
+  const index_t* rows;
+  int64_t num_out, num_graph_rows, num_src, channels;
+  scalar_t* out;
+  int64_t* arg;
+};
+
+// Launch outside the AT_DISPATCH lambdas: macros cannot be defined inside a macro argument.
+template <Reduce R, typename scalar_t, typename index_t>
+void launch(const AggregateArgs<scalar_t, index_t>& a, int64_t blocks, int threads, cudaStream_t stream) {
+  if (a.w != nullptr)
+    aggregate_kernel<scalar_t, index_t, R, true><<<blocks, threads, 0, stream>>>(
+        a.rowptr, a.col, a.x, a.w, a.rows, a.num_out, a.num_graph_rows, a.num_src, a.channels, a.out, a.arg);
+  else
+    aggregate_kernel<scalar_t, index_t, R, false><<<blocks, threads, 0, stream>>>(
+        a.rowptr, a.col, a.x, a.w, a.rows, a.num_out, a.num_graph_rows, a.num_src, a.channels, a.out, a.arg);
 }
 
 std::tuple<at::Tensor, at::Tensor> aggregate_cuda(const at::Tensor& rowptr, const at::Tensor& col,
                                                   const at::Tensor& x, const std::optional<at::Tensor>& edge_weight,
-                                                  const std::optional<at::Tensor>& rows, c10::string_view reduce_name) {
+                                                  const std::optional<at::Tensor>& rows, c10::string_view reduce_name,
+                                                  bool compute_arg) {
   const Reduce reduce = parse_reduce(std::string(reduce_name));
   GNNACCEL_CHECK_1D(rowptr, "rowptr");
   GNNACCEL_CHECK_1D(col, "col");
@@ -106,7 +130,8 @@ std::tuple<at::Tensor, at::Tensor> aggregate_cuda(const at::Tensor& rowptr, cons
   const int64_t num_out = rows.has_value() ? rows->numel() : num_graph_rows;
   const int64_t channels = x.size(1);
   auto out = at::empty({num_out, channels}, x.options());
-  auto arg = reduce_has_arg(reduce) ? at::empty({num_out, channels}, x.options().dtype(at::kLong))
+  const bool with_arg = compute_arg && reduce_has_arg(reduce);
+  auto arg = with_arg ? at::empty({num_out, channels}, x.options().dtype(at::kLong))
                                     : at::empty({0}, x.options().dtype(at::kLong));
   if (num_out == 0 || channels == 0) return {out, arg};
   constexpr int kThreads = 256;
@@ -117,23 +142,16 @@ std::tuple<at::Tensor, at::Tensor> aggregate_cuda(const at::Tensor& rowptr, cons
     AT_DISPATCH_INDEX_TYPES(rowptr.scalar_type(), "aggregate_cuda_index", [&] {
       const scalar_t* w = edge_weight.has_value() ? edge_weight->data_ptr<scalar_t>() : nullptr;
       const index_t* rw = rows.has_value() ? rows->data_ptr<index_t>() : nullptr;
-      int64_t* arg_ptr = reduce_has_arg(reduce) ? arg.data_ptr<int64_t>() : nullptr;
-#define GNNACCEL_LAUNCH(RR)                                                                              \
-  if (w != nullptr)                                                                                      \
-    aggregate_kernel<scalar_t, index_t, RR, true><<<blocks, kThreads, 0, stream>>>(                      \
-        rowptr.data_ptr<index_t>(), col.data_ptr<index_t>(), x.data_ptr<scalar_t>(), w, rw, num_out,     \
-        num_graph_rows, x.size(0), channels, out.data_ptr<scalar_t>(), arg_ptr);                         \
-  else                                                                                                   \
-    aggregate_kernel<scalar_t, index_t, RR, false><<<blocks, kThreads, 0, stream>>>(                     \
-        rowptr.data_ptr<index_t>(), col.data_ptr<index_t>(), x.data_ptr<scalar_t>(), w, rw, num_out,     \
-        num_graph_rows, x.size(0), channels, out.data_ptr<scalar_t>(), arg_ptr);
+      int64_t* arg_ptr = with_arg ? arg.data_ptr<int64_t>() : nullptr;
+      const AggregateArgs<scalar_t, index_t> a{rowptr.data_ptr<index_t>(), col.data_ptr<index_t>(),
+                                               x.data_ptr<scalar_t>(), w, rw, num_out, num_graph_rows, x.size(0),
+                                               channels, out.data_ptr<scalar_t>(), arg_ptr};
       switch (reduce) {
-        case Reduce::kSum: GNNACCEL_LAUNCH(Reduce::kSum) break;
-        case Reduce::kMean: GNNACCEL_LAUNCH(Reduce::kMean) break;
-        case Reduce::kMax: GNNACCEL_LAUNCH(Reduce::kMax) break;
-        case Reduce::kMin: GNNACCEL_LAUNCH(Reduce::kMin) break;
+        case Reduce::kSum: launch<Reduce::kSum>(a, blocks, kThreads, stream); break;
+        case Reduce::kMean: launch<Reduce::kMean>(a, blocks, kThreads, stream); break;
+        case Reduce::kMax: launch<Reduce::kMax>(a, blocks, kThreads, stream); break;
+        case Reduce::kMin: launch<Reduce::kMin>(a, blocks, kThreads, stream); break;
       }
-#undef GNNACCEL_LAUNCH
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   });

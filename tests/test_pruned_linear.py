@@ -167,8 +167,6 @@ def test_sage_fused_matches_dense(reduce, dtype, root, weighted, use_rows, index
     ref = _sage_reference(edge_index, n, x, w, b, reduce, root, ew, rows)
     assert out.dtype == dtype and out.shape == ref.shape
     assert_rel_close(out, ref, dtype)
-    if dtype == torch.float64:
-        torch.testing.assert_close(out, ref, **TOL[dtype])
 
 
 def test_sage_fused_opcheck_and_compile(generator):

@@ -15,7 +15,8 @@ at::Tensor sage_fused_cuda(const at::Tensor& rowptr, const at::Tensor& col, cons
                            const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& rows,
                            c10::string_view reduce_name, bool root) {
   const Reduce reduce = parse_reduce(std::string(reduce_name));
-  TORCH_CHECK(reduce == Reduce::kSum || reduce == Reduce::kMean, "sage_fused supports reduce 'sum' and 'mean'");
+  TORCH_CHECK(reduce == Reduce::kSum || reduce == Reduce::kMean, "sage_fused supports reduce 'sum' and 'mean', got '",
+              std::string(reduce_name), "'");
   GNNACCEL_CHECK_2D(x, "x");
   GNNACCEL_CHECK_2D(weight, "weight");
   GNNACCEL_CHECK_SAME_DEVICE(weight, x, "weight", "x");
@@ -26,8 +27,8 @@ at::Tensor sage_fused_cuda(const at::Tensor& rowptr, const at::Tensor& col, cons
                               .typed<std::tuple<at::Tensor, at::Tensor>(
                                   const at::Tensor&, const at::Tensor&, const at::Tensor&,
                                   const std::optional<at::Tensor>&, const std::optional<at::Tensor>&,
-                                  c10::string_view)>();
-  at::Tensor z = std::get<0>(aggregate.call(rowptr, col, x, edge_weight, rows, reduce_name));
+                                  c10::string_view, bool)>();
+  at::Tensor z = std::get<0>(aggregate.call(rowptr, col, x, edge_weight, rows, reduce_name, /*compute_arg=*/false));
   if (root) {
     at::Tensor self = rows.has_value() ? x.index_select(0, *rows) : x.narrow(0, 0, rowptr.numel() - 1);
     z = at::cat({z, self}, 1);

@@ -154,7 +154,7 @@ def test_torch_compile_fullgraph_layers(generator):
     ei, n = make_graph(generator)
     g = Graph.from_edge_index(ei, n)
     x = torch.randn(n, 12, generator=generator)
-    for conv in (SAGEConv(12, 16), SAGEConv(12, 4), GCNConv(12, 5), SAINTConv(12, 8)):
+    for conv in (SAGEConv(12, 16), SAGEConv(12, 4), GCNConv(12, 5), GCNConv(12, 16), SAINTConv(12, 8)):
         conv.eval()
         expected = conv(x, g)  # eager first: memoises the GCN normalisation on the graph
         compiled = torch.compile(conv, fullgraph=True)

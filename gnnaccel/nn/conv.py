@@ -326,6 +326,11 @@ class GCNConv(_PrunableConv):
         if projected is not None:
             return self.forward_planned(x, projected, raw, rows)
         graph = self.normalized_graph(raw, x.dtype)
+        if (x.device.type == "cpu" and self.input_index_gcn is None and x.dtype in (torch.float32, torch.float64)
+                and not _needs_grad(x, self.lin.weight, self.bias)):
+            # Inference on CPU: aggregate row blocks and project them at once.
+            return sage_fused(graph.rowptr, graph.col, x.contiguous(), self.lin.weight.t(), self.bias,
+                              _edge_weight(graph, x.dtype), rows, "sum", False)
         out = F.linear(_propagate(graph, self._branch_input(x, "gcn"), "sum", rows), self.lin.weight)
         if self.bias is not None:
             out = out + self.bias

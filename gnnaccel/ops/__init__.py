@@ -4,5 +4,6 @@ Each operator has its schema and kernels in C++ (csrc/ops), and its fake kernel 
 registered here, so that it works under ``torch.compile(fullgraph=True)`` and trains.
 """
 from .aggregate import aggregate
+from .lasso import lasso_cd
 
-__all__ = ["aggregate"]
+__all__ = ["aggregate", "lasso_cd"]

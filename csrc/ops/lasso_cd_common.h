@@ -3,6 +3,7 @@
 
 #include <ATen/ATen.h>
 
+#include <cmath>
 #include <optional>
 
 #include "../utils.h"
@@ -54,6 +55,15 @@ inline LassoPrepared lasso_prepare(const at::Tensor& G, const at::Tensor& q, con
   } else {
     out.penalty = at::ones({c}, out.G.options());
   }
+  // Value checks (one host sync each on CUDA; a solve is sequential anyway): NaN must not reach the solver.
+  TORCH_CHECK(at::isfinite(out.G).all().item<bool>(), "lasso_cd: G contains NaN or Inf");
+  TORCH_CHECK(at::isfinite(out.q).all().item<bool>(), "lasso_cd: q contains NaN or Inf");
+  TORCH_CHECK(at::isfinite(out.beta0).all().item<bool>(), "lasso_cd: beta0 contains NaN or Inf");
+  TORCH_CHECK(((out.penalty >= 0) & at::isfinite(out.penalty)).all().item<bool>(),
+              "lasso_cd: penalty factors must be finite and >= 0");
+  const double lam_v = out.lam.item<double>(), y_sq_v = out.y_sq.item<double>();
+  TORCH_CHECK(std::isfinite(lam_v) && lam_v >= 0, "lasso_cd: lam must be finite and >= 0, got ", lam_v);
+  TORCH_CHECK(std::isfinite(y_sq_v) && y_sq_v >= 0, "lasso_cd: y_sq must be finite and >= 0, got ", y_sq_v);
   at::Tensor alive = out.G.diagonal() > 0;
   out.unpen_idx = at::nonzero(alive & (out.penalty == 0)).flatten().contiguous();  // host sync on CUDA
   const int64_t u = out.unpen_idx.numel();

@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <optional>
+#include <vector>
 
 #include "../utils.h"
 
@@ -18,6 +19,27 @@ struct LassoPrepared {
   at::Tensor unpen_idx;                         // int64 [u]: alive coordinates with penalty 0, increasing
   at::Tensor unpen_pinv;                        // float64 [u, u]
 };
+
+// Plain loops: ATen's isfinite/all on a c x c matrix costs milliseconds on a busy machine (thread pool
+// wake-ups), more than a whole warm-started solve.
+inline void lasso_check_values_cpu(const LassoPrepared& in) {
+  auto all_finite = [](const at::Tensor& t) {
+    const double* v = t.data_ptr<double>();
+    double acc = 0;  // x * 0 is NaN exactly for NaN and +-Inf; a plain vectorisable reduction
+#pragma omp simd reduction(+ : acc)
+    for (int64_t i = 0; i < t.numel(); ++i) acc += v[i] * 0.0;
+    return acc == 0;
+  };
+  TORCH_CHECK(all_finite(in.G), "lasso_cd: G contains NaN or Inf");
+  TORCH_CHECK(all_finite(in.q), "lasso_cd: q contains NaN or Inf");
+  TORCH_CHECK(all_finite(in.beta0), "lasso_cd: beta0 contains NaN or Inf");
+  const double* p = in.penalty.data_ptr<double>();
+  for (int64_t i = 0, n = in.penalty.numel(); i < n; ++i)
+    TORCH_CHECK(std::isfinite(p[i]) && p[i] >= 0, "lasso_cd: penalty factors must be finite and >= 0");
+  const double lam_v = *in.lam.data_ptr<double>(), y_sq_v = *in.y_sq.data_ptr<double>();
+  TORCH_CHECK(std::isfinite(lam_v) && lam_v >= 0, "lasso_cd: lam must be finite and >= 0, got ", lam_v);
+  TORCH_CHECK(std::isfinite(y_sq_v) && y_sq_v >= 0, "lasso_cd: y_sq must be finite and >= 0, got ", y_sq_v);
+}
 
 inline LassoPrepared lasso_prepare(const at::Tensor& G, const at::Tensor& q, const at::Tensor& lam,
                                    const at::Tensor& beta0, const std::optional<at::Tensor>& penalty,
@@ -55,17 +77,30 @@ inline LassoPrepared lasso_prepare(const at::Tensor& G, const at::Tensor& q, con
   } else {
     out.penalty = at::ones({c}, out.G.options());
   }
-  // Value checks (one host sync each on CUDA; a solve is sequential anyway): NaN must not reach the solver.
-  TORCH_CHECK(at::isfinite(out.G).all().item<bool>(), "lasso_cd: G contains NaN or Inf");
-  TORCH_CHECK(at::isfinite(out.q).all().item<bool>(), "lasso_cd: q contains NaN or Inf");
-  TORCH_CHECK(at::isfinite(out.beta0).all().item<bool>(), "lasso_cd: beta0 contains NaN or Inf");
-  TORCH_CHECK(((out.penalty >= 0) & at::isfinite(out.penalty)).all().item<bool>(),
-              "lasso_cd: penalty factors must be finite and >= 0");
-  const double lam_v = out.lam.item<double>(), y_sq_v = out.y_sq.item<double>();
-  TORCH_CHECK(std::isfinite(lam_v) && lam_v >= 0, "lasso_cd: lam must be finite and >= 0, got ", lam_v);
-  TORCH_CHECK(std::isfinite(y_sq_v) && y_sq_v >= 0, "lasso_cd: y_sq must be finite and >= 0, got ", y_sq_v);
-  at::Tensor alive = out.G.diagonal() > 0;
-  out.unpen_idx = at::nonzero(alive & (out.penalty == 0)).flatten().contiguous();  // host sync on CUDA
+  if (out.G.is_cpu()) {
+    lasso_check_values_cpu(out);
+  } else {
+    // Value checks (one host sync each on CUDA; a solve is sequential anyway): NaN must not reach the solver.
+    TORCH_CHECK(at::isfinite(out.G).all().item<bool>(), "lasso_cd: G contains NaN or Inf");
+    TORCH_CHECK(at::isfinite(out.q).all().item<bool>(), "lasso_cd: q contains NaN or Inf");
+    TORCH_CHECK(at::isfinite(out.beta0).all().item<bool>(), "lasso_cd: beta0 contains NaN or Inf");
+    TORCH_CHECK(((out.penalty >= 0) & at::isfinite(out.penalty)).all().item<bool>(),
+                "lasso_cd: penalty factors must be finite and >= 0");
+    const double lam_v = out.lam.item<double>(), y_sq_v = out.y_sq.item<double>();
+    TORCH_CHECK(std::isfinite(lam_v) && lam_v >= 0, "lasso_cd: lam must be finite and >= 0, got ", lam_v);
+    TORCH_CHECK(std::isfinite(y_sq_v) && y_sq_v >= 0, "lasso_cd: y_sq must be finite and >= 0, got ", y_sq_v);
+  }
+  if (out.G.is_cpu()) {
+    std::vector<int64_t> unpen;
+    const double* g = out.G.data_ptr<double>();
+    const double* p = out.penalty.data_ptr<double>();
+    for (int64_t i = 0; i < c; ++i)
+      if (g[i * c + i] > 0 && p[i] == 0) unpen.push_back(i);
+    out.unpen_idx = at::tensor(unpen, out.G.options().dtype(at::kLong)).reshape({-1});
+  } else {
+    at::Tensor alive = out.G.diagonal() > 0;
+    out.unpen_idx = at::nonzero(alive & (out.penalty == 0)).flatten().contiguous();  // host sync
+  }
   const int64_t u = out.unpen_idx.numel();
   if (unpenalized_pinv.has_value()) {
     const at::Tensor& m = *unpenalized_pinv;

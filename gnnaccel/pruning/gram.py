@@ -24,6 +24,8 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
+from ._checks import all_finite
+
 FORMS = ("sum", "concat")
 LAYOUTS = ("channel", "branch")
 
@@ -58,7 +60,7 @@ class SecondMoment:
             raise ValueError(f"batch has {z.shape[1]} stacked columns but the accumulator was built for "
                              f"{self.num_columns}")
         z = z.to(device=self.sum.device, dtype=torch.float64)
-        if not bool(torch.isfinite(z).all()):
+        if not all_finite(z):
             raise ValueError("batch contains NaN or Inf activations")
         self.sum.addmm_(z.T, z)
         self.count += z.shape[0]
@@ -74,7 +76,7 @@ class SecondMoment:
 def _check_moment(S: Tensor) -> Tensor:
     if not isinstance(S, Tensor) or S.dim() != 2 or S.shape[0] != S.shape[1]:
         raise ValueError(f"S must be a square matrix, got shape {list(getattr(S, 'shape', []))}")
-    if not bool(torch.isfinite(S).all()):
+    if not all_finite(S):
         raise ValueError("S contains NaN or Inf")
     return S.double()
 

@@ -14,6 +14,7 @@ from typing import Dict, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
+from ._checks import all_finite, is_symmetric
 from ..ops.lasso import lasso_cd, unpenalized_coordinates, unpenalized_pinv
 
 
@@ -23,12 +24,12 @@ def _check_gram(G: Tensor, q: Tensor, penalty: Optional[Tensor]) -> Tuple[Tensor
     c = G.shape[0]
     if not isinstance(q, Tensor) or q.shape != (c,):
         raise ValueError(f"q must have shape [{c}] to match G, got {list(getattr(q, 'shape', []))}")
-    if not bool(torch.isfinite(G).all()):
+    if not all_finite(G):
         raise ValueError("G contains NaN or Inf (non-finite activations or weights?)")
-    if not bool(torch.isfinite(q).all()):
+    if not all_finite(q):
         raise ValueError("q contains NaN or Inf")
     G, q = G.double(), q.double()
-    if c and not torch.allclose(G, G.T, rtol=1e-8, atol=1e-12 * float(G.abs().max())):
+    if c and not is_symmetric(G):
         raise ValueError("G must be symmetric")
     if penalty is None:
         p = torch.ones(c, dtype=torch.float64, device=G.device)
@@ -61,9 +62,10 @@ def lambda_max(G: Tensor, q: Tensor, penalty: Optional[Tensor] = None) -> float:
 def _gradient_at_unpenalized_optimum(G, q, p):
     beta = torch.zeros_like(q)
     unpen = unpenalized_coordinates(G, p)
+    if unpen.numel() == 0:
+        return beta, q.clone(), None
     pinv = unpenalized_pinv(G, p)
-    if unpen.numel():
-        beta[unpen] = pinv @ q[unpen]
+    beta[unpen] = pinv @ q[unpen]
     return beta, q - G @ beta, pinv
 
 

@@ -5,5 +5,7 @@ registered here, so that it works under ``torch.compile(fullgraph=True)`` and tr
 """
 from .aggregate import aggregate
 from .expand_hop import ALL_NEIGHBOURS, HopBlock, expand_hop, hop_random_seed, k_hop_support
+from .lasso import lasso_cd
 
-__all__ = ["aggregate", "expand_hop", "k_hop_support", "hop_random_seed", "HopBlock", "ALL_NEIGHBOURS"]
+__all__ = ["aggregate", "expand_hop", "k_hop_support", "hop_random_seed", "HopBlock", "ALL_NEIGHBOURS",
+           "lasso_cd"]

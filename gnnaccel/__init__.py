@@ -29,7 +29,9 @@ from ._library import EXTENSION_LOADED, ExtensionNotBuiltError
 from .graph import Graph
 from . import ops
 from . import inference, models, nn, train; from .models import from_pyg  # noqa: E702
+from . import batched, cache  # noqa: E402
+from .batched import BatchedEngine, latency_stream  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["Graph", "ops", "EXTENSION_LOADED", "ExtensionNotBuiltError", "__version__"]
+__all__ = ["Graph", "ops", "BatchedEngine", "latency_stream", "EXTENSION_LOADED", "ExtensionNotBuiltError", "__version__"]

@@ -70,3 +70,6 @@ def _layer_in_chunks(model, i: int, h: Tensor, graph, chunk_size: int, progress:
             out[start:start + rows.numel()] = part
             bar.update(rows.numel())
     return out
+
+
+from .batched import BatchedEngine, latency_stream  # noqa: E402  (re-export: the batched scenario)

@@ -1,0 +1,468 @@
+"""Real-time batched inference: a few target nodes at a time, with the k-hop support in C++ and a feature cache.
+
+:class:`BatchedEngine` answers ``predict(targets)`` for an L-layer gnnaccel model (GraphSAGE, GCN,
+SAINTGraphSAGE, pruned or not) by computing, per layer, only the rows the next layer reads:
+
+* Support, outwards from the targets (``expand_hop``, C++): layer ``l`` runs on rows ``R_l`` (``R_{L-1}`` = the
+  targets); its block's frontier is ``R_{l-1}`` (``R_{l-1}[:|R_l|] == R_l``). A row whose layer-``l`` output is
+  cached, or that no later layer reads, is skipped (``skip=``): its neighbourhood is never expanded.
+* Compute, inwards: layer ``l`` on the rows still needed, from the layer's own weights (``linear_parts()``).
+  Layer 0 aggregates straight from the raw feature table through global source ids (no gather of the support
+  into a buffer); a branch that reads a subset of the raw channels (batched pruning scheme) aggregates from a
+  compact ``[N, k]`` copy of those channels made once at construction; a self branch reads the rows of its
+  targets only (``pruned_linear`` with row gather).
+* GCN: edge weights are the normalisation over the *full* graph, sliced with the block's global edge ids, so
+  exact mode equals full inference.
+
+Fanouts per layer: ``None``/``-1`` = every neighbour (exact), ``k`` = ``k`` neighbours drawn uniformly with
+replacement; the draws are a pure function of ``(seed, layer, node, draw)`` (see ``expand_hop``), so an
+engine answers deterministically for its ``seed``.
+
+Updates (``add_edges``, ``update_features``) take the engine's lock exclusively and invalidate exactly the
+cached entries whose receptive field they touch; ``predict`` calls share it. Every answer is therefore the
+model's output on one consistent state of the graph and features (the one before or after each update).
+"""
+from __future__ import annotations
+
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .graph import Graph
+from .nn.adjacency import as_graph
+from .nn.conv import GCNConv, SAGEConv, SAINTConv
+from .ops.aggregate import aggregate
+from .ops.expand_hop import ALL_NEIGHBOURS, expand_hop, hop_random_seed
+from .ops.pruned_linear import pruned_linear
+
+__all__ = ["BatchedEngine", "latency_stream"]
+
+_REDUCE = {"mean": "mean", "sum": "sum", "max": "max", "gcn": "sum"}
+_LINEAR_PROPAGATIONS = ("mean", "sum", "gcn")
+
+
+class _ReadWriteLock:
+    """Many readers or one writer; a waiting writer blocks new readers (updates are not starved)."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writer = False
+        self._writers_waiting = 0
+
+    @contextmanager
+    def read(self):
+        with self._cond:
+            while self._writer or self._writers_waiting:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                if self._readers == 0:
+                    self._cond.notify_all()
+
+    @contextmanager
+    def write(self):
+        with self._cond:
+            self._writers_waiting += 1
+            while self._writer or self._readers:
+                self._cond.wait()
+            self._writers_waiting -= 1
+            self._writer = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writer = False
+                self._cond.notify_all()
+
+
+@dataclass
+class _BranchPlan:
+    name: str
+    weight: Tensor  # [in_b, out_b], contiguous
+    cols: Optional[slice]  # output columns (None = all, sum form)
+    propagation: str
+    input_index: Optional[Tensor]  # channels of the layer input read by this branch (None = all)
+
+
+@dataclass
+class _LayerPlan:
+    conv: torch.nn.Module
+    branches: List[_BranchPlan]
+    bias: Optional[Tensor]
+    form: str
+    out_channels: int
+    propagates: bool  # has a neighbour branch (needs a hop)
+    has_self: bool  # has an identity branch (reads its own row of the input)
+    gcn: bool
+
+
+def _cols_as_slice(cols: Tensor, out_channels: int, form: str) -> Optional[slice]:
+    if form == "sum":
+        return None
+    cols = cols.long()
+    if cols.numel() == 0:
+        return slice(0, 0)
+    start, stop = int(cols[0]), int(cols[-1]) + 1
+    if not torch.equal(cols, torch.arange(start, stop, device=cols.device)):
+        raise ValueError("concat-form branches must write contiguous output columns")
+    return slice(start, stop)
+
+
+def _plan_layer(conv) -> _LayerPlan:
+    if not hasattr(conv, "linear_parts"):
+        raise TypeError(f"BatchedEngine needs protocol layers (gnnaccel.nn); got {type(conv).__name__}")
+    parts = conv.linear_parts()
+    index = parts.extra.get("input_index", {})
+    branches = []
+    for b in parts.branches:
+        idx = index.get(b.name)
+        branches.append(_BranchPlan(b.name, b.weight.detach().contiguous(),
+                                    _cols_as_slice(b.cols, parts.out_channels, parts.form), b.propagation,
+                                    None if idx is None else idx.detach().long().contiguous()))
+    bias = parts.bias.detach().contiguous() if parts.bias is not None else None
+    return _LayerPlan(conv, branches, bias, parts.form, parts.out_channels,
+                      any(b.propagation != "identity" for b in branches),
+                      any(b.propagation == "identity" for b in branches),
+                      any(b.propagation == "gcn" for b in branches))
+
+
+def _check_index_tensor(name: str, t, num_nodes: int, allow_empty: bool = False) -> Tensor:
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of node ids, got {type(t).__name__}")
+    if t.dtype not in (torch.int32, torch.int64):
+        raise TypeError(f"{name} must be an int32 or int64 tensor of node ids, got {t.dtype}")
+    if t.dim() != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {list(t.shape)}")
+    if t.numel() == 0:
+        if allow_empty:
+            return t
+        raise ValueError(f"{name} is empty: give at least one node id")
+    lo, hi = int(t.min()), int(t.max())
+    if lo < 0 or hi >= num_nodes:
+        raise ValueError(f"{name} must be node ids in [0, {num_nodes}), got values in [{lo}, {hi}]")
+    return t
+
+
+class BatchedEngine:
+    """Answers ``predict(targets)`` for a trained gnnaccel model, computing only the targets' support.
+
+    Args:
+        model: a gnnaccel model with ``convs`` of protocol layers (``GraphSAGE``, ``GCN``, ``SAINTGraphSAGE``,
+            pruned ones included) and ``norms``/``act`` (eval-mode semantics: BatchNorm uses running stats).
+            The engine reads the weights at construction: build a new engine after changing them.
+        graph: a :class:`~gnnaccel.Graph` (or an edge_index / sparse adjacency).
+        x: raw node features [N, C]. The engine reads it in place; ``update_features`` copies it on first write
+            (the caller's tensor is never modified).
+        fanouts: one entry per propagating layer (or per conv): ``None``/``-1`` = all neighbours, ``k`` = ``k``
+            sampled with replacement. ``None`` = exact everywhere.
+        cache: optional :class:`~gnnaccel.cache.FeatureCache` whose layer ``l`` holds model layer ``l``'s
+            output (at most ``L - 1`` layers are used).
+        seed: random seed of the neighbour sampling.
+    """
+
+    def __init__(self, model, graph, x: Tensor, fanouts: Optional[Sequence[Optional[int]]] = None,
+                 cache=None, seed: int = 0):
+        if not hasattr(model, "convs"):
+            raise TypeError("BatchedEngine expects a gnnaccel model with .convs (convert PyG models with "
+                            "gnnaccel.from_pyg)")
+        if not isinstance(x, Tensor) or x.dim() != 2 or not x.is_floating_point():
+            raise TypeError("x must be a 2-D floating-point tensor [num_nodes, channels]")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise TypeError(f"seed must be an int, got {seed!r}")
+        self.model = model.eval()
+        graph = as_graph(graph, x.shape[0])
+        self.num_nodes = graph.num_nodes
+        self.seed = seed
+        self.dtype = x.dtype
+        self._layers = [_plan_layer(conv) for conv in model.convs]
+        self.num_layers = len(self._layers)
+        self.fanouts = self._resolve_fanouts(fanouts)
+        first = self._layers[0]
+        if any(b.weight.dtype != x.dtype for b in first.branches):
+            raise TypeError(f"x has dtype {x.dtype} but the model's weights are {first.branches[0].weight.dtype}")
+        self.cache = cache
+        self.num_cached = 0
+        if cache is not None:
+            self.num_cached = min(cache.num_layers, self.num_layers - 1)
+            if cache.num_nodes != self.num_nodes:
+                raise ValueError(f"the cache has {cache.num_nodes} nodes, the graph {self.num_nodes}")
+            if cache.dtype != x.dtype:
+                raise TypeError(f"the cache stores {cache.dtype}, x is {x.dtype}")
+            for l in range(self.num_cached):
+                if cache.dims[l] != self._layers[l].out_channels:
+                    raise ValueError(f"cache layer {l} is {cache.dims[l]} wide, model layer {l} outputs "
+                                     f"{self._layers[l].out_channels}")
+        self.track_support = False
+        self.version = 0  # number of updates applied (read without the lock: a monotone counter)
+        self._lock = _ReadWriteLock()
+        self._owns_x = False
+        self._set_graph(graph)
+        self._set_features(x)
+
+    # ------------------------------------------------------------------ state
+    def _resolve_fanouts(self, fanouts) -> List[int]:
+        propagating = [l for l, p in enumerate(self._layers) if p.propagates]
+        if fanouts is None:
+            return [ALL_NEIGHBOURS] * self.num_layers
+        if not isinstance(fanouts, (list, tuple)):
+            raise TypeError(f"fanouts must be a list (one entry per layer) or None, got {fanouts!r}")
+        if len(fanouts) == self.num_layers:
+            given = list(fanouts)
+        elif len(fanouts) == len(propagating):
+            given = [ALL_NEIGHBOURS] * self.num_layers
+            for l, f in zip(propagating, fanouts):
+                given[l] = f
+        else:
+            raise ValueError(f"fanouts needs one entry per layer ({self.num_layers}) or per propagating layer "
+                             f"({len(propagating)}), got {len(fanouts)}")
+        out = []
+        for f in given:
+            if f is None:
+                f = ALL_NEIGHBOURS
+            if isinstance(f, bool) or not isinstance(f, int) or f < -1:
+                raise ValueError(f"each fanout must be None, -1 (all neighbours) or an int >= 0, got {f!r}")
+            out.append(f)
+        return out
+
+    def _set_graph(self, graph: Graph) -> None:
+        """Per layer: the graph it aggregates on (GCN: normalised over the full graph) and its edge weights."""
+        self.graph = graph
+        self._layer_graphs = []
+        for plan in self._layers:
+            g = plan.conv.normalized_graph(graph, self.dtype) if plan.gcn else graph
+            w = g.edge_weight
+            if w is not None and w.dtype != self.dtype:
+                w = w.to(self.dtype)
+            self._layer_graphs.append((g, w))
+
+    def _set_features(self, x: Tensor) -> None:
+        """The raw table and, per first-layer neighbour branch reading a channel subset, its compact copy."""
+        self.x = x.contiguous()
+        self._tables: Dict[str, Tensor] = {}
+        for b in self._layers[0].branches:
+            if b.propagation != "identity":
+                self._tables[b.name] = self.x if b.input_index is None else \
+                    self.x.index_select(1, b.input_index).contiguous()
+
+    # ------------------------------------------------------------------ prediction
+    def predict(self, targets: Tensor, seed: Optional[int] = None) -> Tensor:
+        """Model outputs ``[len(targets), out]`` for ``targets`` (1-D int32/int64 node ids, duplicates allowed)."""
+        targets = _check_index_tensor("targets", targets, self.num_nodes)
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise TypeError(f"seed must be an int or None, got {seed!r}")
+        seed = self.seed if seed is None else seed
+        with self._lock.read(), torch.inference_mode():
+            return self._predict(targets, seed)
+
+    def _predict(self, targets: Tensor, seed: int) -> Tensor:
+        L = self.num_layers
+        cache = self.cache
+        token = cache.epoch if cache is not None else None
+        rows_of = [None] * L  # R_l: node ids of layer l's rows
+        blocks = [None] * L
+        compute = [None] * L  # positions in R_l to compute (None = all)
+        cached_values = [None] * L
+        needed = None  # bool mask over R_l of rows a later layer reads (None = all)
+        rows = targets
+        for l in reversed(range(L)):
+            plan = self._layers[l]
+            rows_of[l] = rows
+            mask = needed
+            if l < self.num_cached:
+                hit, cached_values[l] = cache.lookup(l, rows)
+                mask = ~hit if mask is None else mask & ~hit
+            if mask is not None:
+                compute[l] = torch.nonzero(mask).flatten()
+            if plan.propagates:
+                g, _ = self._layer_graphs[l]
+                block = expand_hop(g.rowptr, g.col, rows, self.fanouts[l], hop_random_seed(seed, l),
+                                   None if mask is None else ~mask)
+                blocks[l] = block
+                if l > 0:
+                    frontier = block.frontier
+                    needed = torch.zeros(frontier.numel(), dtype=torch.bool)
+                    needed[block.col] = True
+                    if plan.has_self:
+                        if mask is None:
+                            needed[: rows.numel()] = True
+                        else:
+                            needed[: rows.numel()] |= mask
+                    rows = frontier
+            else:
+                needed = mask
+        if self.track_support and cache is not None and blocks[0] is not None:
+            self._record_support(targets, blocks[0], compute[0], rows_of[0].numel(), seed)
+
+        h = None
+        for l in range(L):
+            pos = compute[l]
+            out = self._layer(l, h, rows_of[l], blocks[l], pos)
+            if cached_values[l] is not None:
+                buf = cached_values[l]
+                if pos.numel():
+                    buf.index_copy_(0, pos, out)
+                    cache.insert(l, rows_of[l].index_select(0, pos), out, since=token)
+                out = buf
+            elif pos is not None:
+                buf = out.new_zeros(rows_of[l].numel(), out.shape[1])
+                buf.index_copy_(0, pos, out)
+                out = buf
+            h = out
+        return h
+
+    def _record_support(self, targets, block0, pos0, num_rows0: int, seed: int) -> None:
+        """Raw-feature supporting nodes of this batch: with the cache vs the same batch without it."""
+        computed = block0.frontier.numel() - (num_rows0 - (num_rows0 if pos0 is None else pos0.numel()))
+        rows = targets
+        for l in reversed(range(self.num_layers)):
+            if self._layers[l].propagates:
+                g, _ = self._layer_graphs[l]
+                rows = expand_hop(g.rowptr, g.col, rows, self.fanouts[l], hop_random_seed(seed, l)).frontier
+        self.cache.record_support(computed=computed, without_cache=rows.numel())
+
+    def _layer(self, l: int, h: Optional[Tensor], rows: Tensor, block, pos: Optional[Tensor]) -> Tensor:
+        """Output of layer ``l`` for ``rows[pos]`` (all rows if ``pos`` is None); ``h`` = layer input for the
+        block's frontier (``None`` for layer 0, which reads the raw tables)."""
+        plan = self._layers[l]
+        g, edge_weight = self._layer_graphs[l]
+        n_out = rows.numel() if pos is None else pos.numel()
+        first = l == 0
+        if plan.propagates:
+            block_col = g.col.index_select(0, block.edge_ids) if first else block.col
+            block_weight = edge_weight.index_select(0, block.edge_ids) if edge_weight is not None else None
+        out = None
+        for b in plan.branches:
+            if b.propagation == "identity":
+                if first:
+                    z = pruned_linear(self.x, b.weight, None, rows if pos is None else rows.index_select(0, pos),
+                                      b.input_index)
+                else:
+                    src = h if pos is not None else h[: rows.numel()]
+                    z = pruned_linear(src, b.weight, None, pos, b.input_index)
+            else:
+                reduce = _REDUCE[b.propagation]
+                if first:
+                    agg = aggregate(block.rowptr, block_col, self._tables[b.name], reduce, block_weight, pos)
+                    z = agg @ b.weight
+                else:
+                    src = h if b.input_index is None else h.index_select(1, b.input_index)
+                    if b.propagation in _LINEAR_PROPAGATIONS and b.weight.shape[1] < b.weight.shape[0]:
+                        z = aggregate(block.rowptr, block.col, src @ b.weight, reduce, block_weight, pos)
+                    else:
+                        z = aggregate(block.rowptr, block.col, src.contiguous(), reduce, block_weight, pos) \
+                            @ b.weight
+            if b.cols is None:
+                out = z if out is None else out.add_(z)
+            else:
+                if out is None:
+                    out = z.new_empty(n_out, plan.out_channels)
+                out[:, b.cols] = z
+        if plan.bias is not None:
+            out = out + plan.bias
+        out = self._epilogue(l, out)
+        return out
+
+    def _epilogue(self, l: int, out: Tensor) -> Tensor:
+        """What follows the linear part: the conv's own normalisation/activation, then the model's norm and
+        activation between layers (as ``model.layer``)."""
+        conv = self._layers[l].conv
+        if isinstance(conv, SAGEConv) and conv.normalize:
+            out = F.normalize(out, p=2.0, dim=-1)
+        elif isinstance(conv, SAINTConv) and conv.act is not None:
+            out = conv.act(out)
+        if l < self.num_layers - 1:
+            norms = getattr(self.model, "norms", None)
+            if norms is not None:
+                out = norms[l](out)
+            act = getattr(self.model, "act", None)
+            if act is not None:
+                out = act(out)
+        return out
+
+    # ------------------------------------------------------------------ updates
+    def add_edges(self, edge_index: Tensor, edge_weight: Optional[Tensor] = None) -> None:
+        """Insert edges ``edge_index`` [2, E] (PyG flow: row 0 = source j, row 1 = target i) and invalidate
+        every cached entry whose receptive field they reach."""
+        if not isinstance(edge_index, Tensor) or edge_index.dim() != 2 or edge_index.shape[0] != 2:
+            raise ValueError("edge_index must be a [2, E] tensor of (source, target) node ids")
+        if edge_index.dtype not in (torch.int32, torch.int64):
+            raise TypeError(f"edge_index must hold int32/int64 node ids, got {edge_index.dtype}")
+        _check_index_tensor("edge_index", edge_index.reshape(-1), self.num_nodes, allow_empty=True)
+        if edge_index.shape[1] == 0:
+            return
+        with self._lock.write():
+            old = self.graph
+            if (old.edge_weight is None) != (edge_weight is None):
+                raise ValueError("give edge_weight for the new edges exactly when the graph is weighted")
+            ei = torch.cat([old.edge_index, edge_index.long().to(old.col.device)], 1)
+            weight = None if edge_weight is None else torch.cat([old.edge_weight, edge_weight.to(old.edge_weight)])
+            graph = Graph.from_edge_index(ei, self.num_nodes, weight, index_dtype=old.index_dtype)
+            self._set_graph(graph)
+            if self.cache is not None:
+                self.cache.invalidate_after_update(graph, new_edge_index=edge_index,
+                                                   degree_normalised=any(p.gcn for p in self._layers))
+            self.version += 1
+
+    def update_features(self, nodes: Tensor, values: Tensor) -> None:
+        """Set the raw features of ``nodes`` to ``values`` [len(nodes), C] and invalidate every cached entry
+        that depends on them."""
+        nodes = _check_index_tensor("nodes", nodes, self.num_nodes, allow_empty=True)
+        if not isinstance(values, Tensor) or values.dim() != 2 or values.shape != (nodes.numel(), self.x.shape[1]):
+            raise ValueError(f"values must be a tensor of shape [{nodes.numel()}, {self.x.shape[1]}]")
+        if nodes.numel() == 0:
+            return
+        nodes = nodes.long()
+        values = values.to(self.x)
+        with self._lock.write():
+            if not self._owns_x:  # copy on first write: never modify the caller's tensor
+                self._set_features(self.x.clone())
+                self._owns_x = True
+            self.x.index_copy_(0, nodes, values)
+            for b in self._layers[0].branches:
+                if b.propagation != "identity" and b.input_index is not None:
+                    self._tables[b.name].index_copy_(0, nodes, values.index_select(1, b.input_index))
+            if self.cache is not None:
+                self.cache.invalidate_after_update(self.graph, changed_nodes=nodes)
+            self.version += 1
+
+
+def latency_stream(engine: BatchedEngine, num_batches: int, batch_size: int, seed: int = 0,
+                   warmup: int = 0) -> dict:
+    """Answer a stream of random target batches (uniform node ids, seeded) and report per-batch latency.
+
+    ``warmup`` batches run first and are not timed (with a cache, they fill it: the timed batches are then the
+    steady state of a stream). Returns ``dict(p50, p99, mean, min, max)`` in milliseconds plus ``batches``,
+    ``batch_size``, ``warmup`` and, when the engine has a cache, its ``hit_rate`` over the timed batches.
+    """
+    if num_batches < 1 or batch_size < 1:
+        raise ValueError("num_batches and batch_size must be positive")
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(warmup):
+        engine.predict(torch.randint(engine.num_nodes, (batch_size,), generator=gen))
+    if engine.cache is not None:
+        before = engine.cache.stats()
+    times = []
+    for _ in range(num_batches):
+        targets = torch.randint(engine.num_nodes, (batch_size,), generator=gen)
+        start = time.perf_counter()
+        engine.predict(targets)
+        times.append((time.perf_counter() - start) * 1e3)
+    t = torch.tensor(times, dtype=torch.float64)
+    result = dict(p50=float(torch.quantile(t, 0.5)), p99=float(torch.quantile(t, 0.99)), mean=float(t.mean()),
+                  min=float(t.min()), max=float(t.max()), batches=num_batches, batch_size=batch_size, warmup=warmup)
+    if engine.cache is not None:
+        after = engine.cache.stats()
+        hits, misses = after["hits"] - before["hits"], after["misses"] - before["misses"]
+        result["hit_rate"] = hits / (hits + misses) if hits + misses else 0.0
+    return result

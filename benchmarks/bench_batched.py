@@ -22,7 +22,10 @@ Configurations:
   the timed batches and the supporting-node reduction (raw-feature rows gathered for layer 0, with vs without
   the cache, over a further 5 batches of 512) are recorded.
 
-Targets: uniform random node ids (seeded), a new batch every round. Latency is wall time of ``predict``.
+Targets: uniform random node ids (seeded), a new batch every round; within a round the four configurations
+answer the same batch in a shuffled order (the machine is shared: load hits them alike, and the ratios come from
+one run). Latency is wall time of ``predict``; p50/p99 per configuration over the rounds (pytest-benchmark times
+the whole round).
 """
 from __future__ import annotations
 
@@ -120,46 +123,56 @@ def _engine(name: str, config: str, quick: bool):
 
 
 @pytest.mark.parametrize("batch", list(BATCH_ROUNDS))
-@pytest.mark.parametrize("config", CONFIGS)
 @pytest.mark.parametrize("dataset", ["synthetic", "Computers"])
-def test_batched_latency(benchmark, dataset, config, batch, quick):
-    engine, info = _engine(dataset, config, quick)
+def test_batched_latency(benchmark, dataset, batch, quick):
+    """One round = the same random batch answered by the four configurations in a shuffled order, so that the
+    load of a shared machine hits them alike; p50/p99 per configuration over the rounds."""
+    engines = {config: _engine(dataset, config, quick) for config in CONFIGS}
     rounds = (QUICK_ROUNDS if quick else BATCH_ROUNDS)[batch]
+    num_nodes = engines["unpruned"][0].num_nodes
     gen = torch.Generator().manual_seed(1000 + batch)
-    times = []
-    cache = engine.cache
-    before = cache.stats() if cache is not None else None
+    order_gen = torch.Generator().manual_seed(7)
+    times = {config: [] for config in CONFIGS}
+    before = {c: e.cache.stats() for c, (e, _) in engines.items() if e.cache is not None}
 
     def setup():
-        return (torch.randint(engine.num_nodes, (batch,), generator=gen),), {}
+        return (torch.randint(num_nodes, (batch,), generator=gen),), {}
 
     def run(targets):
-        start = time.perf_counter()
-        engine.predict(targets)
-        times.append(time.perf_counter() - start)
+        for k in torch.randperm(len(CONFIGS), generator=order_gen).tolist():
+            engine = engines[CONFIGS[k]][0]
+            start = time.perf_counter()
+            engine.predict(targets)
+            times[CONFIGS[k]].append(time.perf_counter() - start)
 
-    benchmark.group = f"batched {dataset} b={batch}"
+    benchmark.group = f"batched {dataset}"
     benchmark.pedantic(run, setup=setup, rounds=rounds, warmup_rounds=2, iterations=1)
-    t = torch.tensor(times[2:] if len(times) > rounds else times, dtype=torch.float64) * 1e3
-    extra = dict(info, dataset=dataset, config=config, batch=batch, num_nodes=engine.num_nodes,
-                 num_features=engine.x.shape[1], rounds=rounds, fanouts=str(FANOUTS),
-                 p50_ms=float(torch.quantile(t, 0.5)), p99_ms=float(torch.quantile(t, 0.99)),
+    engine0 = engines["unpruned"][0]
+    extra = dict(dataset=dataset, batch=batch, num_nodes=num_nodes, num_features=engine0.x.shape[1],
+                 rounds=rounds, fanouts=str(FANOUTS), configs={})
+    for config, (engine, info) in engines.items():
+        t = torch.tensor(times[config][2:], dtype=torch.float64) * 1e3  # drop the 2 warm-up rounds
+        r = dict(info, p50_ms=float(torch.quantile(t, 0.5)), p99_ms=float(torch.quantile(t, 0.99)),
                  mean_ms=float(t.mean()))
-    if cache is not None:
-        after = cache.stats()
-        hits, misses = after["hits"] - before["hits"], after["misses"] - before["misses"]
-        extra["hit_rate"] = hits / max(1, hits + misses)
-        if batch == max(BATCH_ROUNDS):  # supporting-node reduction over 5 more batches of 512 (untimed)
-            cache.reset_stats()
-            engine.track_support = True
-            try:
-                for _ in range(5):
-                    engine.predict(torch.randint(engine.num_nodes, (512,), generator=gen))
-            finally:
-                engine.track_support = False
-            s = cache.stats()
-            extra.update(support_computed=s["support_computed"], support_without_cache=s["support_without_cache"],
+        cache = engine.cache
+        if cache is not None:
+            after = cache.stats()
+            hits = after["hits"] - before[config]["hits"]
+            misses = after["misses"] - before[config]["misses"]
+            r["hit_rate"] = hits / max(1, hits + misses)
+            if batch == max(BATCH_ROUNDS):  # supporting-node reduction over 5 more batches of 512 (untimed)
+                cache.reset_stats()
+                engine.track_support = True
+                support_gen = torch.Generator().manual_seed(99)
+                try:
+                    for _ in range(5):
+                        engine.predict(torch.randint(num_nodes, (512,), generator=support_gen))
+                finally:
+                    engine.track_support = False
+                s = cache.stats()
+                r.update(support_computed=s["support_computed"], support_without_cache=s["support_without_cache"],
                          support_reduction=s["support_reduction"])
+        extra["configs"][config] = r
     benchmark.extra_info.update(extra)
 
 
@@ -167,7 +180,10 @@ def report(paths):
     rows = []
     for path in paths:
         with open(path) as fh:
-            rows += [b["extra_info"] for b in json.load(fh)["benchmarks"] if "p50_ms" in b.get("extra_info", {})]
+            for b in json.load(fh)["benchmarks"]:
+                info = b.get("extra_info", {})
+                for config, r in info.get("configs", {}).items():
+                    rows.append(dict(r, config=config, **{k: v for k, v in info.items() if k != "configs"}))
     table = {(r["dataset"], r["batch"], r["config"]): r for r in rows}
     for dataset in dict.fromkeys(r["dataset"] for r in rows):
         any_row = next(r for r in rows if r["dataset"] == dataset)

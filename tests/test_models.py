@@ -166,3 +166,14 @@ def test_train_learns_and_restores_best(multilabel):
     assert evaluate(model, data.graph, data.x, y, data.val_mask) == pytest.approx(result.best_val)
     assert result.best_val > 0.6  # 4 balanced classes: chance is about 0.25
     assert result.history[result.best_epoch]["val_f1"] == result.best_val
+
+
+def test_models_compile_fullgraph(generator):
+    ei, n = make_graph(generator)
+    g = Graph.from_edge_index(ei, n)
+    x = torch.randn(n, 12, generator=generator)
+    for cls in (GraphSAGE, GCN, SAINTGraphSAGE):
+        model = cls(12, 16, 4, num_layers=2).eval()
+        with torch.no_grad():
+            expected = model(x, g)
+            torch.testing.assert_close(torch.compile(model, fullgraph=True)(x, g), expected, rtol=1e-5, atol=1e-5)

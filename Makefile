@@ -18,9 +18,10 @@ $(DEPS_STAMP): requirements-dev.txt
 	$(PY) -m pip install -q -r requirements-dev.txt
 	touch $@
 
-# Editable install once (pip builds the extension); later C++ edits rebuild incrementally with ninja.
+# Editable install once, of the Python side (the extension is built in place by `build`, incrementally with
+# ninja, so pip does not compile it a second time in a temporary directory).
 $(INSTALL_STAMP): $(DEPS_STAMP) setup.py pyproject.toml
-	$(PY) -m pip install -q --no-build-isolation --no-deps -e .
+	GNNACCEL_SKIP_EXT=1 $(PY) -m pip install -q --no-build-isolation --no-deps -e .
 	touch $@
 
 build: $(INSTALL_STAMP) $(CSRC)

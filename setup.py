@@ -6,6 +6,8 @@ Environment:
   MAX_JOBS            parallel compile jobs (read by torch's BuildExtension)
   TORCH_CUDA_ARCH_LIST  CUDA architectures (read by torch's BuildExtension)
   GNNACCEL_NATIVE=0   do not tune the CPU code for this machine (-march=native); use for portable wheels
+  GNNACCEL_SKIP_EXT=1 declare no extension (the Makefile builds it in place first, so that the editable
+                      install does not compile everything a second time in a temporary directory)
 """
 import glob
 import os
@@ -64,7 +66,7 @@ setup(
         "test": ["pytest", "pytest-benchmark", "hypothesis", "scikit-learn", "torch-geometric", "matplotlib"],
         "triton": ["triton"],
     },
-    ext_modules=[_extension()],
+    ext_modules=[] if os.getenv("GNNACCEL_SKIP_EXT") == "1" else [_extension()],
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
     entry_points={"console_scripts": ["gnnaccel=gnnaccel.cli:main"]},
     zip_safe=False,

@@ -15,12 +15,13 @@ TOL = {torch.float32: dict(rtol=1e-5, atol=1e-5), torch.float64: dict(rtol=1e-12
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("index_dtype", [torch.int32, torch.int64])
 @pytest.mark.parametrize("weighted", [False, True])
-def test_matches_dense_reference(reduce, dtype, index_dtype, weighted, generator):
+@pytest.mark.parametrize("channels", [17, 64, 100])  # the CPU kernel tiles 256-byte blocks: below, exact, remainder
+def test_matches_dense_reference(reduce, dtype, index_dtype, weighted, channels, generator):
     n = 60
     edge_index = random_edge_index(n, 400, generator, power_law=True, hub=True)
     weight = torch.rand(edge_index.shape[1], generator=generator, dtype=dtype) + 0.1 if weighted else None
     g = Graph.from_edge_index(edge_index, n, edge_weight=weight, index_dtype=index_dtype)
-    x = torch.randn(n, 17, generator=generator, dtype=dtype)
+    x = torch.randn(n, channels, generator=generator, dtype=dtype)
     expected = dense_aggregate(edge_index, n, x, reduce, weight)
     torch.testing.assert_close(g.aggregate(x, reduce).double(), expected, **TOL[dtype])
 

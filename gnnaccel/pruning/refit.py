@@ -1,0 +1,133 @@
+"""Closed-form refit of the kept channels from the second moment S (no pass over the data).
+
+    W' = argmin ||Y - sum_b Z_{b,K_b} W'_b||^2,   Y = sum_b Z_b W_b (the unpruned pre-activation output)
+       = (S_JJ + ridge I)^-1 S_{J,all} W_all       J = stacked kept rows (b*c + K_b), W_all = [W~_0; W~_1; ...]
+
+Branches writing shared output columns are solved jointly (sum form); branches with disjoint columns
+(concat form) separately, which is the same solution at a smaller cost. The bias is left unchanged.
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Union
+
+import torch
+from torch import Tensor
+
+from .gram import _check_moment, _placed_weights
+
+KeepSpec = Union[Tensor, Sequence[Tensor]]
+
+
+def _keep_lists(keep: KeepSpec, num_branches: int, c: int) -> List[Tensor]:
+    if isinstance(keep, Tensor):
+        keeps = [keep] * num_branches
+    else:
+        keeps = list(keep)
+        if len(keeps) != num_branches:
+            raise ValueError(f"{len(keeps)} keep lists for {num_branches} branches")
+    out = []
+    for b, kb in enumerate(keeps):
+        kb = torch.as_tensor(kb, dtype=torch.long).flatten()
+        if kb.numel() and (int(kb.min()) < 0 or int(kb.max()) >= c):
+            raise ValueError(f"branch {b}: kept channel index out of range [0, {c})")
+        if torch.unique(kb).numel() != kb.numel():
+            raise ValueError(f"branch {b}: kept channel indices must be distinct")
+        out.append(kb)
+    return out
+
+
+def _column_groups(cols: List[Tensor]) -> List[List[int]]:
+    """Branches connected by shared output columns (union-find over pairwise overlaps)."""
+    parent = list(range(len(cols)))
+
+    def find(a):
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    sets = [set(cl.tolist()) for cl in cols]
+    for a in range(len(cols)):
+        for b in range(a + 1, len(cols)):
+            if sets[a] & sets[b]:
+                parent[find(a)] = find(b)
+    groups = {}
+    for b in range(len(cols)):
+        groups.setdefault(find(b), []).append(b)
+    return list(groups.values())
+
+
+def _solve_psd(A: Tensor, B: Tensor, ridge: float) -> Tensor:
+    n = A.shape[0]
+    if n == 0:
+        return B.new_zeros(0, B.shape[1])
+    scale = float(A.diagonal().mean())
+    A = A + (ridge * scale if scale > 0 else 0.0) * torch.eye(n, dtype=A.dtype, device=A.device)
+    L, info = torch.linalg.cholesky_ex(A)
+    if int(info) == 0:
+        return torch.cholesky_solve(B, L)
+    # Singular (dead kept channels, ridge 0): the minimum-norm least-squares solution.
+    return torch.linalg.pinv(A, hermitian=True) @ B
+
+
+def refit(S: Tensor, keep_per_branch: KeepSpec, weights: Sequence[Tensor], form: str = "sum",
+          ridge: float = 1e-6, branch_cols: Optional[Sequence[Tensor]] = None) -> List[Tensor]:
+    """Least-squares weights of the kept input channels, per branch ``[len(K_b), d_b]`` (float64).
+
+    ``S`` [B*c, B*c] second moment of the stacked branch inputs, ``keep_per_branch`` one index tensor for all
+    branches (scheme full) or one per branch (batched scheme: all channels of the self branch), ``weights``
+    the current branch weights [c, d_b]. ``ridge`` is relative to the mean diagonal of S_JJ (scale-free);
+    0 gives plain least squares (minimum-norm if S_JJ is singular).
+    """
+    if not ridge >= 0:
+        raise ValueError(f"ridge must be >= 0, got {ridge}")
+    S = _check_moment(S)
+    placed, cols, d = _placed_weights(weights, form, branch_cols)
+    B, c = len(placed), placed[0].shape[0]
+    if S.shape[0] != B * c:
+        raise ValueError(f"S is {S.shape[0]} x {S.shape[0]} but {B} branches of {c} channels stack to {B * c}")
+    keeps = _keep_lists(keep_per_branch, B, c)
+    W_all = torch.cat(placed, 0).to(S.device)
+    new = [None] * B
+    for group in _column_groups(cols):
+        gcols = torch.unique(torch.cat([cols[b] for b in group]))
+        J = torch.cat([b * c + keeps[b] for b in group]).to(S.device)
+        A = S[J][:, J]
+        rhs = S[J] @ W_all[:, gcols.to(S.device)]
+        X = _solve_psd(A, rhs, ridge)
+        position = {int(col): i for i, col in enumerate(gcols.tolist())}
+        start = 0
+        for b in group:
+            rows = X[start:start + keeps[b].numel()]
+            start += keeps[b].numel()
+            new[b] = rows[:, torch.tensor([position[int(col)] for col in cols[b].tolist()], dtype=torch.long,
+                                          device=rows.device)]
+    return new
+
+
+def output_relative_error(S: Tensor, weights: Sequence[Tensor], new_weights: Sequence[Tensor],
+                          keep_per_branch: KeepSpec, form: str = "sum",
+                          branch_cols: Optional[Sequence[Tensor]] = None) -> float:
+    """||Y - Y'||_F / ||Y||_F on the calibration rows, from S alone: Y = sum_b Z_b W_b (all channels),
+    Y' = sum_b Z_{b,K_b} W'_b (kept channels, new weights)."""
+    S = _check_moment(S)
+    placed, cols, d = _placed_weights(weights, form, branch_cols)
+    B, c = len(placed), placed[0].shape[0]
+    keeps = _keep_lists(keep_per_branch, B, c)
+    if len(new_weights) != B:
+        raise ValueError(f"{len(new_weights)} new weights for {B} branches")
+    W_all = torch.cat(placed, 0).to(S.device)
+    W_new = torch.zeros_like(W_all)
+    for b in range(B):
+        nb = new_weights[b].double().to(S.device)
+        if nb.shape != (keeps[b].numel(), cols[b].numel()):
+            raise ValueError(f"branch {b}: new weight must be [{keeps[b].numel()}, {cols[b].numel()}], "
+                             f"got {list(nb.shape)}")
+        rows = (b * c + keeps[b]).to(S.device)
+        W_new[rows.unsqueeze(1), cols[b].to(S.device).unsqueeze(0)] = nb
+    E = W_all - W_new
+    num = float((E * (S @ E)).sum())
+    den = float((W_all * (S @ W_all)).sum())
+    if den <= 0:
+        return 0.0 if num <= 0 else float("inf")
+    return max(num, 0.0) ** 0.5 / den ** 0.5

@@ -1,0 +1,312 @@
+"""gnnaccel.ops.expand_hop / k_hop_support against a pure-Python reference, plus exactness, sampling and errors."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from conftest import dense_aggregate, random_edge_index
+from gnnaccel import Graph
+from gnnaccel.ops import aggregate, expand_hop, hop_random_seed, k_hop_support
+
+M64 = (1 << 64) - 1
+GOLDEN = 0x9E3779B97F4A7C15
+
+
+def _mix64(z: int) -> int:
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M64
+    return z ^ (z >> 31)
+
+
+def _reference_draws(random_seed: int, node: int, degree: int, fanout: int):
+    """The documented sampler: draw t of node v = Lemire(mix64(key_v + (t+1)·golden), degree)."""
+    seed_key = _mix64((random_seed + GOLDEN) & M64)
+    node_key = _mix64(seed_key ^ ((node * GOLDEN + GOLDEN) & M64))
+    return [(_mix64((node_key + (t + 1) * GOLDEN) & M64) * degree) >> 64 for t in range(fanout)]
+
+
+def reference_hop(rowptr, col, seeds, fanout=-1, random_seed=0, skip=None):
+    """Pure-Python one hop: per seed its edges (all / sampled), then first-seen de-duplication after the seeds."""
+    rowptr, col, seeds = rowptr.tolist(), col.tolist(), seeds.tolist()
+    skip = skip.tolist() if skip is not None else [False] * len(seeds)
+    frontier = list(seeds)
+    position = {}
+    for r, v in enumerate(seeds):
+        position.setdefault(v, r)
+    local_rowptr, local_col, edge_ids = [0], [], []
+    for r, v in enumerate(seeds):
+        begin, end = rowptr[v], rowptr[v + 1]
+        if skip[r] or end == begin:
+            ids = []
+        elif fanout < 0:
+            ids = list(range(begin, end))
+        else:
+            ids = [begin + d for d in _reference_draws(random_seed % (1 << 64), v, end - begin, fanout)]
+        for e in ids:
+            u = col[e]
+            if u not in position:
+                position[u] = len(frontier)
+                frontier.append(u)
+            local_col.append(position[u])
+            edge_ids.append(e)
+        local_rowptr.append(len(local_col))
+    return frontier, local_rowptr, local_col, edge_ids
+
+
+def _random_graph(generator, n=60, e=300, **kw):
+    return Graph.from_edge_index(random_edge_index(n, e, generator, **kw), n)
+
+
+def _check_against_reference(g, seeds, fanout, random_seed=0, skip=None):
+    block = expand_hop(g.rowptr, g.col, seeds, fanout, random_seed, skip)
+    frontier, local_rowptr, local_col, edge_ids = reference_hop(g.rowptr, g.col, seeds, fanout, random_seed, skip)
+    assert block.frontier.tolist() == frontier
+    assert block.rowptr.tolist() == local_rowptr
+    assert block.col.tolist() == local_col
+    assert block.edge_ids.tolist() == edge_ids
+    for t in block:
+        assert t.dtype == g.rowptr.dtype
+    # Invariants the engine relies on.
+    assert torch.equal(block.frontier[: seeds.numel()], seeds.to(g.rowptr.dtype))
+    assert torch.equal(block.frontier[block.col.long()], g.col[block.edge_ids.long()])
+    new = block.frontier[seeds.numel():]
+    assert new.unique().numel() == new.numel()
+    assert not torch.isin(new, seeds).any()
+    return block
+
+
+# ---------------------------------------------------------------- against the reference
+@pytest.mark.parametrize("index_dtype", [torch.int64, torch.int32])
+@pytest.mark.parametrize("fanout", [-1, 0, 1, 4, 40])
+@pytest.mark.parametrize("kind", ["uniform", "power_law", "hub"])
+def test_matches_reference(index_dtype, fanout, kind, generator):
+    g = _random_graph(generator, power_law=kind == "power_law", hub=kind == "hub").to(index_dtype=index_dtype)
+    for batch in (1, 7, 60):
+        seeds = torch.randint(g.num_nodes, (batch,), generator=generator).to(index_dtype)  # duplicates likely
+        skip = torch.rand(batch, generator=generator) < 0.3
+        random_seed = int(torch.randint(-2**62, 2**62, (), generator=generator))
+        _check_against_reference(g, seeds, fanout, random_seed)
+        _check_against_reference(g, seeds, fanout, random_seed, skip)
+
+
+def test_hash_and_dense_dedup_paths_agree(generator):
+    # A small batch on a big graph takes the hash table; a big one the dense array: both must match the reference.
+    g = _random_graph(generator, n=5000, e=20000)
+    _check_against_reference(g, torch.randint(5000, (3,), generator=generator), -1)
+    _check_against_reference(g, torch.randint(5000, (3000,), generator=generator), -1)
+    _check_against_reference(g, torch.randint(5000, (3,), generator=generator), 8, 5)
+
+
+def test_edge_cases():
+    # Self loops, duplicate edges, isolated nodes, duplicate seeds.
+    ei = torch.tensor([[0, 0, 1, 1, 2, 3], [0, 1, 2, 2, 2, 0]])
+    g = Graph.from_edge_index(ei, 6)  # nodes 4, 5 isolated
+    seeds = torch.tensor([2, 4, 2, 0])
+    block = _check_against_reference(g, seeds, -1)
+    # row 0 (node 2): edges from 1, 1, 2 -> positions of 1 (new, 4) and 2 (seed, 0); row 1 (node 4) empty.
+    assert block.frontier.tolist() == [2, 4, 2, 0, 1, 3]
+    assert block.rowptr.tolist() == [0, 3, 3, 6, 8]
+    assert block.col.tolist() == [4, 4, 0, 4, 4, 0, 3, 5]
+    for fanout in (0, 3):
+        _check_against_reference(g, seeds, fanout, 11)
+    # Isolated seeds only: no edges, frontier = seeds.
+    block = _check_against_reference(g, torch.tensor([5, 4]), 7, 1)
+    assert block.col.numel() == 0 and block.rowptr.tolist() == [0, 0, 0]
+    # Graph without edges, and with no nodes at all (only an empty batch is valid there).
+    _check_against_reference(Graph.from_edge_index(torch.empty(2, 0, dtype=torch.long), 3), torch.tensor([1]), -1)
+    empty = Graph.from_edge_index(torch.empty(2, 0, dtype=torch.long), 0)
+    block = expand_hop(empty.rowptr, empty.col, torch.empty(0, dtype=torch.long))
+    assert [t.numel() for t in block] == [0, 1, 0, 0]
+    # All seeds skipped.
+    block = expand_hop(g.rowptr, g.col, seeds, -1, 0, torch.ones(4, dtype=torch.bool))
+    assert block.frontier.tolist() == seeds.tolist() and block.col.numel() == 0
+
+
+# ---------------------------------------------------------------- exactness of the support for aggregation
+@pytest.mark.parametrize("reduce", ["mean", "sum", "max"])
+def test_full_fanout_block_aggregates_exactly(reduce, generator):
+    g = _random_graph(generator, n=80, e=500, power_law=True)
+    x = torch.randn(g.num_nodes, 6, generator=generator, dtype=torch.float64)
+    seeds = torch.randint(g.num_nodes, (25,), generator=generator)
+    block = expand_hop(g.rowptr, g.col, seeds)
+    local = aggregate(block.rowptr, block.col, x[block.frontier], reduce)
+    expected = dense_aggregate(g.edge_index, g.num_nodes, x, reduce)[seeds]
+    torch.testing.assert_close(local, expected)
+
+
+def test_two_hop_support_composes_exactly(generator):
+    """mean(mean(x)) at the targets from the compact buffers equals the full-graph result."""
+    g = _random_graph(generator, n=120, e=700, hub=True)
+    x = torch.randn(g.num_nodes, 5, generator=generator, dtype=torch.float64)
+    targets = torch.randint(g.num_nodes, (9,), generator=generator)
+    outer, inner = k_hop_support(g.rowptr, g.col, targets, [None, -1])
+    assert torch.equal(inner.frontier[: targets.numel()], targets)
+    assert torch.equal(outer.frontier[: inner.frontier.numel()], inner.frontier)  # seeds of layer 0 = S1
+    h1 = torch.tanh(aggregate(outer.rowptr, outer.col, x[outer.frontier], "mean") + x[inner.frontier])
+    out = aggregate(inner.rowptr, inner.col, h1, "mean") + h1[: targets.numel()]
+    full_h1 = torch.tanh(dense_aggregate(g.edge_index, g.num_nodes, x, "mean") + x)
+    full = dense_aggregate(g.edge_index, g.num_nodes, full_h1, "mean") + full_h1
+    torch.testing.assert_close(out, full[targets])
+
+
+def test_skip_then_expand_rest_matches_full_support(generator):
+    """The cache pattern: expanding only the uncached seeds of S1 reaches exactly their neighbourhoods."""
+    g = _random_graph(generator, n=100, e=600)
+    s1 = expand_hop(g.rowptr, g.col, torch.tensor([3, 50, 7])).frontier
+    cached = torch.rand(s1.numel(), generator=generator) < 0.5
+    block = expand_hop(g.rowptr, g.col, s1, -1, 0, cached)
+    full = expand_hop(g.rowptr, g.col, s1)
+    for r in range(s1.numel()):
+        got = block.frontier[block.col[block.rowptr[r]:block.rowptr[r + 1]]]
+        want = full.frontier[full.col[full.rowptr[r]:full.rowptr[r + 1]]]
+        assert got.tolist() == ([] if cached[r] else want.tolist())
+
+
+# ---------------------------------------------------------------- sampling
+def test_sampling_is_deterministic_and_batch_independent(generator):
+    g = _random_graph(generator, n=200, e=3000)
+    seeds = torch.randint(g.num_nodes, (50,), generator=generator)
+    a = expand_hop(g.rowptr, g.col, seeds, 16, 1234)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        b = expand_hop(g.rowptr, g.col, seeds, 16, 1234)
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    # Node v draws the same edges whatever else is in the batch.
+    alone = expand_hop(g.rowptr, g.col, seeds[7:8], 16, 1234)
+    assert torch.equal(alone.edge_ids, a.edge_ids[a.rowptr[7]:a.rowptr[8]])
+    # Another seed draws differently.
+    c = expand_hop(g.rowptr, g.col, seeds, 16, 1235)
+    assert not torch.equal(a.edge_ids, c.edge_ids)
+    # Per-layer seeds differ.
+    assert len({hop_random_seed(7, layer) for layer in range(4)}) == 4
+
+
+def _chi_square(counts):
+    expected = counts.sum() / counts.numel()
+    return float(((counts - expected) ** 2 / expected).sum())
+
+
+def test_sampling_is_uniform_on_a_star():
+    """Counts of each neighbour of a hub, over many seeds and over many draws, pass a chi-square bound."""
+    degree = 12
+    ei = torch.stack([torch.arange(1, degree + 1), torch.zeros(degree, dtype=torch.long)])
+    g = Graph.from_edge_index(ei, degree + 1)
+    hub = torch.tensor([0])
+    # Across random seeds (one draw each) and within one seed (many draws).
+    across = torch.stack([expand_hop(g.rowptr, g.col, hub, 1, s).edge_ids for s in range(6000)]).flatten()
+    within = expand_hop(g.rowptr, g.col, hub, 60000, 99).edge_ids
+    df = degree - 1
+    bound = df + 6 * math.sqrt(2 * df)  # ~6 sigma of the chi-square(df) law: p < 1e-5
+    for draws in (across, within):
+        counts = torch.bincount(draws, minlength=degree).double()
+        assert counts.numel() == degree
+        assert _chi_square(counts) < bound, counts
+    # And a sampled mean is unbiased: the average of many sampled aggregations approaches the exact mean.
+    x = torch.randn(degree + 1, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    means = [aggregate(b.rowptr, b.col, x[b.frontier], "mean")
+             for b in (expand_hop(g.rowptr, g.col, hub, 8, s) for s in range(3000))]
+    exact = x[1:].mean(0, keepdim=True)
+    torch.testing.assert_close(torch.stack(means).mean(0), exact, atol=0.03, rtol=0)
+
+
+# ---------------------------------------------------------------- bad inputs
+def _g():
+    return Graph.from_edge_index(torch.tensor([[0, 1, 2], [1, 2, 0]]), 3)
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda g: expand_hop(g.rowptr, g.col, torch.tensor([3])), ValueError, r"seeds must be node ids in \[0, 3\)"),
+    (lambda g: expand_hop(g.rowptr, g.col, torch.tensor([-1])), ValueError, "seeds must be node ids"),
+    (lambda g: expand_hop(g.rowptr, g.col, torch.tensor([1.0])), TypeError, "seeds must be an int32 or int64"),
+    (lambda g: expand_hop(g.rowptr, g.col, [0]), TypeError, "seeds must be a torch.Tensor"),
+    (lambda g: expand_hop(g.rowptr, g.col, torch.tensor([[0]])), ValueError, "seeds must be 1-D"),
+    (lambda g: expand_hop(g.rowptr, g.col.int(), torch.tensor([0])), TypeError, "share a dtype"),
+    (lambda g: expand_hop(g.rowptr, g.col, torch.tensor([0]), -2), ValueError, "fanout"),
+    (lambda g: expand_hop(g.rowptr, g.col, torch.tensor([0]), 2.5), TypeError, "fanout"),
+    (lambda g: expand_hop(g.rowptr, g.col, torch.tensor([0]), 2, 1.5), TypeError, "random_seed"),
+    (lambda g: expand_hop(g.rowptr, g.col, torch.tensor([0]), skip=torch.tensor([1])), TypeError, "skip"),
+    (lambda g: expand_hop(g.rowptr, g.col, torch.tensor([0]), skip=torch.tensor([True, False])), ValueError, "skip"),
+    (lambda g: k_hop_support(g.rowptr, g.col, torch.tensor([], dtype=torch.long), [-1]), ValueError, "empty"),
+    (lambda g: k_hop_support(g.rowptr, g.col, torch.tensor([0]), []), ValueError, "fanouts"),
+    # The C++ checks behind the Python ones (direct op calls).
+    (lambda g: torch.ops.gnnaccel.expand_hop(g.rowptr, g.col, torch.tensor([5]), -1, 0, None), RuntimeError,
+     r"seeds holds a node outside \[0, 3\)"),
+    (lambda g: torch.ops.gnnaccel.expand_hop(g.rowptr, torch.tensor([0, 9, 1]), torch.tensor([1]), -1, 0, None),
+     RuntimeError, "col holds an index outside"),
+    (lambda g: torch.ops.gnnaccel.expand_hop(torch.tensor([0, 2, 1, 3]), g.col, torch.tensor([1]), -1, 0, None),
+     RuntimeError, "rowptr is not non-decreasing"),
+    (lambda g: torch.ops.gnnaccel.expand_hop(torch.tensor([0, 1, 2, 4]), g.col, torch.tensor([1]), -1, 0, None),
+     RuntimeError, "end at col.numel"),
+    (lambda g: torch.ops.gnnaccel.expand_hop(g.rowptr, g.col, torch.tensor([1]), -3, 0, None), RuntimeError,
+     "fanout"),
+    (lambda g: torch.ops.gnnaccel.expand_hop(g.rowptr, g.col, torch.tensor([1], dtype=torch.int32), -1, 0, None),
+     RuntimeError, "seeds dtype"),
+    (lambda g: torch.ops.gnnaccel.expand_hop(g.rowptr.float(), g.col, torch.tensor([1]), -1, 0, None),
+     RuntimeError, "rowptr must be int32 or int64"),
+    (lambda g: torch.ops.gnnaccel.expand_hop(g.rowptr, g.col, torch.tensor([1]), -1, 0, torch.tensor([1])),
+     RuntimeError, "skip must be a bool mask"),
+])
+def test_bad_inputs_raise_clear_errors(call, error, match):
+    with pytest.raises(error, match=match):
+        call(_g())
+
+
+# ---------------------------------------------------------------- op registration
+def test_opcheck(generator):
+    g = _random_graph(generator, n=30, e=120)
+    seeds = torch.tensor([4, 0, 4, 29])
+    samples = [
+        (g.rowptr, g.col, seeds, -1, 0, None),
+        (g.rowptr, g.col, seeds, 5, 17, torch.tensor([False, True, False, False])),
+        (g.rowptr.int(), g.col.int(), seeds.int(), 3, -4, None),
+        (g.rowptr, g.col, torch.empty(0, dtype=torch.long), -1, 0, None),
+    ]
+    for args in samples:
+        # All four default utils, test_aot_dispatch_dynamic included: the fake kernel's unbacked output sizes
+        # (new_dynamic_size) let AOT dispatch trace the op with symbolic inputs.
+        result = torch.library.opcheck(torch.ops.gnnaccel.expand_hop.default, args)
+        assert set(result) >= {"test_schema", "test_faketensor", "test_aot_dispatch_dynamic"}
+
+
+def test_traces_with_dynamic_output_sizes(generator):
+    """The op is eager-only in spirit, but a compiled region that contains it still traces and runs correctly."""
+    torch._dynamo.reset()
+    g = _random_graph(generator, n=40, e=200)
+    x = torch.randn(g.num_nodes, 4, generator=generator)
+    seeds = torch.tensor([1, 5, 9])
+
+    def fn(rowptr, col, seeds, x):
+        frontier, local_rowptr, local_col, _ = torch.ops.gnnaccel.expand_hop(rowptr, col, seeds, -1, 0, None)
+        return aggregate(local_rowptr, local_col, x[frontier], "mean")
+
+    with torch._dynamo.config.patch(capture_dynamic_output_shape_ops=True):
+        compiled = torch.compile(fn, fullgraph=True)
+        torch.testing.assert_close(compiled(g.rowptr, g.col, seeds, x), fn(g.rowptr, g.col, seeds, x))
+
+
+def test_concurrent_calls_agree(generator):
+    """The op keeps no state between calls (no shared marker array): threads calling it at once get the same
+    blocks as sequential calls."""
+    import threading
+
+    g = _random_graph(generator, n=3000, e=40000)
+    batches = [torch.randint(g.num_nodes, (b,), generator=generator) for b in (1, 5, 40, 400, 2500) * 4]
+    expected = [expand_hop(g.rowptr, g.col, s, 7, k) for k, s in enumerate(batches)]
+    results = [None] * len(batches)
+
+    def work(k):
+        for _ in range(5):
+            results[k] = expand_hop(g.rowptr, g.col, batches[k], 7, k)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(len(batches))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for got, want in zip(results, expected):
+        assert all(torch.equal(a, b) for a, b in zip(got, want))

@@ -1,0 +1,203 @@
+"""gnnaccel::lasso_cd against scikit-learn's Lasso (Gram form), a profiled reference for unpenalised
+coordinates, and the pure-torch reference; warm starts, dead coordinates, opcheck, compile, bad inputs."""
+import numpy as np
+import pytest
+import torch
+
+from gnnaccel._library import has_kernel
+from gnnaccel.ops import lasso_cd
+from gnnaccel.ops.lasso import lasso_cd_reference, lasso_duality_gap, lasso_objective
+
+sklearn_lm = pytest.importorskip("sklearn.linear_model")
+
+
+def _data(generator, n=120, c=30, dead=(), correlated=True):
+    X = torch.randn(n, c, generator=generator, dtype=torch.float64)
+    if correlated:  # neighbouring columns correlate, as channels of real activations do
+        X[:, 1:] += 0.5 * X[:, :-1].clone()
+    for j in dead:
+        X[:, j] = 0
+    true = torch.zeros(c, dtype=torch.float64)
+    true[: c // 4] = torch.randn(c // 4, generator=generator, dtype=torch.float64)
+    y = X @ true + 0.3 * torch.randn(n, generator=generator, dtype=torch.float64)
+    return X, y
+
+
+def _gram(X, y):
+    n = X.shape[0]
+    return X.T @ X / n, X.T @ y / n, float(y @ y / n)
+
+
+def _sklearn(X, y, alpha):
+    model = sklearn_lm.Lasso(alpha=alpha, fit_intercept=False, precompute=True, tol=1e-14, max_iter=200_000)
+    model.fit(X.numpy(), y.numpy())
+    return torch.from_numpy(model.coef_.copy())
+
+
+@pytest.mark.parametrize("alpha_frac", [0.5, 0.1, 0.01])
+@pytest.mark.parametrize("dead", [(), (0, 7)])
+def test_matches_sklearn(alpha_frac, dead, generator):
+    X, y = _data(generator, dead=dead)
+    G, q, y_sq = _gram(X, y)
+    alpha = alpha_frac * float(q.abs().max())
+    expected = _sklearn(X, y, alpha)
+    beta, gap, sweeps = lasso_cd(G, q, alpha, y_sq=y_sq, tol=1e-14, max_sweeps=100_000)
+    torch.testing.assert_close(beta, expected, rtol=0, atol=1e-5)
+    assert torch.equal(beta != 0, expected != 0)
+    assert float(gap) <= 1e-14 * y_sq and int(sweeps) >= 1
+    for j in dead:
+        assert beta[j] == 0
+
+
+def test_warm_start_reaches_the_same_solution(generator):
+    X, y = _data(generator, dead=(3,))
+    G, q, y_sq = _gram(X, y)
+    alpha = 0.05 * float(q.abs().max())
+    expected = _sklearn(X, y, alpha)
+    for beta0 in (_sklearn(X, y, 4 * alpha), torch.randn(G.shape[0], generator=generator, dtype=torch.float64)):
+        beta, gap, _ = lasso_cd(G, q, alpha, beta0=beta0, y_sq=y_sq, tol=1e-14, max_sweeps=100_000)
+        torch.testing.assert_close(beta, expected, rtol=0, atol=1e-5)
+        assert beta[3] == 0  # a non-zero warm start on a dead coordinate is dropped
+    # Warm start at the optimum: no pass is needed.
+    beta, gap, sweeps = lasso_cd(G, q, alpha, beta0=beta, y_sq=y_sq, tol=1e-10)
+    assert int(sweeps) == 0 and float(gap) <= 1e-10 * y_sq
+
+
+def test_penalty_factors_match_profiled_sklearn(generator):
+    """Unpenalised coordinates U and weighted penalties P, checked against sklearn on the problem with U
+    profiled out (project X_P and y off span(X_U)) and columns rescaled by 1/p_i."""
+    X, y = _data(generator, n=150, c=24, dead=(20,))
+    c = X.shape[1]
+    p = 0.5 + torch.rand(c, generator=generator, dtype=torch.float64)
+    U = torch.tensor([1, 4, 9, 13])
+    p[U] = 0
+    P = torch.tensor([i for i in range(c) if i not in U.tolist()])
+    G, q, y_sq = _gram(X, y)
+    alpha = 0.1 * float((q[P].abs() / p[P]).max())
+    beta, gap, _ = lasso_cd(G, q, alpha, penalty=p, y_sq=y_sq, tol=1e-14, max_sweeps=100_000)
+
+    XU = X[:, U]
+    proj = XU @ torch.linalg.pinv(XU)
+    XP = (X[:, P] - proj @ X[:, P]) / p[P]
+    yP = y - proj @ y
+    bP = _sklearn(XP, yP, alpha) / p[P]
+    bU = torch.linalg.lstsq(XU, (y - X[:, P] @ bP).unsqueeze(1)).solution.flatten()
+    torch.testing.assert_close(beta[P], bP, rtol=0, atol=1e-5)
+    torch.testing.assert_close(beta[U], bU, rtol=0, atol=1e-5)
+    assert torch.equal(beta[P] != 0, bP != 0)
+    assert float(gap) <= 1e-14 * y_sq
+
+
+@pytest.mark.parametrize("with_unpenalized", [False, True])
+def test_matches_torch_reference_and_gap_bounds_suboptimality(with_unpenalized, generator):
+    X, y = _data(generator, n=80, c=40, dead=(5,))
+    G, q, _ = _gram(X, y)
+    p = torch.rand(40, generator=generator, dtype=torch.float64) + 0.2
+    if with_unpenalized:
+        p[[0, 2, 30]] = 0
+    G = G.float().double()  # exact float32 values, so the float32 call below sees the same problem
+    q = q.float().double()
+    lam = 0.05 * float(q.abs().max())
+    ref, ref_gap, _ = lasso_cd_reference(G, q, lam, penalty=p, tol=1e-13)
+    beta, gap, _ = lasso_cd(G, q, lam, penalty=p, tol=1e-13, max_sweeps=100_000)
+    torch.testing.assert_close(beta, ref, rtol=0, atol=1e-6)
+    # The reported gap bounds the suboptimality of a loose solve, and matches the dense formula.
+    loose, loose_gap, _ = lasso_cd(G, q, lam, penalty=p, tol=1e-3, max_sweeps=100_000)
+    excess = float(lasso_objective(G, q, lam, loose, p) - lasso_objective(G, q, lam, ref, p))
+    assert -1e-12 <= excess <= float(loose_gap) + 1e-12
+    torch.testing.assert_close(loose_gap, lasso_duality_gap(G, q, lam, loose, p), rtol=1e-6, atol=1e-12)
+    # float32 inputs: solved in float64, returned in float32.
+    b32, g32, _ = lasso_cd(G.float(), q.float(), lam, penalty=p.float(), tol=1e-13, max_sweeps=100_000)
+    assert b32.dtype == torch.float32 and g32.dtype == torch.float32
+    torch.testing.assert_close(b32.double(), ref, rtol=0, atol=1e-6)
+
+
+def test_max_sweeps_zero_and_all_dead():
+    G = torch.diag(torch.tensor([0.0, 2.0, 0.0], dtype=torch.float64))
+    q = torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64)
+    beta, gap, sweeps = lasso_cd(G, q, 0.1, beta0=torch.tensor([5.0, 0.0, 1.0], dtype=torch.float64), max_sweeps=0)
+    assert torch.equal(beta, torch.zeros(3, dtype=torch.float64)) and int(sweeps) == 0
+    beta, gap, sweeps = lasso_cd(G, q, 0.1, tol=1e-12)
+    torch.testing.assert_close(beta, torch.tensor([0.0, 0.45, 0.0], dtype=torch.float64))  # soft(1, .1) / 2
+    zero = torch.zeros(4, 4, dtype=torch.float64)
+    beta, gap, sweeps = lasso_cd(zero, torch.zeros(4, dtype=torch.float64), 1.0, y_sq=0.0)
+    assert torch.equal(beta, torch.zeros(4, dtype=torch.float64)) and float(gap) == 0
+
+
+def _opcheck_samples(generator):
+    X, y = _data(generator, n=40, c=12, dead=(2,))
+    G, q, y_sq = _gram(X, y)
+    lam = torch.tensor(0.05 * float(q.abs().max()), dtype=torch.float64)
+    p = torch.ones(12, dtype=torch.float64)
+    p[0] = 0
+    yield (G, q, lam, torch.zeros(12, dtype=torch.float64), None, torch.tensor(y_sq, dtype=torch.float64), None,
+           1e-10, 1000)
+    yield (G.float(), q.float(), lam.float(), torch.ones(12), p.float(), torch.tensor(y_sq), None, 1e-8, 50)
+
+
+def test_opcheck(generator):
+    for args in _opcheck_samples(generator):
+        torch.library.opcheck(torch.ops.gnnaccel.lasso_cd.default, args)
+
+
+def test_torch_compile_fullgraph(generator):
+    X, y = _data(generator, n=60, c=16)
+    G, q, _ = _gram(X, y)
+
+    def shrink_then_solve(G, q, lam):
+        beta, gap, sweeps = lasso_cd(G, q, lam, tol=1e-12)
+        return beta * 2, gap, sweeps + 1
+
+    compiled = torch.compile(shrink_then_solve, fullgraph=True)
+    lam = torch.tensor(0.1 * float(q.abs().max()), dtype=torch.float64)
+    for got, want in zip(compiled(G, q, lam), shrink_then_solve(G, q, lam)):
+        torch.testing.assert_close(got, want)
+
+
+@pytest.mark.gpu
+def test_cuda_matches_cpu(generator):
+    assert has_kernel("lasso_cd", "CUDA")
+    X, y = _data(generator, n=300, c=200, dead=(4, 77))
+    G, q, y_sq = _gram(X, y)
+    p = torch.ones(200, dtype=torch.float64)
+    p[:30] = 0
+    for penalty in (None, p):
+        lam = 0.05 * float(q.abs().max())
+        cpu = lasso_cd(G, q, lam, penalty=penalty, y_sq=y_sq, tol=1e-12, max_sweeps=100_000)
+        gpu = lasso_cd(G.cuda(), q.cuda(), lam, penalty=None if penalty is None else penalty.cuda(), y_sq=y_sq,
+                       tol=1e-12, max_sweeps=100_000)
+        torch.testing.assert_close(gpu[0].cpu(), cpu[0], rtol=0, atol=1e-8)
+        assert float(gpu[1]) <= 1e-12 * y_sq
+
+
+# ------------------------------------------------------------------------------------------- bad inputs
+def test_bad_inputs_raise_clear_errors():
+    G = torch.eye(3, dtype=torch.float64)
+    q = torch.ones(3, dtype=torch.float64)
+    with pytest.raises(ValueError, match="square"):
+        lasso_cd(torch.ones(3, 4, dtype=torch.float64), q, 0.1)
+    with pytest.raises(ValueError, match="q must have shape"):
+        lasso_cd(G, torch.ones(4, dtype=torch.float64), 0.1)
+    with pytest.raises(ValueError, match="lam must be >= 0"):
+        lasso_cd(G, q, -1.0)
+    with pytest.raises(RuntimeError, match="lam must be finite and >= 0"):
+        lasso_cd(G, q, torch.tensor(-1.0))
+    with pytest.raises(ValueError, match="beta0"):
+        lasso_cd(G, q, 0.1, beta0=torch.zeros(2, dtype=torch.float64))
+    with pytest.raises(ValueError, match="penalty"):
+        lasso_cd(G, q, 0.1, penalty=torch.ones(5, dtype=torch.float64))
+    with pytest.raises(TypeError, match="floating point"):
+        lasso_cd(G.long(), q, 0.1)
+    bad = G.clone()
+    bad[0, 1] = float("nan")
+    with pytest.raises(RuntimeError, match="G contains NaN"):
+        lasso_cd(bad, q, 0.1)
+    with pytest.raises(RuntimeError, match="q contains NaN"):
+        lasso_cd(G, torch.tensor([1.0, float("nan"), 0.0], dtype=torch.float64), 0.1)
+    with pytest.raises(RuntimeError, match="penalty factors must be finite and >= 0"):
+        lasso_cd(G, q, 0.1, penalty=torch.tensor([1.0, -1.0, 1.0], dtype=torch.float64))
+    with pytest.raises(RuntimeError, match="unpenalized_pinv must be"):
+        lasso_cd(G, q, 0.1, penalty=torch.tensor([0.0, 1.0, 1.0], dtype=torch.float64),
+                 unpenalized_pinv=torch.eye(2, dtype=torch.float64))
+    with pytest.raises(ValueError, match="max_sweeps"):
+        lasso_cd(G, q, 0.1, max_sweeps=-1)

@@ -1,0 +1,304 @@
+"""gnnaccel.pruning: Gram construction against explicit rank-1 blocks, exact-budget selection, planted
+support recovery, greedy vs brute force, refit against lstsq on explicit inputs, baselines, bad inputs."""
+import pytest
+import torch
+
+from gnnaccel.pruning import (SecondMoment, branch_penalty, cross_linear_term, gram_from_moments, lambda_max,
+                              output_relative_error, refit, select_channels, select_greedy, select_magnitude,
+                              select_random, split_branch_coordinates)
+from gnnaccel.ops import lasso_cd
+
+F64 = torch.float64
+
+
+def _layer(generator, n=400, c=10, widths=(6, 6), dead=()):
+    """Two branches: Z_self and a correlated Z_neigh [n, c], weights [c, d_b]."""
+    zs = torch.randn(n, c, generator=generator, dtype=F64)
+    zn = 0.5 * zs + torch.randn(n, c, generator=generator, dtype=F64)
+    for j in dead:
+        zs[:, j] = 0
+        zn[:, j] = 0
+    ws = [torch.randn(c, d, generator=generator, dtype=F64) for d in widths]
+    return [zs, zn], ws
+
+
+def _placed(ws, form):
+    if form == "sum":
+        return list(ws), [torch.arange(ws[0].shape[1])] * len(ws)
+    d = sum(w.shape[1] for w in ws)
+    out, cols, start = [], [], 0
+    for w in ws:
+        full = torch.zeros(w.shape[0], d, dtype=F64)
+        full[:, start:start + w.shape[1]] = w
+        out.append(full)
+        cols.append(torch.arange(start, start + w.shape[1]))
+        start += w.shape[1]
+    return out, cols
+
+
+def _blocks(zs, ws, form, layout):
+    """Explicit rank-1 blocks C as columns of a design matrix [n*d, coords]."""
+    placed, _ = _placed(ws, form)
+    c = zs[0].shape[1]
+    cols = []
+    if layout == "channel":
+        for i in range(c):
+            cols.append(sum(torch.outer(z[:, i], w[i]) for z, w in zip(zs, placed)).flatten())
+    else:
+        for z, w in zip(zs, placed):
+            for i in range(c):
+                cols.append(torch.outer(z[:, i], w[i]).flatten())
+    return torch.stack(cols, 1)
+
+
+@pytest.mark.parametrize("form", ["sum", "concat"])
+@pytest.mark.parametrize("layout", ["channel", "branch"])
+def test_gram_matches_explicit_rank1_blocks(form, layout, generator):
+    widths = (5, 5) if form == "sum" else (4, 7)
+    zs, ws = _layer(generator, n=50, c=7, widths=widths, dead=(3,))
+    n = zs[0].shape[0]
+    S = torch.cat(zs, 1).T @ torch.cat(zs, 1) / n
+    G, q, y_sq = gram_from_moments(S, ws, form=form, layout=layout)
+    X = _blocks(zs, ws, form, layout)
+    Y = X.sum(1)  # the unpruned output, flattened
+    torch.testing.assert_close(G, X.T @ X / n, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(q, X.T @ Y / n, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(y_sq, Y @ Y / n, rtol=1e-12, atol=1e-12)
+    assert torch.equal(G, G.T)
+
+
+@pytest.mark.parametrize("form", ["sum", "concat"])
+def test_cross_linear_term_matches_explicit(form, generator):
+    zs, ws = _layer(generator, n=40, c=6, widths=(3, 3))
+    zs0, ws0 = _layer(generator, n=40, c=5, widths=(3, 3))
+    n = 40
+    T = torch.cat(zs, 1).T @ torch.cat(zs0, 1) / n
+    placed0, _ = _placed(ws0, form)
+    Y0 = sum(z @ w for z, w in zip(zs0, placed0)).flatten()
+    for layout in ("channel", "branch"):
+        X = _blocks(zs, ws, form, layout)
+        torch.testing.assert_close(cross_linear_term(T, ws, ws0, form=form, layout=layout), X.T @ Y0 / n)
+
+
+def test_second_moment_streaming_equals_one_shot(generator):
+    zs, _ = _layer(generator, n=333, c=9)
+    Z = torch.cat(zs, 1)
+    acc = SecondMoment(18)
+    for start in range(0, 333, 50):
+        acc.update(zs[0][start:start + 50].float(), zs[1][start:start + 50].float())
+    one = SecondMoment(18).update(Z.float())
+    assert acc.count == one.count == 333
+    torch.testing.assert_close(acc.moment, one.moment, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(acc.moment, Z.float().double().T @ Z.float().double() / 333, rtol=1e-12, atol=1e-12)
+    assert acc.sum.dtype == F64
+    with pytest.raises(ValueError, match="18"):
+        acc.update(Z[:, :5])
+    with pytest.raises(ValueError, match="same number of rows"):
+        acc.update(zs[0][:3], zs[1][:4])
+    with pytest.raises(ValueError, match="NaN"):
+        acc.update(torch.full((2, 18), float("nan")))
+    with pytest.raises(ValueError, match="no rows"):
+        SecondMoment(3).moment
+
+
+@pytest.mark.parametrize("k", [0, 1, 5, 17, 40])
+def test_select_channels_returns_exactly_k(k, generator):
+    zs, ws = _layer(generator, n=300, c=40, widths=(8, 8), dead=(2, 11))
+    S = torch.cat(zs, 1).T @ torch.cat(zs, 1) / 300
+    G, q, y_sq = gram_from_moments(S, ws)
+    sel = select_channels(G, q, k, y_sq=y_sq)
+    assert sel.dtype == torch.long and sel.numel() == k
+    assert torch.equal(sel, torch.unique(sel))  # sorted, distinct
+    if k <= 38:
+        assert 2 not in sel.tolist() and 11 not in sel.tolist()  # dead channels only as a last resort
+    greedy = select_greedy(G, q, k)
+    assert greedy.numel() == k and torch.equal(greedy, torch.unique(greedy))
+
+
+def _planted(generator, n=3000, c=48, k=6, d=8):
+    """Target built from k true channels only: Y = sum_{i in T} C_i, so q = G[:, T] 1 (exact recovery)."""
+    zs, ws = _layer(generator, n=n, c=c, widths=(d, d))
+    S = torch.cat(zs, 1).T @ torch.cat(zs, 1) / n
+    G, _, _ = gram_from_moments(S, ws)
+    true = torch.sort(torch.randperm(c, generator=generator)[:k]).values
+    q = G[:, true].sum(1)
+    y_sq = G[true][:, true].sum()
+    return G, q, y_sq, true
+
+
+def test_select_channels_and_greedy_recover_a_planted_support(generator):
+    G, q, y_sq, true = _planted(generator)
+    sel, info = select_channels(G, q, true.numel(), y_sq=y_sq, return_info=True)
+    assert torch.equal(sel, true)
+    assert info["nnz"] >= true.numel() and info["solves"] >= 1
+    assert torch.equal(select_greedy(G, q, true.numel()), true)
+
+
+def test_select_channels_with_unpenalized_branch_recovers_planted_neighbours(generator):
+    """Branch layout (batched scheme): self branch unpenalised and kept whole; the target also uses every
+    self channel, and only the planted neighbour channels, which the LASSO must find."""
+    c, k = 30, 5
+    zs, ws = _layer(generator, n=3000, c=c, widths=(8, 8))
+    S = torch.cat(zs, 1).T @ torch.cat(zs, 1) / 3000
+    G, _, _ = gram_from_moments(S, ws, layout="branch")
+    true = torch.sort(torch.randperm(c, generator=generator)[:k]).values
+    used = torch.cat([torch.arange(c), c + true])
+    q, y_sq = G[:, used].sum(1), G[used][:, used].sum()
+    p = branch_penalty(c, 2, unpenalized=(0,))
+    sel = select_channels(G, q, k, penalty=p, y_sq=y_sq)
+    assert torch.equal(sel, c + true)
+    assert torch.equal(split_branch_coordinates(sel, c, 2)[1], true)
+    assert torch.equal(select_greedy(G, q, k, penalty=p), c + true)
+    with pytest.raises(ValueError, match=r"k must be in \[0, 30\]"):
+        select_channels(G, q, c + 1, penalty=p)
+
+
+def test_lambda_max_is_the_first_nonzero(generator):
+    zs, ws = _layer(generator, n=200, c=15)
+    S = torch.cat(zs, 1).T @ torch.cat(zs, 1) / 200
+    for layout, p in (("channel", None), ("branch", branch_penalty(15, 2))):
+        G, q, y_sq = gram_from_moments(S, ws, layout=layout)
+        lmax = lambda_max(G, q, p)
+        pen = torch.ones(G.shape[0], dtype=torch.bool) if p is None else p > 0
+        at, _, _ = lasso_cd(G, q, lmax * 1.0001, penalty=p, y_sq=y_sq, tol=1e-12)
+        below, _, _ = lasso_cd(G, q, lmax * 0.99, penalty=p, y_sq=y_sq, tol=1e-12)
+        assert int((at[pen] != 0).sum()) == 0 and int((below[pen] != 0).sum()) >= 1
+
+
+def _naive_greedy(G, q, k):
+    chosen = []
+    for _ in range(k):
+        best, best_val = None, None
+        for j in range(G.shape[0]):
+            if j in chosen:
+                continue
+            K = torch.tensor(chosen + [j])
+            beta = torch.linalg.lstsq(G[K][:, K], q[K].unsqueeze(1)).solution.flatten()
+            val = float(0.5 * beta @ G[K][:, K] @ beta - q[K] @ beta)
+            if best_val is None or val < best_val - 1e-12:
+                best, best_val = j, val
+        chosen.append(best)
+    return torch.sort(torch.tensor(chosen)).values
+
+
+def test_greedy_matches_brute_force_forward_selection(generator):
+    zs, ws = _layer(generator, n=200, c=14)
+    S = torch.cat(zs, 1).T @ torch.cat(zs, 1) / 200
+    G, q, _ = gram_from_moments(S, ws)
+    q = q + 0.3 * torch.randn(14, generator=generator, dtype=F64) * q.abs().mean()  # a non-trivial target
+    for k in (1, 4, 9):
+        assert torch.equal(select_greedy(G, q, k), _naive_greedy(G, q, k))
+
+
+@pytest.mark.parametrize("form", ["sum", "concat"])
+def test_refit_matches_lstsq_on_explicit_inputs(form, generator):
+    widths = (5, 5) if form == "sum" else (4, 6)
+    zs, ws = _layer(generator, n=120, c=9, widths=widths, dead=(0,))
+    n = 120
+    S = torch.cat(zs, 1).T @ torch.cat(zs, 1) / n
+    placed, cols = _placed(ws, form)
+    Y = sum(z @ w for z, w in zip(zs, placed))
+    for keep in (torch.tensor([1, 4, 5, 8]), [torch.arange(9), torch.tensor([2, 3, 7])]):
+        keeps = [keep, keep] if isinstance(keep, torch.Tensor) else keep
+        new = refit(S, keep, ws, form=form, ridge=0.0)
+        if form == "sum":  # joint least squares over both branches
+            A = torch.cat([zs[0][:, keeps[0]], zs[1][:, keeps[1]]], 1)
+            sol = torch.linalg.lstsq(A, Y, driver="gelsd").solution  # SVD: minimum norm with a dead column
+            expected = [sol[: keeps[0].numel()], sol[keeps[0].numel():]]
+        else:  # each branch writes its own columns
+            expected = [torch.linalg.lstsq(zs[b][:, keeps[b]], Y[:, cols[b]], driver="gelsd").solution
+                        for b in range(2)]
+        for got, want in zip(new, expected):
+            torch.testing.assert_close(got, want, rtol=1e-8, atol=1e-8)
+        Y_new = torch.zeros_like(Y)
+        for b in range(2):
+            Y_new[:, cols[b]] += zs[b][:, keeps[b]] @ new[b]
+        err = output_relative_error(S, ws, new, keep, form=form)
+        assert err == pytest.approx(float((Y - Y_new).norm() / Y.norm()), rel=1e-6, abs=1e-9)
+    # Keeping every channel reproduces the layer exactly; a ridge only shrinks slightly.
+    full = refit(S, torch.arange(9), ws, form=form, ridge=0.0)
+    assert output_relative_error(S, ws, full, torch.arange(9), form=form) < 1e-7
+    ridged = refit(S, torch.arange(9), ws, form=form, ridge=1e-6)
+    assert output_relative_error(S, ws, ridged, torch.arange(9), form=form) < 1e-4
+
+
+def test_dead_kept_channel_refits_to_zero_weight(generator):
+    zs, ws = _layer(generator, n=100, c=6, dead=(2,))
+    S = torch.cat(zs, 1).T @ torch.cat(zs, 1) / 100
+    new = refit(S, torch.tensor([1, 2, 3]), ws, ridge=0.0)
+    assert bool(torch.isfinite(new[0]).all()) and float(new[0][1].abs().max()) < 1e-10
+
+
+def test_baselines(generator):
+    a, b = select_random(50, 10, seed=3), select_random(50, 10, seed=3)
+    assert torch.equal(a, b) and torch.equal(a, torch.unique(a)) and a.numel() == 10
+    assert not torch.equal(a, select_random(50, 10, seed=4))
+    w1 = torch.randn(20, 4, generator=generator)
+    w2 = torch.randn(20, 3, generator=generator)
+    norms = torch.cat([w1, w2], 1).double().norm(dim=1)
+    expected = torch.sort(torch.topk(norms, 6).indices).values
+    assert torch.equal(select_magnitude([w1, w2], 6), expected)
+    assert torch.equal(select_magnitude(w1, 20), torch.arange(20))
+
+
+def test_lasso_beats_random_and_magnitude_on_refit_error(generator):
+    """On a layer with unequal channel importance, the LASSO selection's refit error is below the baselines'."""
+    n, c = 800, 32
+    scale = torch.linspace(0.1, 3.0, c, dtype=F64)[torch.randperm(c, generator=generator)]
+    zs = [torch.randn(n, c, generator=generator, dtype=F64) * scale for _ in range(2)]
+    zs[1] = zs[1] + 0.8 * zs[0]
+    ws = [torch.randn(c, 8, generator=generator, dtype=F64) / scale.sqrt().unsqueeze(1) for _ in range(2)]
+    S = torch.cat(zs, 1).T @ torch.cat(zs, 1) / n
+    G, q, y_sq = gram_from_moments(S, ws)
+    errs = {}
+    for name, keep in (("lasso", select_channels(G, q, 8, y_sq=y_sq)), ("magnitude", select_magnitude(ws, 8)),
+                       ("random", select_random(c, 8, seed=0))):
+        errs[name] = output_relative_error(S, ws, refit(S, keep, ws), keep)
+    assert errs["lasso"] < errs["magnitude"] and errs["lasso"] < errs["random"], errs
+
+
+# ------------------------------------------------------------------------------------------- bad inputs
+def test_bad_inputs_raise_clear_errors(generator):
+    zs, ws = _layer(generator, n=50, c=5)
+    S = torch.cat(zs, 1).T @ torch.cat(zs, 1) / 50
+    G, q, _ = gram_from_moments(S, ws)
+    with pytest.raises(ValueError, match=r"k must be in \[0, 5\]"):
+        select_channels(G, q, 6)
+    with pytest.raises(ValueError, match=r"k must be in"):
+        select_channels(G, q, -1)
+    with pytest.raises(TypeError, match="k must be an int"):
+        select_channels(G, q, 2.5)
+    with pytest.raises(ValueError, match="square"):
+        select_channels(G[:4], q, 2)
+    with pytest.raises(ValueError, match="q must have shape"):
+        select_channels(G, q[:4], 2)
+    bad = G.clone()
+    bad[1, 1] = float("nan")
+    with pytest.raises(ValueError, match="G contains NaN"):
+        select_channels(bad, q, 2)
+    with pytest.raises(ValueError, match="G contains NaN"):
+        select_greedy(bad, q, 2)
+    with pytest.raises(ValueError, match="q contains NaN"):
+        select_channels(G, torch.full_like(q, float("nan")), 2)
+    with pytest.raises(ValueError, match="symmetric"):
+        select_channels(G + torch.triu(torch.ones_like(G), 1), q, 2)
+    with pytest.raises(ValueError, match="penalty factors"):
+        select_channels(G, q, 2, penalty=-torch.ones(5, dtype=F64))
+    with pytest.raises(ValueError, match="S is 10 x 10"):
+        gram_from_moments(S, [ws[0][:4], ws[1][:4]])
+    with pytest.raises(ValueError, match="sum form needs equal output widths"):
+        gram_from_moments(S, [ws[0], ws[1][:, :3]])
+    with pytest.raises(ValueError, match="form must be"):
+        gram_from_moments(S, ws, form="stack")
+    with pytest.raises(ValueError, match="S contains NaN"):
+        gram_from_moments(torch.full_like(S, float("nan")), ws)
+    with pytest.raises(ValueError, match="out of range"):
+        refit(S, torch.tensor([0, 7]), ws)
+    with pytest.raises(ValueError, match="distinct"):
+        refit(S, torch.tensor([1, 1]), ws)
+    with pytest.raises(ValueError, match="ridge"):
+        refit(S, torch.tensor([1]), ws, ridge=-1.0)
+    with pytest.raises(ValueError, match=r"k must be in \[0, 5\]"):
+        select_magnitude(ws, 6)
+    with pytest.raises(ValueError, match=r"k must be in \[0, 3\]"):
+        select_random(3, 4)

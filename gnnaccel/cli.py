@@ -106,12 +106,12 @@ def main(argv=None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="run the end-to-end demo on a synthetic graph")
-    demo.add_argument("--nodes", type=int, default=100_000)
+    demo.add_argument("--nodes", type=int, default=30_000)
     demo.add_argument("--degree", type=float, default=20.0)
     demo.add_argument("--features", type=int, default=128)
     demo.add_argument("--classes", type=int, default=8)
     demo.add_argument("--hidden", type=int, default=256)
-    demo.add_argument("--epochs", type=int, default=40)
+    demo.add_argument("--epochs", type=int, default=30)
     args = parser.parse_args(argv)
     if args.command == "demo":
         warnings.filterwarnings("ignore", message="Sparse")
@@ -120,7 +120,7 @@ def main(argv=None) -> None:
         progress = sys.stderr.isatty()
         torch.manual_seed(0)
         data = synthetic(args.nodes, args.degree, args.features, num_classes=args.classes, seed=0,
-                         feature_signal=0.4)
+                         feature_signal=0.1)
         demo_aggregation(data, progress)
         model = demo_full_inference(data, args.hidden, args.epochs, progress)
         demo_pruning(model, data, progress)

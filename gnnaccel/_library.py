@@ -49,12 +49,20 @@ def registered_ops() -> list:
                    if name.startswith("gnnaccel::")})
 
 
+# Operators that run on the CPU by design: the batch support (expand_hop) is a small sequential
+# de-duplication whose result feeds host-side bookkeeping; its output is copied to the GPU when needed.
+CPU_ONLY_OPS = frozenset({"expand_hop"})
+
+
 def cuda_kernel_report() -> bool:
-    """Print, per operator, whether a CUDA kernel is registered; True when every operator has one."""
+    """Print, per operator, which kernels are registered; True when every operator outside CPU_ONLY_OPS has
+    a CUDA kernel (the check `make cuda-check` runs against a CUDA build of torch)."""
     ops = registered_ops()
     ok = bool(ops)
     for op in ops:
         has_cuda = has_kernel(op, "CUDA")
-        ok &= has_cuda
-        print(f"gnnaccel::{op}: CPU={has_kernel(op, 'CPU')} CUDA={has_cuda}")
+        expected = op not in CPU_ONLY_OPS
+        ok &= has_cuda or not expected
+        note = "" if expected else " (CPU-only by design)"
+        print(f"gnnaccel::{op}: CPU={has_kernel(op, 'CPU')} CUDA={has_cuda}{note}")
     return ok

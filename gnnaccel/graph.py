@@ -200,10 +200,14 @@ class Graph:
                              shape=(self.num_nodes, self.num_nodes))
 
     def to_torch_sparse(self, dtype=torch.float32) -> Tensor:
+        import warnings
+
         values = (self.edge_weight if self.edge_weight is not None
                   else torch.ones(self.num_edges, dtype=dtype, device=self.device))
-        return torch.sparse_csr_tensor(self.rowptr.long(), self.col.long(), values.to(dtype),
-                                       (self.num_nodes, self.num_nodes))
+        with warnings.catch_warnings():  # torch's "sparse CSR is in beta" notice, once per call otherwise
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.sparse_csr_tensor(self.rowptr.long(), self.col.long(), values.to(dtype),
+                                           (self.num_nodes, self.num_nodes))
 
     # ------------------------------------------------------------------ compute
     def aggregate(self, x: Tensor, reduce: str = "mean", edge_weight: Optional[Tensor] = None,

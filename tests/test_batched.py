@@ -344,3 +344,25 @@ def test_bad_construction_and_updates(generator):
     with pytest.raises(ValueError, match="shape"):
         engine.update_features(torch.tensor([1]), torch.randn(1, 5))
     assert engine.version == 0
+
+
+@pytest.mark.parametrize("name", ["sage2", "sage3", "gcn2", "saint2"])
+def test_engine_on_gnnaccel_prune_batched_scheme(name, generator):
+    """A model pruned by gnnaccel.prune(scheme="batched") answers exactly as its own forward (skipped when the
+    pruner is not merged yet)."""
+    import gnnaccel
+
+    prune = getattr(gnnaccel, "prune", None)
+    if prune is None:
+        pytest.skip("gnnaccel.prune is not available on this branch")
+    n, c = 200, 16
+    graph = _graph(n, generator)
+    x = torch.randn(n, c, generator=generator)
+    pruned = prune(_model(name, c), graph, x, keep=0.25, scheme="batched", progress=False)
+    with torch.no_grad():
+        reference = pruned(x, graph)
+    for cache_kind in ["none", "full"]:
+        engine = BatchedEngine(pruned, graph, x, cache=_cache_for(pruned, n, cache_kind))
+        for _ in range(4):
+            targets = _targets(n, generator)
+            torch.testing.assert_close(engine.predict(targets), reference[targets], **TOL)

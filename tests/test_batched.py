@@ -366,3 +366,21 @@ def test_engine_on_gnnaccel_prune_batched_scheme(name, generator):
         for _ in range(4):
             targets = _targets(n, generator)
             torch.testing.assert_close(engine.predict(targets), reference[targets], **TOL)
+
+
+@pytest.mark.parametrize("name", ["sage2", "gcn3"])
+def test_int32_index_graph(name, generator):
+    n, c = 150, 6
+    graph = _graph(n, generator).to(index_dtype=torch.int32)
+    x = torch.randn(n, c, generator=generator)
+    model = _model(name, c)
+    reference = full_inference(model, graph, x, progress=False)
+    engine = BatchedEngine(model, graph, x, cache=_cache_for(model, n, "bounded"))
+    for _ in range(4):
+        targets = _targets(n, generator).int()
+        torch.testing.assert_close(engine.predict(targets), reference[targets.long()], **TOL)
+    engine.add_edges(torch.tensor([[0, 1], [n - 1, n - 2]]))
+    assert engine.graph.index_dtype == torch.int32
+    reference = full_inference(model, engine.graph, x, progress=False)
+    targets = torch.arange(n)
+    torch.testing.assert_close(engine.predict(targets), reference, **TOL)

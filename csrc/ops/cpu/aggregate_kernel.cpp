@@ -12,7 +12,7 @@
 #include <limits>
 #include <vector>
 
-#include "utils.h"
+#include "csr_checks.h"
 
 namespace gnnaccel {
 namespace {
@@ -154,35 +154,9 @@ std::tuple<at::Tensor, at::Tensor> aggregate_cpu(const at::Tensor& rowptr, const
                                                  const std::optional<at::Tensor>& rows, c10::string_view reduce_name,
                                                  bool compute_arg) {
   const Reduce reduce = parse_reduce(std::string(reduce_name));
-  GNNACCEL_CHECK_1D(rowptr, "rowptr");
-  GNNACCEL_CHECK_1D(col, "col");
-  GNNACCEL_CHECK_2D(x, "x");
-  GNNACCEL_CHECK_INDEX(rowptr, "rowptr");
-  TORCH_CHECK(col.scalar_type() == rowptr.scalar_type(), "col and rowptr must share a dtype, got ",
-              col.scalar_type(), " and ", rowptr.scalar_type());
-  TORCH_CHECK(rowptr.numel() >= 1, "rowptr must have at least one entry (num_rows + 1)");
+  check_csr_features(rowptr, col, x, edge_weight, rows);
   TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
               "aggregate on CPU supports float32 and float64 x, got ", x.scalar_type());
-  for (const at::Tensor* t : {&rowptr, &col, &x}) TORCH_CHECK(t->device().is_cpu(), "aggregate_cpu got a non-CPU tensor");
-  GNNACCEL_CHECK_CONTIGUOUS(rowptr, "rowptr");
-  GNNACCEL_CHECK_CONTIGUOUS(col, "col");
-  GNNACCEL_CHECK_CONTIGUOUS(x, "x");
-  if (edge_weight.has_value()) {
-    GNNACCEL_CHECK_1D(*edge_weight, "edge_weight");
-    TORCH_CHECK(edge_weight->numel() == col.numel(), "edge_weight has ", edge_weight->numel(),
-                " entries but the graph has ", col.numel(), " edges");
-    TORCH_CHECK(edge_weight->scalar_type() == x.scalar_type(), "edge_weight dtype ", edge_weight->scalar_type(),
-                " must match x dtype ", x.scalar_type());
-    TORCH_CHECK(edge_weight->device().is_cpu(), "edge_weight must be on the CPU like x");
-    GNNACCEL_CHECK_CONTIGUOUS(*edge_weight, "edge_weight");
-  }
-  if (rows.has_value()) {
-    GNNACCEL_CHECK_1D(*rows, "rows");
-    TORCH_CHECK(rows->scalar_type() == rowptr.scalar_type(), "rows dtype ", rows->scalar_type(),
-                " must match rowptr dtype ", rowptr.scalar_type());
-    TORCH_CHECK(rows->device().is_cpu(), "rows must be on the CPU like x");
-    GNNACCEL_CHECK_CONTIGUOUS(*rows, "rows");
-  }
   const int64_t num_graph_rows = rowptr.numel() - 1;
   const int64_t num_out = rows.has_value() ? rows->numel() : num_graph_rows;
   const int64_t channels = x.size(1);

@@ -11,7 +11,7 @@
 #include <cstring>
 #include <vector>
 
-#include "utils.h"
+#include "csr_checks.h"
 
 namespace gnnaccel {
 namespace {
@@ -38,21 +38,12 @@ at::Tensor sage_fused_cpu(const at::Tensor& rowptr, const at::Tensor& col, const
   const Reduce reduce = parse_reduce(std::string(reduce_name));
   TORCH_CHECK(reduce == Reduce::kSum || reduce == Reduce::kMean, "sage_fused supports reduce 'sum' and 'mean', got '",
               std::string(reduce_name), "'");
-  GNNACCEL_CHECK_1D(rowptr, "rowptr");
-  GNNACCEL_CHECK_1D(col, "col");
-  GNNACCEL_CHECK_2D(x, "x");
+  check_csr_features(rowptr, col, x, edge_weight, rows);
   GNNACCEL_CHECK_2D(weight, "weight");
-  GNNACCEL_CHECK_INDEX(rowptr, "rowptr");
-  TORCH_CHECK(col.scalar_type() == rowptr.scalar_type(), "col and rowptr must share a dtype, got ",
-              col.scalar_type(), " and ", rowptr.scalar_type());
-  TORCH_CHECK(rowptr.numel() >= 1, "rowptr must have at least one entry (num_rows + 1)");
   TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
               "sage_fused on CPU supports float32 and float64 x, got ", x.scalar_type());
   TORCH_CHECK(weight.scalar_type() == x.scalar_type(), "weight dtype must match x dtype");
-  for (const at::Tensor* t : {&rowptr, &col, &x, &weight}) TORCH_CHECK(t->device().is_cpu(), "sage_fused_cpu got a non-CPU tensor");
-  GNNACCEL_CHECK_CONTIGUOUS(rowptr, "rowptr");
-  GNNACCEL_CHECK_CONTIGUOUS(col, "col");
-  GNNACCEL_CHECK_CONTIGUOUS(x, "x");
+  GNNACCEL_CHECK_SAME_DEVICE(weight, x, "weight", "x");
   const int64_t channels = x.size(1);
   const int64_t width = channels * (root ? 2 : 1);
   TORCH_CHECK(weight.size(0) == width, "weight must have ", width, " rows (x channels", root ? " times 2 with root" : "",
@@ -62,21 +53,6 @@ at::Tensor sage_fused_cpu(const at::Tensor& rowptr, const at::Tensor& col, const
     GNNACCEL_CHECK_1D(*bias, "bias");
     TORCH_CHECK(bias->numel() == out_channels, "bias must have ", out_channels, " entries, got ", bias->numel());
     TORCH_CHECK(bias->scalar_type() == x.scalar_type() && bias->device().is_cpu(), "bias must be a CPU tensor of x's dtype");
-  }
-  if (edge_weight.has_value()) {
-    GNNACCEL_CHECK_1D(*edge_weight, "edge_weight");
-    TORCH_CHECK(edge_weight->numel() == col.numel(), "edge_weight has ", edge_weight->numel(),
-                " entries but the graph has ", col.numel(), " edges");
-    TORCH_CHECK(edge_weight->scalar_type() == x.scalar_type(), "edge_weight dtype must match x dtype");
-    TORCH_CHECK(edge_weight->device().is_cpu(), "edge_weight must be on the CPU like x");
-    GNNACCEL_CHECK_CONTIGUOUS(*edge_weight, "edge_weight");
-  }
-  if (rows.has_value()) {
-    GNNACCEL_CHECK_1D(*rows, "rows");
-    TORCH_CHECK(rows->scalar_type() == rowptr.scalar_type(), "rows dtype ", rows->scalar_type(),
-                " must match rowptr dtype ", rowptr.scalar_type());
-    TORCH_CHECK(rows->device().is_cpu(), "rows must be on the CPU like x");
-    GNNACCEL_CHECK_CONTIGUOUS(*rows, "rows");
   }
   const int64_t num_graph_rows = rowptr.numel() - 1;
   const int64_t num_out = rows.has_value() ? rows->numel() : num_graph_rows;

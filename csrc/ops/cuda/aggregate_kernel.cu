@@ -9,7 +9,7 @@
 
 #include <limits>
 
-#include "../../utils.h"
+#include "../../csr_checks.h"
 
 namespace gnnaccel {
 namespace {
@@ -100,31 +100,8 @@ std::tuple<at::Tensor, at::Tensor> aggregate_cuda(const at::Tensor& rowptr, cons
                                                   const std::optional<at::Tensor>& rows, c10::string_view reduce_name,
                                                   bool compute_arg) {
   const Reduce reduce = parse_reduce(std::string(reduce_name));
-  GNNACCEL_CHECK_1D(rowptr, "rowptr");
-  GNNACCEL_CHECK_1D(col, "col");
-  GNNACCEL_CHECK_2D(x, "x");
-  GNNACCEL_CHECK_INDEX(rowptr, "rowptr");
-  TORCH_CHECK(col.scalar_type() == rowptr.scalar_type(), "col and rowptr must share a dtype");
-  TORCH_CHECK(rowptr.numel() >= 1, "rowptr must have at least one entry (num_rows + 1)");
+  check_csr_features(rowptr, col, x, edge_weight, rows);
   TORCH_CHECK(at::isFloatingType(x.scalar_type()), "x must be floating point, got ", x.scalar_type());
-  GNNACCEL_CHECK_SAME_DEVICE(rowptr, x, "rowptr", "x");
-  GNNACCEL_CHECK_SAME_DEVICE(col, x, "col", "x");
-  GNNACCEL_CHECK_CONTIGUOUS(rowptr, "rowptr");
-  GNNACCEL_CHECK_CONTIGUOUS(col, "col");
-  GNNACCEL_CHECK_CONTIGUOUS(x, "x");
-  if (edge_weight.has_value()) {
-    GNNACCEL_CHECK_1D(*edge_weight, "edge_weight");
-    TORCH_CHECK(edge_weight->numel() == col.numel(), "edge_weight must have one entry per edge");
-    TORCH_CHECK(edge_weight->scalar_type() == x.scalar_type(), "edge_weight dtype must match x dtype");
-    GNNACCEL_CHECK_SAME_DEVICE(*edge_weight, x, "edge_weight", "x");
-    GNNACCEL_CHECK_CONTIGUOUS(*edge_weight, "edge_weight");
-  }
-  if (rows.has_value()) {
-    GNNACCEL_CHECK_1D(*rows, "rows");
-    TORCH_CHECK(rows->scalar_type() == rowptr.scalar_type(), "rows dtype must match rowptr dtype");
-    GNNACCEL_CHECK_SAME_DEVICE(*rows, x, "rows", "x");
-    GNNACCEL_CHECK_CONTIGUOUS(*rows, "rows");
-  }
   const c10::cuda::CUDAGuard guard(x.device());
   const int64_t num_graph_rows = rowptr.numel() - 1;
   const int64_t num_out = rows.has_value() ? rows->numel() : num_graph_rows;

@@ -28,6 +28,7 @@ _source_tree_kernels()
 from ._library import EXTENSION_LOADED, ExtensionNotBuiltError
 from .graph import Graph
 from . import ops
+from . import inference, models, nn, train; from .models import from_pyg  # noqa: E702
 
 __version__ = "0.1.0"
 

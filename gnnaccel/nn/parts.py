@@ -26,6 +26,24 @@ Layer protocol (implemented by gnnaccel.nn.SAGEConv, GCNConv, SAINTConv):
   [len(keep), len(cols)] weight. When all branches keep the same channels the layer simply becomes narrower;
   otherwise (batched scheme, first layer) the layer stores per-branch input index buffers and slices.
 * ``prune_outputs(keep)``: keep only the output channels ``keep`` (weights' columns, bias entries).
+
+Details as implemented by the layers of :mod:`gnnaccel.nn.conv`:
+
+* Per-branch input subsets: ``parts.extra["input_index"][name]`` is None (the branch reads every input
+  channel) or the LongTensor of input channels it reads; then ``branch.weight`` has one row per entry.
+  ``parts.in_channels`` is always the width of the ``h`` the layer is fed. ``branch_inputs`` returns each
+  ``Z_branch`` already restricted to the branch's channels, so ``sum_b Z_b @ W_b (+ bias)`` is the layer's
+  pre-activation output (SAINTConv: ``pre_activation``; the others: ``forward``).
+* ``load_pruned``: ``input_keep`` must name every branch; indices refer to the channels of the current ``h``
+  (unique, in range); ``weights[name]`` is ``[len(keep), len(cols)]`` ([in, out] orientation); ``bias`` is
+  required when the layer has one (it replaces it; SAINT: the concatenated ``[b_self || b_neigh]``).
+  Equal keeps -> the layer is narrower (``in_channels = len(keep)``), no index buffers, and the caller must
+  feed ``h[:, keep]`` (``prune_outputs(keep)`` on the previous layer). Different keeps -> ``in_channels``
+  is unchanged and ``input_index_<branch>`` buffers hold the keeps; ``forward`` slices ``h`` per branch
+  (root branch through ``pruned_linear``, neighbour branch aggregating only its channels).
+* ``prune_outputs(keep)``: output order follows ``keep``; SAINTConv needs ``keep`` strictly increasing
+  (the self block stays first). Duplicates are rejected.
+* ``scale_outputs(scale, shift)``: folds a per-output-channel affine map (BatchNorm) into weights and bias.
 """
 from __future__ import annotations
 

@@ -1,0 +1,181 @@
+// CPU kernel of gnnaccel::sage_fused. Rows are split into chunks of roughly equal work (edges + rows), one
+// OpenMP task per chunk, as in aggregate. Within a chunk, blocks of rows are aggregated (and their root
+// features copied) into a thread-local buffer of about 256 KiB, which one BLAS call (single-threaded inside
+// the parallel region) multiplies by the stacked weight, writing straight into the output slice. The
+// aggregated matrix therefore never goes through main memory.
+#include <ATen/Parallel.h>
+#include <ATen/ThreadLocalState.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <vector>
+
+#include "utils.h"
+
+namespace gnnaccel {
+namespace {
+
+constexpr int64_t kBlockBytes = 256 * 1024;
+constexpr int64_t kPrefetchDistance = 4;
+
+// z += w * xr (outside the dispatch lambdas: a #pragma cannot sit inside a macro argument)
+template <typename scalar_t>
+inline void accumulate_row(scalar_t* __restrict__ z, const scalar_t* __restrict__ xr, scalar_t w, int64_t channels) {
+  if (w == scalar_t(1)) {
+#pragma omp simd
+    for (int64_t c = 0; c < channels; ++c) z[c] += xr[c];
+  } else {
+#pragma omp simd
+    for (int64_t c = 0; c < channels; ++c) z[c] += w * xr[c];
+  }
+}
+
+at::Tensor sage_fused_cpu(const at::Tensor& rowptr, const at::Tensor& col, const at::Tensor& x,
+                          const std::optional<at::Tensor>& edge_weight, const at::Tensor& weight,
+                          const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& rows,
+                          c10::string_view reduce_name, bool root) {
+  const Reduce reduce = parse_reduce(std::string(reduce_name));
+  TORCH_CHECK(reduce == Reduce::kSum || reduce == Reduce::kMean, "sage_fused supports reduce 'sum' and 'mean', got '",
+              std::string(reduce_name), "'");
+  GNNACCEL_CHECK_1D(rowptr, "rowptr");
+  GNNACCEL_CHECK_1D(col, "col");
+  GNNACCEL_CHECK_2D(x, "x");
+  GNNACCEL_CHECK_2D(weight, "weight");
+  GNNACCEL_CHECK_INDEX(rowptr, "rowptr");
+  TORCH_CHECK(col.scalar_type() == rowptr.scalar_type(), "col and rowptr must share a dtype, got ",
+              col.scalar_type(), " and ", rowptr.scalar_type());
+  TORCH_CHECK(rowptr.numel() >= 1, "rowptr must have at least one entry (num_rows + 1)");
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
+              "sage_fused on CPU supports float32 and float64 x, got ", x.scalar_type());
+  TORCH_CHECK(weight.scalar_type() == x.scalar_type(), "weight dtype must match x dtype");
+  for (const at::Tensor* t : {&rowptr, &col, &x, &weight}) TORCH_CHECK(t->device().is_cpu(), "sage_fused_cpu got a non-CPU tensor");
+  GNNACCEL_CHECK_CONTIGUOUS(rowptr, "rowptr");
+  GNNACCEL_CHECK_CONTIGUOUS(col, "col");
+  GNNACCEL_CHECK_CONTIGUOUS(x, "x");
+  const int64_t channels = x.size(1);
+  const int64_t width = channels * (root ? 2 : 1);
+  TORCH_CHECK(weight.size(0) == width, "weight must have ", width, " rows (x channels", root ? " times 2 with root" : "",
+              "), got ", weight.size(0));
+  const int64_t out_channels = weight.size(1);
+  if (bias.has_value()) {
+    GNNACCEL_CHECK_1D(*bias, "bias");
+    TORCH_CHECK(bias->numel() == out_channels, "bias must have ", out_channels, " entries, got ", bias->numel());
+    TORCH_CHECK(bias->scalar_type() == x.scalar_type() && bias->device().is_cpu(), "bias must be a CPU tensor of x's dtype");
+  }
+  if (edge_weight.has_value()) {
+    GNNACCEL_CHECK_1D(*edge_weight, "edge_weight");
+    TORCH_CHECK(edge_weight->numel() == col.numel(), "edge_weight has ", edge_weight->numel(),
+                " entries but the graph has ", col.numel(), " edges");
+    TORCH_CHECK(edge_weight->scalar_type() == x.scalar_type(), "edge_weight dtype must match x dtype");
+    TORCH_CHECK(edge_weight->device().is_cpu(), "edge_weight must be on the CPU like x");
+    GNNACCEL_CHECK_CONTIGUOUS(*edge_weight, "edge_weight");
+  }
+  if (rows.has_value()) {
+    GNNACCEL_CHECK_1D(*rows, "rows");
+    TORCH_CHECK(rows->scalar_type() == rowptr.scalar_type(), "rows dtype ", rows->scalar_type(),
+                " must match rowptr dtype ", rowptr.scalar_type());
+    TORCH_CHECK(rows->device().is_cpu(), "rows must be on the CPU like x");
+    GNNACCEL_CHECK_CONTIGUOUS(*rows, "rows");
+  }
+  const int64_t num_graph_rows = rowptr.numel() - 1;
+  const int64_t num_out = rows.has_value() ? rows->numel() : num_graph_rows;
+  const int64_t num_src = x.size(0);
+  const int64_t num_edges = col.numel();
+  if (root) TORCH_CHECK(num_src >= num_graph_rows, "with root=True x needs a row for every graph row (", num_graph_rows,
+                        "), got ", num_src);
+  auto out = at::empty({num_out, out_channels}, x.options());
+  if (num_out == 0 || out_channels == 0) return out;
+  if (width == 0) {
+    if (bias.has_value()) out.copy_(bias->unsqueeze(0).expand_as(out)); else out.zero_();
+    return out;
+  }
+  // Detached: the nested out= BLAS calls (also on OpenMP worker threads, which do not inherit dispatch TLS)
+  // must not see tensors that require grad.
+  const at::Tensor w = weight.detach().contiguous();
+  const std::optional<at::Tensor> bias_d = bias.has_value() ? std::optional<at::Tensor>(bias->detach()) : std::nullopt;
+  std::atomic<int> error{0};
+
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sage_fused_cpu", [&] {
+    AT_DISPATCH_INDEX_TYPES(rowptr.scalar_type(), "sage_fused_cpu_index", [&] {
+      const index_t* rp = rowptr.data_ptr<index_t>();
+      const index_t* cl = col.data_ptr<index_t>();
+      const index_t* rw = rows.has_value() ? rows->data_ptr<index_t>() : nullptr;
+      const scalar_t* ew = edge_weight.has_value() ? edge_weight->data_ptr<scalar_t>() : nullptr;
+      const scalar_t* xp = x.data_ptr<scalar_t>();
+      TORCH_CHECK(rp[0] == 0 && int64_t(rp[num_graph_rows]) == num_edges,
+                  "sage_fused: rowptr must start at 0 and end at col.numel() = ", num_edges);
+      const int64_t block = std::clamp<int64_t>(kBlockBytes / int64_t(sizeof(scalar_t) * width), 8, 512);
+
+      // Chunk bounds by cumulative work (edges + rows) for the full graph; equal row counts for a subset.
+      const int64_t num_threads = at::get_num_threads();
+      const int64_t num_chunks = std::max<int64_t>(1, std::min<int64_t>((num_out + block - 1) / block, num_threads * 8));
+      std::vector<int64_t> bounds(num_chunks + 1, num_out);
+      bounds[0] = 0;
+      if (rw == nullptr) {
+        const int64_t total = int64_t(rp[num_out]) + num_out;
+        int64_t r = 0;
+        for (int64_t c = 1; c < num_chunks; ++c) {
+          const int64_t target = total * c / num_chunks;
+          while (r < num_out && int64_t(rp[r]) + r < target) ++r;
+          bounds[c] = r;
+        }
+      } else {
+        for (int64_t c = 1; c < num_chunks; ++c) bounds[c] = num_out * c / num_chunks;
+      }
+
+      const at::ThreadLocalState tls;  // OpenMP workers do not inherit inference mode / dispatch TLS
+      at::parallel_for(0, num_chunks, 1, [&](int64_t chunk_begin, int64_t chunk_end) {
+        at::ThreadLocalStateGuard tls_guard(tls);
+        std::vector<scalar_t> storage(block * width);
+        for (int64_t chunk = chunk_begin; chunk < chunk_end; ++chunk) {
+          for (int64_t begin = bounds[chunk]; begin < bounds[chunk + 1]; begin += block) {
+            const int64_t end = std::min(bounds[chunk + 1], begin + block);
+            for (int64_t r = begin; r < end; ++r) {
+              scalar_t* z = storage.data() + (r - begin) * width;
+              std::fill(z, z + channels, scalar_t(0));
+              int64_t row = r;
+              if (rw != nullptr) {
+                row = rw[r];
+                if (row < 0 || row >= num_graph_rows) { error = 3; continue; }
+              }
+              const int64_t e0 = rp[row], e1 = rp[row + 1];
+              if (e0 < 0 || e1 < e0 || e1 > num_edges) { error = 1; continue; }
+              for (int64_t e = e0; e < e1; ++e) {
+                if (e + kPrefetchDistance < e1) {
+                  const int64_t ahead = cl[e + kPrefetchDistance];
+                  if (ahead >= 0 && ahead < num_src) {
+                    const char* p = reinterpret_cast<const char*>(xp + ahead * channels);
+                    for (int64_t b = 0; b < channels * int64_t(sizeof(scalar_t)); b += 64) __builtin_prefetch(p + b);
+                  }
+                }
+                const int64_t j = cl[e];
+                if (j < 0 || j >= num_src) { error = 2; break; }
+                accumulate_row(z, xp + j * channels, ew != nullptr ? ew[e] : scalar_t(1), channels);
+              }
+              if (reduce == Reduce::kMean && e1 > e0) {
+                const scalar_t inv = scalar_t(1) / scalar_t(e1 - e0);
+                for (int64_t c = 0; c < channels; ++c) z[c] *= inv;
+              }
+              if (root) std::memcpy(z + channels, xp + row * channels, sizeof(scalar_t) * channels);
+            }
+            at::Tensor buf = at::from_blob(storage.data(), {end - begin, width}, x.options());
+            at::Tensor dst = out.narrow(0, begin, end - begin);
+            if (bias_d.has_value()) at::addmm_out(dst, *bias_d, buf, w); else at::mm_out(dst, buf, w);
+          }
+        }
+      });
+    });
+  });
+  const int err = error.load();
+  TORCH_CHECK(err != 1, "sage_fused: rowptr must start at 0, be non-decreasing and end at col.numel()");
+  TORCH_CHECK(err != 2, "sage_fused: col holds an index outside [0, x.size(0)) = [0, ", num_src, ")");
+  TORCH_CHECK(err != 3, "sage_fused: rows holds an index outside [0, rowptr.numel() - 1) = [0, ", num_graph_rows, ")");
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(gnnaccel, CPU, m) { m.impl("sage_fused", &sage_fused_cpu); }
+
+}  // namespace gnnaccel

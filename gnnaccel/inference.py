@@ -1,0 +1,72 @@
+"""Full-graph inference: every node's output, layer by layer, optionally in row chunks to bound memory."""
+from __future__ import annotations
+
+import sys
+from typing import List, Optional, Tuple, Union
+
+import torch
+from torch import Tensor
+
+from .nn.adjacency import Adjacency, as_graph
+
+
+def _progress(total: int, enabled: bool, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="rows", disable=not (enabled and sys.stderr.isatty()), leave=False)
+
+
+def full_inference(model: torch.nn.Module, graph: Adjacency, x: Tensor, chunk_size: Optional[int] = None,
+                   progress: bool = True, return_hidden: bool = False
+                   ) -> Union[Tensor, Tuple[Tensor, List[Tensor]]]:
+    """Outputs of ``model`` (a gnnaccel model with ``convs`` and ``layer(i, h, graph, rows)``) for all nodes.
+
+    Runs in eval mode under ``torch.inference_mode`` one layer at a time. With ``chunk_size``, each layer's
+    output is filled ``chunk_size`` rows at a time (``rows=`` aggregation), so besides the model the peak
+    memory is about the layer's input and output buffers (plus, for a layer that projects before
+    aggregating, its projected input, which is narrower than the input). With ``return_hidden`` also returns
+    ``[x, h_1, ..., h_L]``: every layer's input and the final output (for warming a feature cache).
+    The model's training flag is restored afterwards.
+    """
+    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size <= 0):
+        raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
+    if not hasattr(model, "convs") or not hasattr(model, "layer"):
+        raise TypeError("full_inference expects a gnnaccel model (with .convs and .layer); convert PyG models with "
+                        "gnnaccel.from_pyg")
+    g = as_graph(graph, x.shape[0])
+    was_training = model.training
+    model.eval()
+    hidden: List[Tensor] = [x]
+    try:
+        with torch.inference_mode():
+            h = x
+            n = g.num_nodes
+            for i in range(len(model.convs)):
+                if chunk_size is None or chunk_size >= n:
+                    h = model.layer(i, h, g)
+                else:
+                    h = _layer_in_chunks(model, i, h, g, chunk_size, progress)
+                if return_hidden:
+                    hidden.append(h)
+    finally:
+        model.train(was_training)
+    return (h, hidden) if return_hidden else h
+
+
+def _layer_in_chunks(model, i: int, h: Tensor, graph, chunk_size: int, progress: bool) -> Tensor:
+    conv = model.convs[i]
+    n = graph.num_nodes
+    projected = None
+    # A projecting-first layer aggregates its projected input: compute that once, not once per chunk.
+    if hasattr(conv, "chunk_plan") and hasattr(conv, "forward_planned"):
+        projected = conv.chunk_plan(h)
+    out = None
+    with _progress(n, progress, f"layer {i + 1}/{len(model.convs)}") as bar:
+        for start in range(0, n, chunk_size):
+            rows = torch.arange(start, min(n, start + chunk_size), device=h.device, dtype=graph.index_dtype)
+            part = model.layer(i, h, graph, rows, projected=projected)
+            if out is None:
+                out = h.new_empty((n, part.shape[1]))
+            out[start:start + rows.numel()] = part
+            bar.update(rows.numel())
+    return out

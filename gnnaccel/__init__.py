@@ -29,7 +29,10 @@ from ._library import EXTENSION_LOADED, ExtensionNotBuiltError
 from .graph import Graph
 from . import ops
 from . import inference, models, nn, train; from .models import from_pyg  # noqa: E702
+from . import pruning
+from .pruning.prune import prune
+from .serialize import load, save
 
 __version__ = "0.1.0"
 
-__all__ = ["Graph", "ops", "EXTENSION_LOADED", "ExtensionNotBuiltError", "__version__"]
+__all__ = ["Graph", "ops", "prune", "save", "load", "EXTENSION_LOADED", "ExtensionNotBuiltError", "__version__"]

@@ -25,7 +25,8 @@ def full_inference(model: torch.nn.Module, graph: Adjacency, x: Tensor, chunk_si
     output is filled ``chunk_size`` rows at a time (``rows=`` aggregation), so besides the model the peak
     memory is about the layer's input and output buffers (plus, for a layer that projects before
     aggregating, its projected input, which is narrower than the input). With ``return_hidden`` also returns
-    ``[x, h_1, ..., h_L]``: every layer's input and the final output (for warming a feature cache).
+    ``[h_0, ..., h_{L-1}]``, the output of every layer (``hidden[l]`` = output of layer ``l`` = input of layer
+    ``l + 1``; the last one is the returned output), the convention of ``gnnaccel.cache.FeatureCache.warm``.
     The model's training flag is restored afterwards.
     """
     if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size <= 0):
@@ -36,7 +37,7 @@ def full_inference(model: torch.nn.Module, graph: Adjacency, x: Tensor, chunk_si
     g = as_graph(graph, x.shape[0])
     was_training = model.training
     model.eval()
-    hidden: List[Tensor] = [x]
+    hidden: List[Tensor] = []
     try:
         with torch.inference_mode():
             h = x

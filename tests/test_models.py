@@ -126,13 +126,13 @@ def test_full_inference_matches_forward(cls, hidden, out, chunk_size, generator)
     result, hidden_states = full_inference(model, g, x, chunk_size=chunk_size, progress=False, return_hidden=True)
     assert model.training  # restored
     assert_rel(result, ref, torch.float64)
-    assert len(hidden_states) == len(model.convs) + 1 and hidden_states[0] is x
+    assert len(hidden_states) == len(model.convs)  # hidden[l] = output of layer l
     assert torch.equal(hidden_states[-1], result)
     model.eval()
     h = x
     for i in range(len(model.convs)):  # every layer's hidden features
         h = model.layer(i, h, g)
-        assert_rel(hidden_states[i + 1], h, torch.float64)
+        assert_rel(hidden_states[i], h, torch.float64)
 
 
 def test_full_inference_float32_and_bad_args(generator):
@@ -166,3 +166,29 @@ def test_train_learns_and_restores_best(multilabel):
     assert evaluate(model, data.graph, data.x, y, data.val_mask) == pytest.approx(result.best_val)
     assert result.best_val > 0.6  # 4 balanced classes: chance is about 0.25
     assert result.history[result.best_epoch]["val_f1"] == result.best_val
+
+
+def test_models_compile_fullgraph(generator):
+    ei, n = make_graph(generator)
+    g = Graph.from_edge_index(ei, n)
+    x = torch.randn(n, 12, generator=generator)
+    for cls in (GraphSAGE, GCN, SAINTGraphSAGE):
+        model = cls(12, 16, 4, num_layers=2).eval()
+        with torch.no_grad():
+            expected = model(x, g)
+            torch.testing.assert_close(torch.compile(model, fullgraph=True)(x, g), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_full_inference_warms_feature_cache(generator):
+    from gnnaccel.cache import FeatureCache
+
+    ei, n = make_graph(generator)
+    g = Graph.from_edge_index(ei, n)
+    model = GraphSAGE(12, 12, 3, num_layers=2).double().eval()  # hidden width = input width: no shape hint
+    x = torch.randn(n, 12, generator=generator, dtype=torch.float64)
+    cache = FeatureCache(n, [12], dtype=torch.float64)
+    out = cache.warm(model, g, x)  # default inference_fn: full_inference
+    assert_rel(out, model(x, g), torch.float64)
+    hit, values = cache.lookup(0, torch.arange(n))
+    assert bool(hit.all())
+    assert_rel(values, model.layer(0, x, g), torch.float64)

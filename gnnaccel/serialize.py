@@ -108,6 +108,10 @@ def load(path: PathLike, map_location=None) -> nn.Module:
             else:
                 raise KeyError(key)
         model.load_state_dict(payload["state_dict"], strict=True)
+        for mod_name, module in model.named_modules():
+            if isinstance(module, nn.Linear) and module.weight.shape != (module.out_features, module.in_features):
+                raise ValueError(f"{mod_name}.weight has shape {list(module.weight.shape)} but the layer is "
+                                 f"{module.in_features} -> {module.out_features}")
     except Exception as exc:
         raise ValueError(f"{path!r}: the stored architecture and weights do not fit together "
                          f"({type(exc).__name__}: {exc})") from exc

@@ -199,7 +199,6 @@ def prune(model: nn.Module, graph, x: Tensor, keep: KeepSpec = 0.25, scheme: str
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     if not isinstance(x, Tensor) or x.dim() != 2:
         raise ValueError(f"x must be a 2-D node feature tensor, got {getattr(x, 'shape', type(x).__name__)}")
-    from ..inference import full_inference
     from ..nn.adjacency import as_graph
 
     model = _as_gnnaccel_model(model)
@@ -219,7 +218,11 @@ def prune(model: nn.Module, graph, x: Tensor, keep: KeepSpec = 0.25, scheme: str
     rows = _calibration_rows(calib_nodes, g.num_nodes, x.device, seed)
     if not bool(torch.isfinite(x).all()):
         raise ValueError("layer 0: input features x contain NaN or Inf")
-    _, hidden = full_inference(model, g, x, progress=progress, return_hidden=True)
+    # Layer inputs of the unpruned model. Computed under no_grad (not inference_mode, as full_inference
+    # does) so that derived structures the layers memoise in graph.cache stay usable by autograd later.
+    inputs = [x]
+    for i in range(L - 1):
+        inputs.append(model.layer(i, inputs[-1], g))
     solver_kwargs = dict(solver_kwargs or {})
 
     layers_info: List[dict] = [None] * L
@@ -243,7 +246,7 @@ def prune(model: nn.Module, graph, x: Tensor, keep: KeepSpec = 0.25, scheme: str
             info.update(kept={n: torch.arange(c) for n in names}, output_rel_error=0.0)
             layers_info[l] = info
             continue
-        h = hidden[l]
+        h = inputs[l]
         try:
             S = layer_second_moment(conv, g, h, rows, batch_size, progress, f"calibrate layer {l + 1}/{L}")
         except ValueError as exc:

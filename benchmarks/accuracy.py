@@ -183,7 +183,7 @@ def main(argv=None):
     p.add_argument("--ratios", nargs="+", type=float, default=list(RATIOS))
     p.add_argument("--hidden", type=int, default=256)
     p.add_argument("--epochs", type=int, default=100)
-    p.add_argument("--patience", type=int, default=15)
+    p.add_argument("--patience", type=int, default=30)
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--calib", type=int, default=8000, help="max calibration nodes (sampled from non-test nodes)")
     p.add_argument("--finetune-epochs", type=int, default=10)

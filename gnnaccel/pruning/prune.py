@@ -271,10 +271,10 @@ def prune(model: nn.Module, graph, x: Tensor, keep: KeepSpec = 0.25, scheme: str
 
 def finetune(model: nn.Module, data, epochs: int = 20, lr: float = 1e-3, weight_decay: float = 0.0,
              patience: int = 10, verbose: bool = False):
-    """A few epochs of full-batch training of a (pruned) model on ``data`` (a GraphData: graph, x, y, masks),
-    keeping the weights with the best validation F1-micro (never worse on validation than before, since
-    epoch 0's evaluation happens after one step: the starting weights are evaluated first). In place;
-    returns the model in eval mode."""
+    """A few epochs of full-batch Adam training of a (pruned) model on ``data`` (a GraphData: graph, x, y,
+    masks), in place, keeping the weights with the best validation F1-micro; if no epoch beats the starting
+    weights on validation, they are restored. The pruned shapes and kept indices do not change. Returns the
+    model in eval mode."""
     from ..train import evaluate, train
 
     if not isinstance(epochs, int) or epochs < 0:

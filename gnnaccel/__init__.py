@@ -28,10 +28,14 @@ _source_tree_kernels()
 from ._library import EXTENSION_LOADED, ExtensionNotBuiltError
 from .graph import Graph
 from . import ops
-from . import inference, models, nn, train; from .models import from_pyg  # noqa: E702
-from . import batched, cache  # noqa: E402
-from .batched import BatchedEngine, latency_stream  # noqa: E402
+from . import batched, cache, inference, models, nn, pruning, train
+from .batched import BatchedEngine, latency_stream
+from .models import from_pyg
+from .pruning.prune import prune
+from .serialize import load, save
 
 __version__ = "0.1.0"
 
-__all__ = ["Graph", "ops", "BatchedEngine", "latency_stream", "EXTENSION_LOADED", "ExtensionNotBuiltError", "__version__"]
+__all__ = ["Graph", "ops", "nn", "models", "inference", "train", "pruning", "batched", "cache", "from_pyg", "prune",
+           "save", "load", "BatchedEngine", "latency_stream", "EXTENSION_LOADED", "ExtensionNotBuiltError",
+           "__version__"]

@@ -1,0 +1,206 @@
+"""Accuracy of channel pruning on real graphs (issue 4 item 7).
+
+For each dataset: train a 2-layer GraphSAGE (PyG style, BatchNorm, hidden 256) and a SAINTGraphSAGE (2 concat
+layers of 256 + linear classifier, BatchNorm); then for every scheme (full, batched), keep ratio (1/2, 1/4,
+1/8) and selection method (lasso, greedy, random, magnitude; all with the same ridge refit) prune without
+retraining and report test F1-micro and the relative error of the test logits against the unpruned model;
+the LASSO-pruned model is also fine-tuned for a few epochs. Calibration uses up to --calib non-test nodes
+(no labels needed). Writes benchmarks/out/accuracy.{md,csv,png} and prints the markdown table.
+
+    python benchmarks/accuracy.py                      # Cora CiteSeer Computers CS
+    python benchmarks/accuracy.py --datasets cora --quick
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+import time
+
+import torch
+
+import gnnaccel
+from gnnaccel.datasets import load
+from gnnaccel.inference import full_inference
+from gnnaccel.models import GraphSAGE, SAINTGraphSAGE
+from gnnaccel.pruning import finetune
+from gnnaccel.pruning.report import logit_relative_error
+from gnnaccel.train import f1_micro, train
+
+OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")
+RATIOS = (1 / 2, 1 / 4, 1 / 8)
+METHODS = ("lasso", "greedy", "random", "magnitude")
+
+
+def dead_share(model, data) -> float:
+    """Share of hidden channels (inputs of layers >= 1) that are zero on every node."""
+    dead = total = 0
+    with torch.no_grad():
+        h = data.x
+        for i in range(len(model.convs) - 1):
+            h = model.layer(i, h, data.graph)
+            dead += int((h.abs().amax(0) == 0).sum())
+            total += h.shape[1]
+    return dead / total if total else 0.0
+
+
+def build(kind: str, data, hidden: int):
+    if kind == "GraphSAGE":
+        return GraphSAGE(data.x.shape[1], hidden, data.num_classes, num_layers=2, norm="batchnorm", dropout=0.5)
+    return SAINTGraphSAGE(data.x.shape[1], hidden, data.num_classes, num_layers=2, norm="batchnorm", dropout=0.5)
+
+
+def run(args):
+    os.makedirs(OUT, exist_ok=True)
+    rows = []
+    for name in args.datasets:
+        data = load(name)
+        n = data.graph.num_nodes
+        gen = torch.Generator().manual_seed(0)
+        candidates = torch.nonzero(~data.test_mask).flatten()
+        calib = candidates[torch.randperm(candidates.numel(), generator=gen)[:args.calib]].sort().values
+        for kind in args.models:
+            torch.manual_seed(0)
+            model = build(kind, data, args.hidden)
+            t0 = time.perf_counter()
+            tr = train(model, data.graph, data.x, data.y, data.train_mask, data.val_mask, epochs=args.epochs,
+                       lr=args.lr, weight_decay=5e-4, patience=args.patience)
+            t_train = time.perf_counter() - t0
+            model.eval()
+            base = full_inference(model, data.graph, data.x, progress=False)
+            mask = data.test_mask
+            f1_base = f1_micro(base[mask], data.y[mask])
+            dead = dead_share(model, data)
+            print(f"# {name} {kind}: {n} nodes, {data.x.shape[1]} features, trained {tr.best_epoch + 1} epochs "
+                  f"({t_train:.0f}s), test F1 {f1_base:.4f}, dead hidden channels {dead:.1%}", flush=True)
+            for scheme in args.schemes:
+                if scheme == "batched" and data.x.shape[1] > args.batched_max_features:
+                    print(f"  skip scheme batched: {data.x.shape[1]} raw features > --batched-max-features "
+                          f"{args.batched_max_features} (the 2c-coordinate first-layer LASSO is too slow on 2 cores)")
+                    continue
+                for keep in args.ratios:
+                    for method in args.methods:
+                        if scheme == "batched" and method == "greedy" and not args.batched_greedy:
+                            continue
+                        t0 = time.perf_counter()
+                        try:
+                            pruned = gnnaccel.prune(model, data.graph, data.x, keep=keep, scheme=scheme,
+                                                    method=method, calib_nodes=calib, progress=False)
+                        except MemoryError as exc:
+                            print(f"  skip {scheme} {keep} {method}: {exc}")
+                            continue
+                        t_prune = time.perf_counter() - t0
+                        out = full_inference(pruned, data.graph, data.x, progress=False)
+                        row = {"dataset": name, "model": kind, "scheme": scheme, "keep": keep, "method": method,
+                               "f1_unpruned": f1_base, "f1_pruned": f1_micro(out[mask], data.y[mask]),
+                               "logit_rel_error": logit_relative_error(base[mask], out[mask]),
+                               "f1_finetuned": float("nan"), "dead_share": dead, "prune_s": t_prune}
+                        if method == "lasso" and args.finetune_epochs > 0:
+                            finetune(pruned, data, epochs=args.finetune_epochs, lr=args.finetune_lr)
+                            ft = full_inference(pruned, data.graph, data.x, progress=False)
+                            row["f1_finetuned"] = f1_micro(ft[mask], data.y[mask])
+                        rows.append(row)
+                        print(f"  {scheme:7s} keep {keep:.3f} {method:9s} F1 {row['f1_pruned']:.4f} "
+                              f"(drop {f1_base - row['f1_pruned']:+.4f}) logit err {row['logit_rel_error']:.4f}"
+                              f" ft {row['f1_finetuned']:.4f} [{t_prune:.1f}s]", flush=True)
+    return rows
+
+
+def write(rows, args):
+    csv_path = os.path.join(OUT, "accuracy.csv")
+    with open(csv_path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    lines = ["| dataset | model | scheme | keep | F1 unpruned | " + " | ".join(
+        f"{m} F1 / logit err" for m in args.methods) + " | lasso F1 fine-tuned | dead |",
+        "|" + "---|" * (6 + len(args.methods) + 1)]
+    groups = {}
+    for r in rows:
+        groups.setdefault((r["dataset"], r["model"], r["scheme"], r["keep"]), {})[r["method"]] = r
+    for (ds, model, scheme, keep), by in groups.items():
+        any_row = next(iter(by.values()))
+        best = min(by, key=lambda m: by[m]["logit_rel_error"])
+        cells = []
+        for m in args.methods:
+            if m not in by:
+                cells.append("-")
+                continue
+            cell = f"{by[m]['f1_pruned']:.4f} / {by[m]['logit_rel_error']:.4f}"
+            cells.append(f"**{cell}**" if m == best else cell)
+        ft = by.get("lasso", {}).get("f1_finetuned", float("nan"))
+        lines.append(f"| {ds} | {model} | {scheme} | 1/{round(1 / keep)} | {any_row['f1_unpruned']:.4f} | "
+                     + " | ".join(cells) + f" | {ft:.4f} | {any_row['dead_share']:.1%} |")
+    md = "\n".join(lines)
+    with open(os.path.join(OUT, "accuracy.md"), "w") as f:
+        f.write(md + "\n")
+    print(md)
+    plot(rows, args, os.path.join(OUT, "accuracy.png"))
+    return md
+
+
+def plot(rows, args, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    fig, axes = plt.subplots(2, len(datasets), figsize=(3.6 * len(datasets), 6), squeeze=False)
+    styles = {"lasso": "C0", "greedy": "C1", "random": "C2", "magnitude": "C3"}
+    for j, ds in enumerate(datasets):
+        for kind, ls in (("GraphSAGE", "-"), ("SAINTGraphSAGE", "--")):
+            for m in args.methods:
+                pts = sorted((r["keep"], r["f1_pruned"], r["logit_rel_error"]) for r in rows
+                             if r["dataset"] == ds and r["model"] == kind and r["method"] == m
+                             and r["scheme"] == "full")
+                if not pts:
+                    continue
+                ks = [p[0] for p in pts]
+                axes[0, j].plot(ks, [p[1] for p in pts], ls, color=styles[m], marker="o", ms=3,
+                                label=f"{kind[:4]} {m}")
+                axes[1, j].plot(ks, [p[2] for p in pts], ls, color=styles[m], marker="o", ms=3)
+        for i in range(2):
+            axes[i, j].set_xscale("log", base=2)
+            axes[i, j].set_xlabel("keep ratio")
+        axes[0, j].set_title(f"{ds} (scheme full)")
+        axes[0, j].set_ylabel("test F1-micro (no retraining)")
+        axes[1, j].set_ylabel("relative logit error")
+        axes[1, j].set_yscale("log")
+    axes[0, 0].legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=70)
+    plt.close(fig)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--datasets", nargs="+", default=["Cora", "CiteSeer", "Computers", "CS"])
+    p.add_argument("--models", nargs="+", default=["GraphSAGE", "SAINTGraphSAGE"])
+    p.add_argument("--schemes", nargs="+", default=["full", "batched"])
+    p.add_argument("--methods", nargs="+", default=list(METHODS))
+    p.add_argument("--ratios", nargs="+", type=float, default=list(RATIOS))
+    p.add_argument("--hidden", type=int, default=256)
+    p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--patience", type=int, default=30)
+    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--calib", type=int, default=8000, help="max calibration nodes (sampled from non-test nodes)")
+    p.add_argument("--finetune-epochs", type=int, default=10)
+    p.add_argument("--finetune-lr", type=float, default=1e-3)
+    p.add_argument("--batched-max-features", type=int, default=2000,
+                   help="skip scheme batched on datasets with more raw features than this")
+    p.add_argument("--batched-greedy", action="store_true", help="also run greedy selection in scheme batched")
+    p.add_argument("--quick", action="store_true", help="fewer epochs, hidden 128, keep 1/4 only")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.hidden, args.epochs, args.ratios, args.finetune_epochs = 128, 30, [1 / 4], 3
+    torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
+    rows = run(args)
+    if rows:
+        write(rows, args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

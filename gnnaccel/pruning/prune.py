@@ -1,0 +1,290 @@
+"""One-call channel pruning of a whole model (DESIGN.md section 3): calibrate, select, refit, layer by layer
+from the output back to the input.
+
+For layer l (input h_l, branches b with inputs Z_b = P_b h_l and weights W_b):
+
+1. Calibration: S = Z'Z / n over the calibration nodes, streamed in row chunks through the layer's own
+   ``branch_inputs(graph, h_l, rows=chunk)`` from the *unpruned* model's activations (memory O(c^2)).
+2. Target: the layer's unpruned pre-activation output restricted to the output channels the next layer keeps
+   (``prune_outputs(K_{l+1})`` has already removed the others; everything after it is per channel).
+3. Selection of k = round(keep_l * c) input channels (LASSO path / greedy / random / magnitude).
+4. Ridge least-squares refit of the kept rows from S, installed with ``load_pruned``; the previous layer then
+   drops its output channels outside K_l.
+
+Schemes: ``"full"`` keeps the raw input features (layer 0 inputs untouched) and prunes every hidden width;
+``"batched"`` additionally prunes the neighbour branch of layer 0 (raw features) while its self branch keeps
+every feature: the LASSO runs in the per-branch layout with the self-branch coordinates unpenalised, so the
+selection accounts for what the self branch can absorb in the refit. A first layer without a ``self`` branch
+(GCN, SAGE with ``root_weight=False``) has nothing to keep whole: there ``"batched"`` equals ``"full"``.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import sys
+from typing import Dict, List, Optional, Sequence, Union
+
+import torch
+from torch import Tensor, nn
+
+from .gram import SecondMoment, branch_penalty, gram_from_moments, split_branch_coordinates
+from .refit import output_relative_error, refit
+from .select import select_channels, select_greedy, select_magnitude, select_random
+
+SCHEMES = ("full", "batched")
+METHODS = ("lasso", "greedy", "random", "magnitude")
+_PROTOCOL = ("linear_parts", "branch_inputs", "load_pruned", "prune_outputs")
+
+KeepSpec = Union[float, Sequence[Optional[float]]]
+
+
+def _progress(total: int, enabled: bool, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="rows", disable=not (enabled and sys.stderr.isatty()), leave=False)
+
+
+def _as_gnnaccel_model(model: nn.Module) -> nn.Module:
+    try:
+        import torch_geometric.nn as pyg_nn
+    except ImportError:  # pragma: no cover
+        pyg_nn = None
+    if pyg_nn is not None and isinstance(model, (pyg_nn.models.GraphSAGE, pyg_nn.models.GCN)):
+        from ..models import from_pyg
+
+        return from_pyg(model)
+    if not hasattr(model, "convs") or not hasattr(model, "layer"):
+        raise TypeError(f"prune expects a gnnaccel model (with .convs and .layer) or a PyG GraphSAGE/GCN, got "
+                        f"{type(model).__name__}")
+    model = copy.deepcopy(model).eval()
+    for i, conv in enumerate(model.convs):
+        missing = [m for m in _PROTOCOL if not hasattr(conv, m)]
+        if missing:
+            raise TypeError(f"layer {i} ({type(conv).__name__}) does not implement the pruning protocol "
+                            f"(missing {', '.join(missing)}); supported layers: gnnaccel.nn SAGEConv, GCNConv, "
+                            "SAINTConv, Dense")
+    norms = getattr(model, "norms", None)
+    if norms is not None and any(not isinstance(n, nn.Identity) for n in norms):
+        if not hasattr(model, "fold_batchnorm"):
+            raise TypeError("the model has norms but no fold_batchnorm()")
+        model.fold_batchnorm()
+    return model
+
+
+def _keep_ratios(keep: KeepSpec, num_layers: int, scheme: str) -> List[float]:
+    """Per layer ratio of kept input channels; layer 0 is 1.0 in scheme full."""
+    if isinstance(keep, (int, float)) and not isinstance(keep, bool):
+        ratios = [float(keep)] * num_layers
+        if scheme == "full":
+            ratios[0] = 1.0
+    else:
+        ratios = list(keep)
+        if len(ratios) != num_layers:
+            raise ValueError(f"keep has {len(ratios)} entries but the model has {num_layers} layers (one ratio of "
+                             "kept input channels per layer; None = keep all)")
+        ratios = [1.0 if r is None else r for r in ratios]
+        if scheme == "full" and ratios[0] != 1.0:
+            raise ValueError(f"scheme 'full' keeps the raw input features: keep[0] must be None or 1.0, got "
+                             f"{ratios[0]} (use scheme='batched' to prune layer 0's neighbour branch)")
+    for i, r in enumerate(ratios):
+        if isinstance(r, bool) or not isinstance(r, (int, float)) or not (0.0 < float(r) <= 1.0):
+            raise ValueError(f"keep ratio for layer {i} must be in (0, 1], got {r!r}")
+    return [float(r) for r in ratios]
+
+
+def _calibration_rows(calib_nodes, n: int, device, seed: int) -> Tensor:
+    """Calibration node indices: None -> all nodes; int m -> m random nodes; bool mask [n]; index tensor."""
+    if calib_nodes is None:
+        return torch.arange(n, device=device)
+    if isinstance(calib_nodes, bool):
+        raise TypeError("calib_nodes must be None, an int sample size, a bool mask or an index tensor")
+    if isinstance(calib_nodes, int):
+        if not 0 < calib_nodes <= n:
+            raise ValueError(f"calib_nodes sample size must be in [1, {n}], got {calib_nodes}")
+        gen = torch.Generator().manual_seed(int(seed))
+        return torch.sort(torch.randperm(n, generator=gen)[:calib_nodes]).values.to(device)
+    rows = torch.as_tensor(calib_nodes)
+    if rows.dtype == torch.bool:
+        if rows.shape != (n,):
+            raise ValueError(f"calib_nodes mask must have shape [{n}], got {list(rows.shape)}")
+        rows = torch.nonzero(rows).flatten()
+    else:
+        if rows.is_floating_point() or rows.is_complex():
+            raise TypeError(f"calib_nodes must hold integer node indices, got dtype {rows.dtype}")
+        rows = rows.long().flatten()
+        if rows.numel() and (int(rows.min()) < 0 or int(rows.max()) >= n):
+            raise ValueError(f"calib_nodes holds node indices outside [0, {n}) (min {int(rows.min())}, "
+                             f"max {int(rows.max())})")
+    if rows.numel() == 0:
+        raise ValueError("calib_nodes selects no node")
+    return rows.to(device)
+
+
+def layer_second_moment(conv: nn.Module, graph, h: Tensor, rows: Tensor, batch_size: int = 8192,
+                        progress: bool = True, desc: str = "calibrate") -> Tensor:
+    """S = Z'Z / n of the stacked branch inputs (in the order of ``conv.linear_parts().branches``) over
+    ``rows``, streamed ``batch_size`` rows at a time. float64 [B*c, B*c]."""
+    names = [b.name for b in conv.linear_parts().branches]
+    acc = None
+    with torch.inference_mode(), _progress(rows.numel(), progress, desc) as bar:
+        for start in range(0, rows.numel(), batch_size):
+            chunk = rows[start:start + batch_size].to(graph.index_dtype)
+            z = conv.branch_inputs(graph, h, rows=chunk)
+            parts = [z[name] for name in names]
+            if acc is None:
+                acc = SecondMoment(sum(p.shape[1] for p in parts), device=h.device)
+            acc.update(*parts)
+            bar.update(chunk.numel())
+    return acc.moment
+
+
+def _select(method: str, S: Tensor, weights: List[Tensor], form: str, cols: List[Tensor], k: int,
+            seed: int, self_branch: Optional[int], solver_kwargs) -> List[Tensor]:
+    """Kept input channels per branch. ``self_branch`` not None: batched layer 0, that branch keeps all."""
+    B, c = len(weights), weights[0].shape[0]
+    if self_branch is None:
+        if k >= c:
+            sel = torch.arange(c)
+        elif method == "random":
+            sel = select_random(c, k, seed)
+        elif method == "magnitude":
+            sel = select_magnitude(weights, k)
+        else:
+            G, q, y_sq = gram_from_moments(S, weights, form, "channel", cols)
+            sel = (select_channels(G, q, k, y_sq=y_sq, **solver_kwargs) if method == "lasso"
+                   else select_greedy(G, q, k))
+        return [sel] * B
+    penalised = [b for b in range(B) if b != self_branch]
+    if k >= c:
+        sel_by_branch = {b: torch.arange(c) for b in penalised}
+    elif method == "random":
+        sel_by_branch = {b: select_random(c, k, seed + 7919 * b) for b in penalised}
+    elif method == "magnitude":
+        sel_by_branch = {b: select_magnitude(weights[b], k) for b in penalised}
+    else:
+        G, q, y_sq = gram_from_moments(S, weights, form, "branch", cols)
+        penalty = branch_penalty(c, B, (self_branch,))
+        kk = k * len(penalised)
+        coords = (select_channels(G, q, kk, penalty=penalty, y_sq=y_sq, **solver_kwargs) if method == "lasso"
+                  else select_greedy(G, q, kk, penalty=penalty))
+        split = split_branch_coordinates(coords, c, B)
+        sel_by_branch = {b: split[b] for b in penalised}
+    return [torch.arange(c) if b == self_branch else sel_by_branch[b] for b in range(B)]
+
+
+@torch.no_grad()
+def prune(model: nn.Module, graph, x: Tensor, keep: KeepSpec = 0.25, scheme: str = "full", calib_nodes=None,
+          method: str = "lasso", progress: bool = True, batch_size: int = 8192, ridge: float = 1e-6,
+          seed: int = 0, solver_kwargs: Optional[dict] = None) -> nn.Module:
+    """A pruned copy of ``model`` (eval mode, BatchNorm folded) with physically smaller weights.
+
+    ``graph``: a :class:`gnnaccel.Graph` (or edge_index / sparse adjacency), ``x`` the node features.
+    ``keep``: ratio of kept input channels, one float for every pruned layer or a list with one entry per layer
+    (``None`` = keep all); ``k = max(1, round(keep * c))``. ``scheme``: ``"full"`` (raw features kept, hidden
+    widths pruned) or ``"batched"`` (also layer 0's neighbour-branch raw features; see the module doc).
+    ``calib_nodes``: None (every node -- calibration needs no labels), an int (that many random nodes, seeded
+    by ``seed``), a bool mask (e.g. ``data.train_mask``) or node indices. ``method``: ``"lasso"`` (the LASSO
+    path with exact budget), ``"greedy"`` (forward selection on the same Gram), ``"random"`` or
+    ``"magnitude"`` (row norm of the weights); all share the ridge least-squares refit.
+
+    The result carries ``pruning_info``: scheme, method, calibration size and, per layer, the kept input
+    channels of each branch (indices into the *unpruned* layer input), the ratio and the relative error of
+    the layer's (target-restricted) pre-activation output on the calibration nodes, computed from S.
+    """
+    if scheme not in SCHEMES:
+        raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if not isinstance(batch_size, int) or batch_size <= 0:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if not isinstance(x, Tensor) or x.dim() != 2:
+        raise ValueError(f"x must be a 2-D node feature tensor, got {getattr(x, 'shape', type(x).__name__)}")
+    from ..nn.adjacency import as_graph
+
+    model = _as_gnnaccel_model(model)
+    g = as_graph(graph, x.shape[0])
+    convs = model.convs
+    L = len(convs)
+    ratios = _keep_ratios(keep, L, scheme)
+    for i, conv in enumerate(convs):
+        extra = conv.linear_parts().extra
+        index = extra.get("input_index", {})
+        if any(v is not None for v in index.values()):
+            raise ValueError(f"layer {i} ({type(conv).__name__}) already reads per-branch input subsets "
+                             "(a batched-pruned layer); prune the original model instead")
+        if extra.get("normalize", False) and i < L - 1:
+            raise ValueError(f"layer {i} ({type(conv).__name__}) L2-normalises its output (normalize=True): "
+                             "dropping its output channels would change the normalisation; not supported")
+    rows = _calibration_rows(calib_nodes, g.num_nodes, x.device, seed)
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("layer 0: input features x contain NaN or Inf")
+    # Layer inputs of the unpruned model. Computed under no_grad (not inference_mode, as full_inference
+    # does) so that derived structures the layers memoise in graph.cache stay usable by autograd later.
+    inputs = [x]
+    for i in range(L - 1):
+        inputs.append(model.layer(i, inputs[-1], g))
+    solver_kwargs = dict(solver_kwargs or {})
+
+    layers_info: List[dict] = [None] * L
+    for l in range(L - 1, -1, -1):
+        conv = convs[l]
+        name = f"layer {l} ({type(conv).__name__})"
+        parts = conv.linear_parts()
+        names = [b.name for b in parts.branches]
+        c = parts.in_channels
+        self_branch = None
+        ratio = ratios[l]
+        if l == 0 and scheme == "batched":
+            if "self" in names and len(names) > 1:
+                self_branch = names.index("self")
+            else:  # no self branch to keep whole (GCN): the raw features stay, as in scheme full
+                ratio = 1.0
+        k = max(1, int(round(ratio * c)))
+        info = {"layer": l, "type": type(conv).__name__, "in_channels": c, "keep_ratio": ratio, "k": k,
+                "branches": names, "form": parts.form}
+        if k >= c:  # nothing to select, and a refit on every channel would only reproduce the weights
+            info.update(kept={n: torch.arange(c) for n in names}, output_rel_error=0.0)
+            layers_info[l] = info
+            continue
+        h = inputs[l]
+        try:
+            S = layer_second_moment(conv, g, h, rows, batch_size, progress, f"calibrate layer {l + 1}/{L}")
+        except ValueError as exc:
+            raise ValueError(f"{name}: {exc}") from exc
+        weights = [b.weight.detach().double() for b in parts.branches]
+        cols = [b.cols.cpu() for b in parts.branches]
+        S = S.cpu()
+        weights = [w.cpu() for w in weights]
+        keeps = _select(method, S, weights, parts.form, cols, k, seed + l, self_branch, solver_kwargs)
+        new_weights = refit(S, keeps, weights, parts.form, ridge, cols)
+        err = output_relative_error(S, weights, new_weights, keeps, parts.form, cols)
+        bias = None if parts.bias is None else parts.bias.detach().clone()
+        conv.load_pruned({n: kb for n, kb in zip(names, keeps)}, {n: w for n, w in zip(names, new_weights)}, bias)
+        if self_branch is None and l > 0:
+            convs[l - 1].prune_outputs(keeps[0])
+        info.update(kept={n: kb.clone() for n, kb in zip(names, keeps)}, output_rel_error=err)
+        layers_info[l] = info
+    model.pruning_info = {"scheme": scheme, "method": method, "keep": ratios, "calib_nodes": int(rows.numel()),
+                          "ridge": ridge, "layers": layers_info}
+    return model.eval()
+
+
+def finetune(model: nn.Module, data, epochs: int = 20, lr: float = 1e-3, weight_decay: float = 0.0,
+             patience: int = 10, verbose: bool = False):
+    """A few epochs of full-batch Adam training of a (pruned) model on ``data`` (a GraphData: graph, x, y,
+    masks), in place, keeping the weights with the best validation F1-micro; if no epoch beats the starting
+    weights on validation, they are restored. The pruned shapes and kept indices do not change. Returns the
+    model in eval mode."""
+    from ..train import evaluate, train
+
+    if not isinstance(epochs, int) or epochs < 0:
+        raise ValueError(f"epochs must be a non-negative int, got {epochs!r}")
+    if epochs == 0:
+        return model.eval()
+    before = evaluate(model, data.graph, data.x, data.y, data.val_mask)
+    start = copy.deepcopy(model.state_dict())
+    result = train(model, data.graph, data.x, data.y, data.train_mask, data.val_mask, epochs=epochs, lr=lr,
+                   weight_decay=weight_decay, patience=patience, verbose=verbose)
+    if result.best_val < before:
+        model.load_state_dict(start)
+    return model.eval()

@@ -85,6 +85,7 @@ def demo_pruning(model, data, progress: bool) -> None:
         print("pruning is not available in this build")
         return
     rows = keep_ratio_sweep(model, data, ratios=(1 / 2, 1 / 4, 1 / 8), scheme="full", progress=progress)
+    print(f"unpruned test F1-micro {rows[0]['f1_unpruned']:.4f}")
     print(f"{'keep':>6} {'test F1':>8} {'logit rel. err':>15} {'prune s':>8} {'full-inference speedup':>23}")
     for r in rows:
         print(f"{r['keep']:>6.3f} {r['f1']:8.4f} {r['logit_rel_error']:15.4f} {r.get('prune_seconds', float('nan')):8.2f} "

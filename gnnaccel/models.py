@@ -49,6 +49,12 @@ class _GNN(nn.Module):
                 h = self.act(h)
         return h
 
+    def save(self, path) -> None:
+        """Write the model (pruned or not) to ``path``; read it back with :func:`gnnaccel.load`."""
+        from .serialize import save
+
+        save(self, path)
+
     def forward(self, x: Tensor, adj: Adjacency) -> Tensor:
         graph = as_graph(adj, x.shape[0])
         for i in range(len(self.convs)):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import synthetic_graph
+from conftest import InterleavedBest, synthetic_graph
 
 GRAPHS = {  # name: (num_nodes, avg_degree, channels)
     "1M-20M-c64": (1_000_000, 20, 64),
@@ -83,7 +83,6 @@ def test_zz_interleaved_ratios(graph_name, request):
     """
     import json
     import os
-    import time
 
     graph, x = _setup(graph_name)
     g32 = graph.to(index_dtype=torch.int32)
@@ -92,21 +91,14 @@ def test_zz_interleaved_ratios(graph_name, request):
     results = {}
     with torch.inference_mode():
         for reduce in REDUCES:
-            impls = {"gnnaccel": lambda: g32.aggregate(x, reduce), "sparse.mm": lambda: torch.sparse.mm(adj, x, reduce)}
-            best = {name: float("inf") for name in impls}
-            for fn in impls.values():
-                fn()  # warm-up
-            for _ in range(rounds):
-                for name, fn in impls.items():
-                    start = time.perf_counter()
-                    fn()
-                    best[name] = min(best[name], time.perf_counter() - start)
+            best = InterleavedBest({"gnnaccel": lambda: g32.aggregate(x, reduce),
+                                    "sparse.mm": lambda: torch.sparse.mm(adj, x, reduce)}).run(rounds)
             moved = _moved_bytes(g32, x, 4)
             results[reduce] = dict(gnnaccel_s=best["gnnaccel"], sparse_mm_s=best["sparse.mm"],
                                    ratio=best["sparse.mm"] / best["gnnaccel"], gbps=moved / best["gnnaccel"] / 1e9)
         src = torch.empty(64 * 1024 * 1024, dtype=torch.float32).uniform_()
         dst = torch.empty_like(src)
-        copy = min(_time_once(lambda: dst.copy_(src)) for _ in range(5))
+        copy = InterleavedBest({"copy": lambda: dst.copy_(src)}).run(5)["copy"]
         copy_gbps = 2 * src.numel() * 4 / copy / 1e9
     os.makedirs("benchmarks/out", exist_ok=True)
     with open(f"benchmarks/out/aggregate-interleaved-{graph_name}.json", "w") as fh:
@@ -117,10 +109,3 @@ def test_zz_interleaved_ratios(graph_name, request):
               f"{r['ratio']:.2f}x  {r['gbps']:.1f} GB/s ({100 * r['gbps'] / copy_gbps:.0f}% of copy)")
     assert results["mean"]["ratio"] >= 1.0
 
-
-def _time_once(fn):
-    import time
-
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start

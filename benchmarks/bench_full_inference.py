@@ -12,7 +12,6 @@ edge, 10 GB). ``pruned_linear`` is compared with ``x[rows][:, keep] @ W``. The m
 from __future__ import annotations
 
 import functools
-import time
 
 import pytest
 import torch
@@ -20,7 +19,7 @@ import torch
 import gnnaccel
 from gnnaccel.inference import full_inference
 from gnnaccel.ops import pruned_linear
-from conftest import synthetic_graph
+from conftest import InterleavedBest, synthetic_graph
 
 pyg_nn = pytest.importorskip("torch_geometric.nn")
 
@@ -88,15 +87,9 @@ def test_zz_interleaved_ratios(benchmark, config):
     """PyG-CSR / gnnaccel on min times, the two alternating round by round (robust to a shared machine).
     The benchmarked unit is one round of both."""
     data, pyg, ours, adj_t = _prepare(config)
-    fns = {"gnnaccel": lambda: full_inference(ours, data.graph, data.x, progress=False),
-           "pyg-csr": lambda: pyg(data.x, adj_t)}
-    best = {k: float("inf") for k in fns}
-
-    def one_round():
-        for k, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            best[k] = min(best[k], time.perf_counter() - t0)
+    one_round = InterleavedBest({"gnnaccel": lambda: full_inference(ours, data.graph, data.x, progress=False),
+                                 "pyg-csr": lambda: pyg(data.x, adj_t)})
+    best = one_round.best
 
     benchmark.group = f"interleaved rounds {config}"
     benchmark.extra_info.update(graph=config, impl="interleaved")

@@ -20,7 +20,7 @@ import torch
 import gnnaccel
 from gnnaccel.inference import full_inference
 from gnnaccel.models import GraphSAGE
-from conftest import synthetic_graph
+from conftest import InterleavedBest, synthetic_graph
 
 CONFIGS = {"200k-4M-f256-h512": (200_000, 20, 256, 512, 16)}
 QUICK_CONFIGS = {"20k-400k-f64-h128": (20_000, 20, 64, 128, 16)}
@@ -82,22 +82,16 @@ def test_prune_call(benchmark, config, scheme):
 
 def test_zz_interleaved_ratios(benchmark, config):
     data, model, pruned = _prepare(config)
-    fns = {"unpruned": lambda: full_inference(model, data.graph, data.x, progress=False),
-           "full": lambda: full_inference(pruned["full"], data.graph, data.x, progress=False),
-           "batched": lambda: full_inference(pruned["batched"], data.graph, data.x, progress=False)}
-    best = {k: float("inf") for k in fns}
-
-    def one_round():
-        for k, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            best[k] = min(best[k], time.perf_counter() - t0)
+    one_round = InterleavedBest({
+        "unpruned": lambda: full_inference(model, data.graph, data.x, progress=False),
+        "full": lambda: full_inference(pruned["full"], data.graph, data.x, progress=False),
+        "batched": lambda: full_inference(pruned["batched"], data.graph, data.x, progress=False)})
+    best = one_round.best
 
     benchmark.group = f"interleaved rounds {config}"
     benchmark.extra_info.update(graph=config, impl="interleaved")
     with torch.inference_mode():
-        for fn in fns.values():
-            fn()  # warm-up
+        one_round.warm_up()
         benchmark.pedantic(one_round, rounds=5, iterations=1)
     ratios = {k: best["unpruned"] / best[k] for k in ("full", "batched")}
     benchmark.extra_info.update(**{f"speedup_{k}": v for k, v in ratios.items()})

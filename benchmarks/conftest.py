@@ -25,3 +25,35 @@ def pytest_addoption(parser):
 @pytest.fixture(scope="session")
 def quick(request):
     return request.config.getoption("--quick")
+
+
+class InterleavedBest:
+    """Best-of-rounds times of several implementations run alternately, one call each per round.
+
+    Alternating within a round exposes every implementation to the same load on a shared machine, so the
+    ratios of the minima are the figures to quote. Call the object once per round (e.g. as the unit that
+    ``benchmark.pedantic`` times); read ``best[name]`` afterwards.
+    """
+
+    def __init__(self, fns):
+        import time
+
+        self._clock = time.perf_counter
+        self.fns = dict(fns)
+        self.best = {name: float("inf") for name in self.fns}
+
+    def warm_up(self):
+        for fn in self.fns.values():
+            fn()
+
+    def __call__(self):
+        for name, fn in self.fns.items():
+            start = self._clock()
+            fn()
+            self.best[name] = min(self.best[name], self._clock() - start)
+
+    def run(self, rounds: int):
+        self.warm_up()
+        for _ in range(rounds):
+            self()
+        return self.best

@@ -12,7 +12,7 @@
 #include <limits>
 #include <vector>
 
-#include "csr_checks.h"
+#include "ops/aggregate_common.h"
 
 namespace gnnaccel {
 namespace {
@@ -158,12 +158,11 @@ std::tuple<at::Tensor, at::Tensor> aggregate_cpu(const at::Tensor& rowptr, const
   TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
               "aggregate on CPU supports float32 and float64 x, got ", x.scalar_type());
   const int64_t num_graph_rows = rowptr.numel() - 1;
-  const int64_t num_out = rows.has_value() ? rows->numel() : num_graph_rows;
+  at::Tensor out, arg;
+  std::tie(out, arg) = empty_aggregate_outputs(rowptr, x, rows, reduce, compute_arg);
+  const int64_t num_out = out.size(0);
   const int64_t channels = x.size(1);
-  auto out = at::empty({num_out, channels}, x.options());
   const bool with_arg = compute_arg && reduce_has_arg(reduce);
-  auto arg = with_arg ? at::empty({num_out, channels}, x.options().dtype(at::kLong))
-                                    : at::empty({0}, x.options().dtype(at::kLong));
   if (num_out == 0 || channels == 0) return {out, arg};
 
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "aggregate_cpu", [&] {

@@ -9,7 +9,7 @@
 
 #include <limits>
 
-#include "../../csr_checks.h"
+#include "../aggregate_common.h"
 
 namespace gnnaccel {
 namespace {
@@ -104,12 +104,11 @@ std::tuple<at::Tensor, at::Tensor> aggregate_cuda(const at::Tensor& rowptr, cons
   TORCH_CHECK(at::isFloatingType(x.scalar_type()), "x must be floating point, got ", x.scalar_type());
   const c10::cuda::CUDAGuard guard(x.device());
   const int64_t num_graph_rows = rowptr.numel() - 1;
-  const int64_t num_out = rows.has_value() ? rows->numel() : num_graph_rows;
+  at::Tensor out, arg;
+  std::tie(out, arg) = empty_aggregate_outputs(rowptr, x, rows, reduce, compute_arg);
+  const int64_t num_out = out.size(0);
   const int64_t channels = x.size(1);
-  auto out = at::empty({num_out, channels}, x.options());
   const bool with_arg = compute_arg && reduce_has_arg(reduce);
-  auto arg = with_arg ? at::empty({num_out, channels}, x.options().dtype(at::kLong))
-                                    : at::empty({0}, x.options().dtype(at::kLong));
   if (num_out == 0 || channels == 0) return {out, arg};
   constexpr int kThreads = 256;
   const int64_t blocks = (num_out * 32 + kThreads - 1) / kThreads;

@@ -167,7 +167,8 @@ class BatchedEngine:
         fanouts: one entry per propagating layer (or per conv): ``None``/``-1`` = all neighbours, ``k`` = ``k``
             sampled with replacement. ``None`` = exact everywhere.
         cache: optional :class:`~gnnaccel.cache.FeatureCache` whose layer ``l`` holds model layer ``l``'s
-            output (at most ``L - 1`` layers are used).
+            output (at most ``L - 1`` layers are used); ``True`` builds an unbounded one sized for the model,
+            an int one with that capacity (LRU).
         seed: random seed of the neighbour sampling.
     """
 
@@ -191,6 +192,14 @@ class BatchedEngine:
         first = self._layers[0]
         if any(b.weight.dtype != x.dtype for b in first.branches):
             raise TypeError(f"x has dtype {x.dtype} but the model's weights are {first.branches[0].weight.dtype}")
+        if cache is True or (isinstance(cache, int) and not isinstance(cache, bool)):
+            from .cache import FeatureCache
+
+            widths = [layer.out_channels for layer in self._layers[:-1]]
+            cache = FeatureCache(graph.num_nodes, widths, capacity=None if cache is True else cache,
+                                 device=x.device, dtype=x.dtype) if widths else None
+        elif cache is False:
+            cache = None
         self.cache = cache
         self.num_cached = 0
         if cache is not None:

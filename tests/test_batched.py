@@ -401,3 +401,17 @@ def test_demo_latency_table(capsys, generator):
         assert 0 < r["p50"] <= r["p99"]
         if name.endswith("+cache"):
             assert 0 <= r["hit_rate"] <= 1 and r["support_reduction"] >= 1
+
+
+@pytest.mark.parametrize("cache", [True, 7])
+def test_engine_builds_its_own_cache(cache):
+    gen = torch.Generator().manual_seed(5)
+    n = 60
+    graph = Graph.from_edge_index(torch.randint(n, (2, 400), generator=gen), n)
+    x = torch.randn(n, 12, generator=gen)
+    model = GraphSAGE(12, 9, 3, num_layers=3).eval()
+    engine = BatchedEngine(model, graph, x, cache=cache)
+    assert engine.cache.dims == [9, 9] and engine.cache.capacity == (None if cache is True else 7)
+    expected = full_inference(model, graph, x, progress=False)
+    for targets in (torch.tensor([3, 17, 42]), torch.tensor([17, 5, 3, 59])):
+        torch.testing.assert_close(engine.predict(targets), expected[targets], rtol=1e-5, atol=1e-5)

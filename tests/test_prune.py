@@ -262,3 +262,14 @@ def test_bad_inputs(generator):
     pruned = gnnaccel.prune(model, graph, x, keep=0.5, scheme="batched", progress=False)
     with pytest.raises(ValueError, match="layer 0"):
         gnnaccel.prune(pruned, graph, x, progress=False)
+
+
+def test_save_load_model_converted_from_pyg(tmp_path, generator):
+    pyg_models = pytest.importorskip("torch_geometric.nn.models")
+    graph, _ = make_graph(generator)
+    x = torch.randn(graph.num_nodes, 10, generator=generator)
+    torch.manual_seed(0)
+    pyg = pyg_models.GraphSAGE(10, 16, 2, out_channels=4).eval()  # carries torch.nn.ReLU() as its activation
+    model = gnnaccel.prune(gnnaccel.from_pyg(pyg), graph, x, keep=0.5, progress=False)
+    model.save(tmp_path / "m.pt")
+    assert torch.equal(forward(gnnaccel.load(tmp_path / "m.pt"), graph, x), forward(model, graph, x))

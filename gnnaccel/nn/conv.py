@@ -27,8 +27,30 @@ _ACTIVATIONS = {"relu": F.relu, "elu": F.elu, "gelu": F.gelu, "tanh": torch.tanh
                 "leaky_relu": F.leaky_relu, None: None, "identity": None}
 
 
+def _canonical_module_activation(act):
+    """torch.nn activation modules with default settings (as PyG models carry them) -> their functional form,
+    so that converted models behave and serialise like ones built from an activation name."""
+    import torch.nn as nn
+
+    if isinstance(act, nn.ReLU):
+        return F.relu
+    if isinstance(act, nn.ELU) and act.alpha == 1.0:
+        return F.elu
+    if isinstance(act, nn.GELU) and act.approximate == "none":
+        return F.gelu
+    if isinstance(act, nn.Tanh):
+        return torch.tanh
+    if isinstance(act, nn.Sigmoid):
+        return torch.sigmoid
+    if isinstance(act, nn.LeakyReLU) and act.negative_slope == 0.01:
+        return F.leaky_relu
+    return act
+
+
 def resolve_activation(act):
-    if callable(act) or act is None:
+    if callable(act):
+        return _canonical_module_activation(act)
+    if act is None:
         return act
     if act not in _ACTIVATIONS:
         raise ValueError(f"unknown activation {act!r}; expected one of {[k for k in _ACTIVATIONS if k]} or a callable")

@@ -45,7 +45,9 @@ class _GNN(nn.Module):
             h = self.convs[i](h, graph, rows)
         if i < len(self.convs) - 1:
             h = self.norms[i](h)
-            if self.act is not None:
+            if self.act is F.relu and not (torch.is_grad_enabled() and h.requires_grad):
+                h = h.clamp_min_(0)  # inference: the conv's output is a fresh buffer, rectify it in place
+            elif self.act is not None:
                 h = self.act(h)
         return h
 

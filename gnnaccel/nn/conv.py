@@ -218,10 +218,17 @@ class SAGEConv(_PrunableConv):
     def forward_planned(self, x: Tensor, projected: Tensor, adj: Adjacency, rows: Optional[Tensor] = None) -> Tensor:
         graph = as_graph(adj, x.shape[0])
         out = _propagate(graph, projected, self.aggr, rows)
+        # Inference: accumulate into the fresh aggregation buffer (the root projection as one BLAS call with
+        # beta = 1) instead of allocating a new [rows, out] tensor per term.
+        inplace = not _needs_grad(x, projected, self.lin_l.bias, self.lin_r.weight if self.root_weight else None)
         if self.lin_l.bias is not None:
-            out = out + self.lin_l.bias
+            out = out.add_(self.lin_l.bias) if inplace else out + self.lin_l.bias
         if self.root_weight:
-            out = out + _project(x, self.lin_r.weight.t(), None, rows, self.input_index_self)
+            if inplace and rows is None and self.input_index_self is None:
+                out.addmm_(x, self.lin_r.weight.t())
+            else:
+                root = _project(x, self.lin_r.weight.t(), None, rows, self.input_index_self)
+                out = out.add_(root) if inplace else out + root
         if self.normalize:
             out = F.normalize(out, p=2.0, dim=-1)
         return out

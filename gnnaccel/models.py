@@ -86,30 +86,31 @@ class _GNN(nn.Module):
         return self
 
 
-class GraphSAGE(_GNN):
+class _ConvStack(_GNN):
+    """``num_layers`` convolutions of one class (``conv_class``): in -> hidden -> ... -> out."""
+
+    conv_class: type = None
+
+    def __init__(self, in_channels: int, hidden_channels: int, out_channels: int, num_layers: int = 2,
+                 dropout: float = 0.0, act="relu", norm: Optional[str] = None, **conv_kwargs):
+        self.conv_kwargs = conv_kwargs
+        super().__init__(in_channels, hidden_channels, out_channels, num_layers, dropout, act, norm)
+
+    def _make_convs(self):
+        dims = [self.in_channels] + [self.hidden_channels] * (self.num_layers - 1) + [self.out_channels]
+        return [self.conv_class(dims[i], dims[i + 1], **self.conv_kwargs) for i in range(self.num_layers)]
+
+
+class GraphSAGE(_ConvStack):
     """Stack of :class:`~gnnaccel.nn.SAGEConv` (``conv_kwargs``: aggr, root_weight, bias, normalize)."""
 
-    def __init__(self, in_channels: int, hidden_channels: int, out_channels: int, num_layers: int = 2,
-                 dropout: float = 0.0, act="relu", norm: Optional[str] = None, **conv_kwargs):
-        self.conv_kwargs = conv_kwargs
-        super().__init__(in_channels, hidden_channels, out_channels, num_layers, dropout, act, norm)
-
-    def _make_convs(self):
-        dims = [self.in_channels] + [self.hidden_channels] * (self.num_layers - 1) + [self.out_channels]
-        return [SAGEConv(dims[i], dims[i + 1], **self.conv_kwargs) for i in range(self.num_layers)]
+    conv_class = SAGEConv
 
 
-class GCN(_GNN):
+class GCN(_ConvStack):
     """Stack of :class:`~gnnaccel.nn.GCNConv` (``conv_kwargs``: add_self_loops, normalize, bias)."""
 
-    def __init__(self, in_channels: int, hidden_channels: int, out_channels: int, num_layers: int = 2,
-                 dropout: float = 0.0, act="relu", norm: Optional[str] = None, **conv_kwargs):
-        self.conv_kwargs = conv_kwargs
-        super().__init__(in_channels, hidden_channels, out_channels, num_layers, dropout, act, norm)
-
-    def _make_convs(self):
-        dims = [self.in_channels] + [self.hidden_channels] * (self.num_layers - 1) + [self.out_channels]
-        return [GCNConv(dims[i], dims[i + 1], **self.conv_kwargs) for i in range(self.num_layers)]
+    conv_class = GCNConv
 
 
 class SAINTGraphSAGE(_GNN):

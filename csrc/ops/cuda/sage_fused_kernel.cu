@@ -5,7 +5,7 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <c10/cuda/CUDAGuard.h>
 
-#include "../../utils.h"
+#include "../../csr_checks.h"
 
 namespace gnnaccel {
 namespace {
@@ -17,7 +17,7 @@ at::Tensor sage_fused_cuda(const at::Tensor& rowptr, const at::Tensor& col, cons
   const Reduce reduce = parse_reduce(std::string(reduce_name));
   TORCH_CHECK(reduce == Reduce::kSum || reduce == Reduce::kMean, "sage_fused supports reduce 'sum' and 'mean', got '",
               std::string(reduce_name), "'");
-  GNNACCEL_CHECK_2D(x, "x");
+  check_csr_features(rowptr, col, x, edge_weight, rows);
   GNNACCEL_CHECK_2D(weight, "weight");
   GNNACCEL_CHECK_SAME_DEVICE(weight, x, "weight", "x");
   TORCH_CHECK(weight.size(0) == x.size(1) * (root ? 2 : 1), "weight must have x.size(1) * (1 + root) rows");

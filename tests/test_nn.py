@@ -320,3 +320,22 @@ def test_protocol_bad_inputs(generator):
         layer.load_pruned({"neigh": torch.tensor([0, 1]), "self": torch.tensor([0, 1])}, w, None)
     with pytest.raises(ValueError, match="strictly increasing"):
         SAINTConv(6, 4).prune_outputs(torch.tensor([3, 0]))
+
+
+def test_gcn_normalisation_memoised_in_inference_mode_still_trains():
+    from gnnaccel.inference import full_inference
+    from gnnaccel.models import GCN
+
+    gen = torch.Generator().manual_seed(3)
+    n = 40
+    graph = Graph.from_edge_index(torch.randint(n, (2, 200), generator=gen), n)
+    x = torch.randn(n, 6, generator=gen)
+    model = GCN(6, 8, 3)
+    expected = full_inference(model, graph, x, progress=False)  # memoises the normalised graph here
+    model.train()
+    out = model(x, graph)  # autograd on the same Graph
+    out.sum().backward()
+    assert model.convs[0].lin.weight.grad is not None
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(x, graph), expected)

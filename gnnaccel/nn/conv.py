@@ -345,7 +345,10 @@ class GCNConv(_PrunableConv):
         key = ("gcn_norm", self.add_self_loops, dtype)
         cached = graph.cache.get(key)
         if cached is None:
-            cached = gcn_normalized_graph(graph, self.add_self_loops, dtype)
+            # Built outside inference mode even when first asked for inside it: the memoised weights must stay
+            # usable by a later forward that records autograd (inference tensors cannot be saved for backward).
+            with torch.inference_mode(False):
+                cached = gcn_normalized_graph(graph, self.add_self_loops, dtype)
             graph.cache[key] = cached
         return cached
 

@@ -81,6 +81,14 @@ def _check_moment(S: Tensor) -> Tensor:
     return S.double()
 
 
+def _stacked_shape(S: Tensor, placed) -> tuple:
+    """(branches, channels) of the stacked branch inputs, checked against the second moment S."""
+    B, c = len(placed), placed[0].shape[0]
+    if S.shape[0] != B * c:
+        raise ValueError(f"S is {S.shape[0]} x {S.shape[0]} but {B} branches of {c} channels stack to {B * c}")
+    return B, c
+
+
 def _placed_weights(branch_weights: Sequence[Tensor], form: str,
                     branch_cols: Optional[Sequence[Tensor]]) -> Tuple[List[Tensor], List[Tensor], int]:
     """Per branch: the weight placed into the full output width (zeros outside its columns), its columns, d."""
@@ -135,9 +143,7 @@ def gram_from_moments(S: Tensor, branch_weights: Sequence[Tensor], form: str = "
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     S = _check_moment(S)
     placed, _, _ = _placed_weights(branch_weights, form, branch_cols)
-    B, c = len(placed), placed[0].shape[0]
-    if S.shape[0] != B * c:
-        raise ValueError(f"S is {S.shape[0]} x {S.shape[0]} but {B} branches of {c} channels stack to {B * c}")
+    B, c = _stacked_shape(S, placed)
     W = torch.cat(placed, dim=0).to(S.device)  # [B*c, d]
     G_branch = S * (W @ W.T)  # block (b, b') = S_bb' o (W~_b W~_b'')
     if layout == "channel":

@@ -13,7 +13,7 @@ from typing import List, Optional, Sequence, Union
 import torch
 from torch import Tensor
 
-from .gram import _check_moment, _placed_weights
+from .gram import _check_moment, _placed_weights, _stacked_shape
 
 KeepSpec = Union[Tensor, Sequence[Tensor]]
 
@@ -83,9 +83,7 @@ def refit(S: Tensor, keep_per_branch: KeepSpec, weights: Sequence[Tensor], form:
         raise ValueError(f"ridge must be >= 0, got {ridge}")
     S = _check_moment(S)
     placed, cols, d = _placed_weights(weights, form, branch_cols)
-    B, c = len(placed), placed[0].shape[0]
-    if S.shape[0] != B * c:
-        raise ValueError(f"S is {S.shape[0]} x {S.shape[0]} but {B} branches of {c} channels stack to {B * c}")
+    B, c = _stacked_shape(S, placed)
     keeps = _keep_lists(keep_per_branch, B, c)
     W_all = torch.cat(placed, 0).to(S.device)
     new = [None] * B

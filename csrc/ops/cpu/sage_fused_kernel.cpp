@@ -11,7 +11,7 @@
 #include <cstring>
 #include <vector>
 
-#include "csr_checks.h"
+#include "ops/sage_fused_common.h"
 
 namespace gnnaccel {
 namespace {
@@ -35,25 +35,13 @@ at::Tensor sage_fused_cpu(const at::Tensor& rowptr, const at::Tensor& col, const
                           const std::optional<at::Tensor>& edge_weight, const at::Tensor& weight,
                           const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& rows,
                           c10::string_view reduce_name, bool root) {
-  const Reduce reduce = parse_reduce(std::string(reduce_name));
-  TORCH_CHECK(reduce == Reduce::kSum || reduce == Reduce::kMean, "sage_fused supports reduce 'sum' and 'mean', got '",
-              std::string(reduce_name), "'");
-  check_csr_features(rowptr, col, x, edge_weight, rows);
-  GNNACCEL_CHECK_2D(weight, "weight");
+  check_sage_fused_inputs(rowptr, col, x, edge_weight, weight, bias, rows, reduce_name, root);
   TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
               "sage_fused on CPU supports float32 and float64 x, got ", x.scalar_type());
-  TORCH_CHECK(weight.scalar_type() == x.scalar_type(), "weight dtype must match x dtype");
-  GNNACCEL_CHECK_SAME_DEVICE(weight, x, "weight", "x");
+  const Reduce reduce = parse_reduce(std::string(reduce_name));
   const int64_t channels = x.size(1);
   const int64_t width = channels * (root ? 2 : 1);
-  TORCH_CHECK(weight.size(0) == width, "weight must have ", width, " rows (x channels", root ? " times 2 with root" : "",
-              "), got ", weight.size(0));
   const int64_t out_channels = weight.size(1);
-  if (bias.has_value()) {
-    GNNACCEL_CHECK_1D(*bias, "bias");
-    TORCH_CHECK(bias->numel() == out_channels, "bias must have ", out_channels, " entries, got ", bias->numel());
-    TORCH_CHECK(bias->scalar_type() == x.scalar_type() && bias->device().is_cpu(), "bias must be a CPU tensor of x's dtype");
-  }
   const int64_t num_graph_rows = rowptr.numel() - 1;
   const int64_t num_out = rows.has_value() ? rows->numel() : num_graph_rows;
   const int64_t num_src = x.size(0);

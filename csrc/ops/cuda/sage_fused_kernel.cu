@@ -5,7 +5,7 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <c10/cuda/CUDAGuard.h>
 
-#include "../../csr_checks.h"
+#include "../sage_fused_common.h"
 
 namespace gnnaccel {
 namespace {
@@ -14,13 +14,7 @@ at::Tensor sage_fused_cuda(const at::Tensor& rowptr, const at::Tensor& col, cons
                            const std::optional<at::Tensor>& edge_weight, const at::Tensor& weight,
                            const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& rows,
                            c10::string_view reduce_name, bool root) {
-  const Reduce reduce = parse_reduce(std::string(reduce_name));
-  TORCH_CHECK(reduce == Reduce::kSum || reduce == Reduce::kMean, "sage_fused supports reduce 'sum' and 'mean', got '",
-              std::string(reduce_name), "'");
-  check_csr_features(rowptr, col, x, edge_weight, rows);
-  GNNACCEL_CHECK_2D(weight, "weight");
-  GNNACCEL_CHECK_SAME_DEVICE(weight, x, "weight", "x");
-  TORCH_CHECK(weight.size(0) == x.size(1) * (root ? 2 : 1), "weight must have x.size(1) * (1 + root) rows");
+  check_sage_fused_inputs(rowptr, col, x, edge_weight, weight, bias, rows, reduce_name, root);
   const c10::cuda::CUDAGuard guard(x.device());
   static auto aggregate = c10::Dispatcher::singleton()
                               .findSchemaOrThrow("gnnaccel::aggregate", "")

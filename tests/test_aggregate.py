@@ -23,7 +23,20 @@ def test_matches_dense_reference(reduce, dtype, index_dtype, weighted, channels,
     g = Graph.from_edge_index(edge_index, n, edge_weight=weight, index_dtype=index_dtype)
     x = torch.randn(n, channels, generator=generator, dtype=dtype)
     expected = dense_aggregate(edge_index, n, x, reduce, weight)
-    torch.testing.assert_close(g.aggregate(x, reduce).double(), expected, **TOL[dtype])
+    got = g.aggregate(x, reduce).double()
+    if dtype == torch.float32 and reduce in ("sum", "mean"):
+        # The kernel adds a row's messages one after another in float32, as torch.sparse.mm does. On the hub
+        # node (~200 in-edges) that error is bounded by the sum's conditioning, not by |result|: Higham's
+        # bound for recursive summation, |fl(s) - s| <= (deg - 1) * u * sum |terms| (u = 2^-24, plus one
+        # rounding per weighted product), on top of the usual tolerance.
+        abs_terms = dense_aggregate(edge_index, n, x.abs(), reduce, None if weight is None else weight.abs())
+        degree = torch.bincount(edge_index[1], minlength=n).double().unsqueeze(1)
+        unit_roundoff = torch.finfo(torch.float32).eps / 2
+        bound = TOL[dtype]["atol"] + TOL[dtype]["rtol"] * expected.abs() + degree * unit_roundoff * abs_terms
+        excess = (got - expected).abs() - bound
+        assert excess.max() <= 0, f"error exceeds the summation bound by {excess.max():.3g}"
+    else:
+        torch.testing.assert_close(got, expected, **TOL[dtype])
 
 
 @pytest.mark.parametrize("reduce", REDUCES)

@@ -1,9 +1,9 @@
-"""pruned_linear and sage_fused against dense float64 torch math; opcheck, compile, bad inputs."""
+"""pruned_linear, sage_fused and sage_projected against dense float64 torch math; opcheck, compile, bad inputs."""
 import pytest
 import torch
 
 from gnnaccel import Graph
-from gnnaccel.ops import pruned_linear, sage_fused
+from gnnaccel.ops import pruned_linear, sage_fused, sage_projected
 from conftest import dense_aggregate, random_edge_index
 
 TOL = {torch.float32: dict(rtol=1e-5, atol=1e-5), torch.float64: dict(rtol=1e-12, atol=1e-12)}
@@ -198,3 +198,113 @@ def test_sage_fused_bad_inputs():
         sage_fused(g.rowptr, torch.tensor([0, 1, 7]), x, torch.ones(4, 3))
     with pytest.raises(RuntimeError, match="rows holds an index outside"):
         sage_fused(g.rowptr, g.col, x, torch.ones(4, 3), rows=torch.tensor([3]))
+
+
+# ------------------------------------------------------------------------------------------- sage_projected
+def _projected_reference(edge_index, n, xw, b, reduce, root, edge_weight=None, rows=None):
+    d = xw.shape[1] // 2 if root else xw.shape[1]
+    out = dense_aggregate(edge_index, n, xw[:, :d], reduce, edge_weight)
+    if root:
+        out = out + xw[:, d:].double()
+    if b is not None:
+        out = out + b.double()
+    return out if rows is None else out[rows.long()]
+
+
+@pytest.mark.parametrize("reduce", ["sum", "mean"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("root, weighted, use_rows, index_dtype, bias",
+                         [(True, False, False, torch.int64, True), (False, True, False, torch.int32, True),
+                          (True, True, True, torch.int64, False), (True, False, True, torch.int32, True),
+                          (False, False, False, torch.int64, False)])
+@pytest.mark.parametrize("d", [5, 64, 100])  # below, exactly and beyond the kernel's 256-byte tile
+def test_sage_projected_matches_dense(reduce, dtype, root, weighted, use_rows, index_dtype, bias, d, generator):
+    n = 300  # the last 5 nodes have no edges (root term and bias only)
+    edge_index = random_edge_index(n - 5, 2000, generator, power_law=True, hub=True)
+    ew = torch.rand(edge_index.shape[1], generator=generator, dtype=dtype) if weighted else None
+    g = Graph.from_edge_index(edge_index, n, ew, index_dtype=index_dtype)
+    xw = torch.randn(n, d * (2 if root else 1), generator=generator, dtype=dtype)
+    b = torch.randn(d, generator=generator, dtype=dtype) if bias else None
+    rows = torch.cat([torch.randint(n, (120,), generator=generator), torch.tensor([n - 1, 0])]) if use_rows else None
+    out = sage_projected(g.rowptr, g.col, xw, b, g.edge_weight, rows, reduce, root)
+    ref = _projected_reference(edge_index, n, xw, b, reduce, root, ew, rows)
+    assert out.dtype == dtype and out.shape == ref.shape
+    assert_rel_close(out, ref, dtype)
+
+
+def test_sage_projected_equals_project_then_aggregate(generator):
+    """The layer identity it implements: aggregate(x) W_l + x W_r + b == sage_projected(x [W_l | W_r], b)."""
+    n = 200
+    g = Graph.from_edge_index(random_edge_index(n, 1500, generator, power_law=True), n)
+    x = torch.randn(n, 48, generator=generator, dtype=torch.float64)
+    wl, wr = torch.randn(48, 16, generator=generator, dtype=torch.float64), torch.randn(48, 16, generator=generator,
+                                                                                       dtype=torch.float64)
+    b = torch.randn(16, generator=generator, dtype=torch.float64)
+    ref = g.aggregate(x, "mean") @ wl + x @ wr + b
+    torch.testing.assert_close(sage_projected(g.rowptr, g.col, x @ torch.cat([wl, wr], 1), b), ref)
+
+
+@pytest.mark.parametrize("n", [0, 4])
+def test_sage_projected_empty_graph(n):
+    g = Graph.from_edge_index(torch.empty(2, 0, dtype=torch.long), n)
+    xw = torch.randn(n, 6, dtype=torch.float64)
+    b = torch.randn(3, dtype=torch.float64)
+    out = sage_projected(g.rowptr, g.col, xw, b)
+    torch.testing.assert_close(out, xw[:, 3:] + b)  # no edges: root term and bias only
+    assert sage_projected(g.rowptr, g.col, xw, b, rows=torch.empty(0, dtype=torch.long)).shape == (0, 3)
+
+
+def test_sage_projected_opcheck_and_compile(generator):
+    n = 50
+    g = Graph.from_edge_index(random_edge_index(n, 300, generator), n)
+    xw, b = torch.randn(n, 10, generator=generator), torch.randn(5, generator=generator)
+    for args in [(g.rowptr, g.col, xw, None, b, None, "mean", True),
+                 (g.rowptr.int(), g.col.int(), xw.double(), torch.rand(g.num_edges, dtype=torch.float64), None,
+                  torch.tensor([3, 3, 0], dtype=torch.int32), "sum", False)]:
+        torch.library.opcheck(torch.ops.gnnaccel.sage_projected.default, args)
+
+    def f(xw, b):
+        return torch.relu(sage_projected(g.rowptr, g.col, xw, b))
+
+    torch.testing.assert_close(torch.compile(f, fullgraph=True)(xw, b), f(xw, b))
+
+
+def test_sage_projected_bad_inputs():
+    g = Graph.from_edge_index(torch.tensor([[0, 1, 2], [1, 2, 0]]), 3)
+    xw = torch.ones(3, 4)
+    with pytest.raises(ValueError, match="reduce 'sum' and 'mean'"):
+        sage_projected(g.rowptr, g.col, xw, reduce="max")
+    with pytest.raises(ValueError, match="odd width 3"):
+        sage_projected(g.rowptr, g.col, torch.ones(3, 3))
+    with pytest.raises(ValueError, match=r"bias must have shape \[2\]"):
+        sage_projected(g.rowptr, g.col, xw, torch.ones(4))
+    with pytest.raises(TypeError, match="bias must be a tensor of xw's dtype"):
+        sage_projected(g.rowptr, g.col, xw, torch.ones(2, dtype=torch.float64))
+    with pytest.raises(TypeError, match="floating-point"):
+        sage_projected(g.rowptr, g.col, torch.ones(3, 4, dtype=torch.long))
+    with pytest.raises(RuntimeError, match="no backward"):
+        sage_projected(g.rowptr, g.col, xw.clone().requires_grad_())
+    with pytest.raises(RuntimeError, match="sage_projected: col holds an index outside"):
+        sage_projected(g.rowptr, torch.tensor([0, 1, 7]), xw)
+    with pytest.raises(RuntimeError, match="sage_projected: rows holds an index outside"):
+        sage_projected(g.rowptr, g.col, xw, rows=torch.tensor([3]))
+    with pytest.raises(ValueError, match="xw must be contiguous"):
+        sage_projected(g.rowptr, g.col, torch.ones(4, 3).t())
+    with pytest.raises(RuntimeError, match="edge_weight has 2 entries"):
+        sage_projected(g.rowptr, g.col, xw, edge_weight=torch.ones(2))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("root", [True, False])
+def test_sage_projected_cuda_matches_cpu(dtype, root, generator):
+    n = 500
+    edge_index = random_edge_index(n, 5000, generator, power_law=True, hub=True)
+    g = Graph.from_edge_index(edge_index, n, torch.rand(edge_index.shape[1], generator=generator, dtype=dtype))
+    xw = torch.randn(n, 64 if root else 32, generator=generator, dtype=dtype)
+    b = torch.randn(32, generator=generator, dtype=dtype)
+    rows = torch.randint(n, (100,), generator=generator)
+    gc = g.to("cuda")
+    out = sage_projected(gc.rowptr, gc.col, xw.cuda(), b.cuda(), gc.edge_weight, rows.cuda(), "mean", root)
+    ref = sage_projected(g.rowptr, g.col, xw, b, g.edge_weight, rows, "mean", root)
+    torch.testing.assert_close(out.cpu(), ref, **TOL[dtype])

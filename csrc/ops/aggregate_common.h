@@ -2,6 +2,7 @@
 #pragma once
 
 #include "csr_checks.h"
+#include "host_memory.h"
 
 namespace gnnaccel {
 
@@ -10,7 +11,8 @@ inline std::tuple<at::Tensor, at::Tensor> empty_aggregate_outputs(const at::Tens
                                                                   const std::optional<at::Tensor>& rows,
                                                                   Reduce reduce, bool compute_arg) {
   const int64_t num_out = rows.has_value() ? rows->numel() : rowptr.numel() - 1;
-  auto out = at::empty({num_out, x.size(1)}, x.options());
+  auto out = x.is_cpu() ? empty_host_output({num_out, x.size(1)}, x.options())
+                        : at::empty({num_out, x.size(1)}, x.options());
   auto arg = compute_arg && reduce_has_arg(reduce) ? at::empty({num_out, x.size(1)}, x.options().dtype(at::kLong))
                                                    : at::empty({0}, x.options().dtype(at::kLong));
   return {out, arg};

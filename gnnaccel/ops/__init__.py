@@ -8,6 +8,7 @@ from .expand_hop import ALL_NEIGHBOURS, HopBlock, expand_hop, hop_random_seed, k
 from .lasso import lasso_cd
 from .pruned_linear import pruned_linear
 from .sage_fused import sage_fused
+from .sage_projected import sage_projected
 
 __all__ = ["aggregate", "expand_hop", "k_hop_support", "hop_random_seed", "HopBlock", "ALL_NEIGHBOURS",
-           "lasso_cd", "pruned_linear", "sage_fused"]
+           "lasso_cd", "pruned_linear", "sage_fused", "sage_projected"]

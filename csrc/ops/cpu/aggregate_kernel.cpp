@@ -1,153 +1,11 @@
-// CPU kernel of gnnaccel::aggregate.
-//
-// Rows are split into chunks of roughly equal work (edges + rows), one OpenMP task per chunk, so that a
-// power-law graph does not leave one thread with all the heavy rows. Each row accumulates into a small
-// thread-local buffer (init / update / write, as a templated reducer) and is written once. Indices are
-// validated on the fly: a bad column or a non-monotone rowptr raises after the parallel region instead of
-// reading out of bounds.
-#include <ATen/Parallel.h>
-#include <c10/util/irange.h>
-
-#include <atomic>
-#include <limits>
-#include <vector>
-
+// CPU kernel of gnnaccel::aggregate (the row loop lives in aggregate_rows.h).
 #include "ops/aggregate_common.h"
+#include "ops/cpu/aggregate_rows.h"
 
 namespace gnnaccel {
 namespace {
 
-template <typename acc_t, Reduce R>
-struct Reducer {
-  static inline acc_t init() {
-    if constexpr (R == Reduce::kMax) return -std::numeric_limits<acc_t>::infinity();
-    if constexpr (R == Reduce::kMin) return std::numeric_limits<acc_t>::infinity();
-    return acc_t(0);
-  }
-  static inline acc_t write(acc_t acc, int64_t count) {
-    if (count == 0) return acc_t(0);
-    if constexpr (R == Reduce::kMean) return acc / acc_t(count);
-    return acc;
-  }
-};
-
-// Gathers are latency bound: ask for rows a few edges ahead. A tile of 256 bytes is 8 AVX2 registers.
-constexpr int64_t kPrefetchDistance = 8;
-
-inline void prefetch_bytes(const void* ptr, int64_t bytes) {
-  const char* p = static_cast<const char*>(ptr);
-  for (int64_t b = 0; b < bytes; b += 64) __builtin_prefetch(p + b);
-}
-
-template <typename scalar_t, typename index_t, Reduce R, bool kWeighted, bool kArg>
-void aggregate_rows(const index_t* rowptr, const index_t* col, const scalar_t* x, const scalar_t* w,
-                    const index_t* rows, int64_t num_out, int64_t num_graph_rows, int64_t num_src,
-                    int64_t num_edges, int64_t channels, scalar_t* out, int64_t* arg) {
-  using acc_t = scalar_t;  // float32 accumulates in float32 as torch.sparse.mm does; float64 in float64
-  constexpr int64_t kTile = 256 / sizeof(scalar_t);
-  std::atomic<int> error{0};  // 1: bad rowptr, 2: bad col, 3: bad rows
-
-  // Work partition: for the full graph, cut rows where the cumulative (edges + rows) crosses equal shares.
-  const int64_t num_threads = at::get_num_threads();
-  const int64_t num_chunks = std::max<int64_t>(1, std::min<int64_t>(num_out, num_threads * 16));
-  std::vector<int64_t> bounds(num_chunks + 1, num_out);
-  bounds[0] = 0;
-  if (rows == nullptr && num_out > 0) {
-    const int64_t total = static_cast<int64_t>(rowptr[num_out]) + num_out;
-    int64_t r = 0;
-    for (int64_t c = 1; c < num_chunks; ++c) {
-      const int64_t target = total * c / num_chunks;
-      while (r < num_out && static_cast<int64_t>(rowptr[r]) + r < target) ++r;
-      bounds[c] = r;
-    }
-  } else {
-    for (int64_t c = 1; c < num_chunks; ++c) bounds[c] = num_out * c / num_chunks;
-  }
-
-  at::parallel_for(0, num_chunks, 1, [&](int64_t chunk_begin, int64_t chunk_end) {
-    std::vector<acc_t> acc(channels);
-    std::vector<int64_t> best(kArg ? channels : 0);
-    for (int64_t chunk = chunk_begin; chunk < chunk_end; ++chunk) {
-      for (int64_t r = bounds[chunk]; r < bounds[chunk + 1]; ++r) {
-        int64_t row = r;
-        if (rows != nullptr) {
-          row = rows[r];
-          if (row < 0 || row >= num_graph_rows) { error = 3; continue; }
-        }
-        const int64_t begin = rowptr[row], end = rowptr[row + 1];
-        scalar_t* out_row = out + r * channels;
-        if (begin < 0 || end < begin || end > num_edges) {
-          error = 1;
-          continue;
-        }
-        int64_t c_done = 0;
-        if constexpr ((R == Reduce::kSum || R == Reduce::kMean) && !kArg) {
-          // Full tiles of kTile channels accumulate in registers; the remainder takes the generic path below.
-          for (; c_done + kTile <= channels; c_done += kTile) {
-            acc_t tile[kTile];
-            for (int64_t k = 0; k < kTile; ++k) tile[k] = acc_t(0);
-            for (int64_t e = begin; e < end; ++e) {
-              if (e + kPrefetchDistance < end) {
-                const int64_t ahead = col[e + kPrefetchDistance];
-                if (ahead >= 0 && ahead < num_src) prefetch_bytes(x + ahead * channels + c_done, kTile * sizeof(scalar_t));
-              }
-              const int64_t j = col[e];
-              if (j < 0 || j >= num_src) { error = 2; break; }
-              const scalar_t* xr = x + j * channels + c_done;
-              const acc_t we = kWeighted ? acc_t(w[e]) : acc_t(1);
-#pragma omp simd
-              for (int64_t k = 0; k < kTile; ++k) tile[k] += kWeighted ? we * xr[k] : xr[k];
-            }
-            for (int64_t k = 0; k < kTile; ++k)
-              out_row[c_done + k] = static_cast<scalar_t>(Reducer<acc_t, R>::write(tile[k], end - begin));
-          }
-          if (c_done == channels) continue;
-        }
-        for (int64_t c = c_done; c < channels; ++c) acc[c] = Reducer<acc_t, R>::init();
-        if constexpr (kArg) std::fill(best.begin(), best.end(), int64_t(-1));
-        for (int64_t e = begin; e < end; ++e) {
-          if (e + kPrefetchDistance < end) {
-            const int64_t ahead = col[e + kPrefetchDistance];
-            if (ahead >= 0 && ahead < num_src) {
-              prefetch_bytes(x + ahead * channels + c_done, (channels - c_done) * sizeof(scalar_t));
-            }
-          }
-          const int64_t j = col[e];
-          if (j < 0 || j >= num_src) { error = 2; break; }
-          const scalar_t* xr = x + j * channels;
-          if constexpr (R == Reduce::kSum || R == Reduce::kMean) {
-            if constexpr (kWeighted) {
-              const acc_t we = w[e];
-#pragma omp simd
-              for (int64_t c = c_done; c < channels; ++c) acc[c] += we * xr[c];
-            } else {
-#pragma omp simd
-              for (int64_t c = c_done; c < channels; ++c) acc[c] += xr[c];
-            }
-          } else {
-            // Branch-free select so that the channel loop vectorises; NaN propagates as in torch.max.
-            const acc_t we = kWeighted ? acc_t(w[e]) : acc_t(1);
-#pragma omp simd
-            for (int64_t c = c_done; c < channels; ++c) {
-              const acc_t v = kWeighted ? we * xr[c] : acc_t(xr[c]);
-              const acc_t a = acc[c];
-              const bool better = (R == Reduce::kMax ? v > a : v < a) | ((v != v) & (a == a));
-              acc[c] = better ? v : a;
-              if constexpr (kArg) best[c] = better ? e : best[c];
-            }
-          }
-        }
-        const int64_t count = end - begin;
-        for (int64_t c = c_done; c < channels; ++c) out_row[c] = static_cast<scalar_t>(Reducer<acc_t, R>::write(acc[c], count));
-        if constexpr (kArg) std::copy(best.begin(), best.end(), arg + r * channels);
-      }
-    }
-  });
-  const int err = error.load();
-  TORCH_CHECK(err != 1, "aggregate: rowptr must start at 0, be non-decreasing and end at col.numel()");
-  TORCH_CHECK(err != 2, "aggregate: col holds an index outside [0, x.size(0)) = [0, ", num_src, ")");
-  TORCH_CHECK(err != 3, "aggregate: rows holds an index outside [0, rowptr.numel() - 1) = [0, ", num_graph_rows, ")");
-}
+using cpu::aggregate_rows;
 
 std::tuple<at::Tensor, at::Tensor> aggregate_cpu(const at::Tensor& rowptr, const at::Tensor& col,
                                                  const at::Tensor& x, const std::optional<at::Tensor>& edge_weight,
@@ -179,13 +37,13 @@ std::tuple<at::Tensor, at::Tensor> aggregate_cpu(const at::Tensor& rowptr, const
                 if (with_arg) {
           if constexpr (RR == Reduce::kMax || RR == Reduce::kMin) {
             aggregate_rows<scalar_t, index_t, RR, W, true>(rp, cl, x.data_ptr<scalar_t>(), w, rw, num_out,
-                                                           num_graph_rows, x.size(0), col.numel(), channels,
+                                                           num_graph_rows, x.size(0), col.numel(), channels, channels,
                                                            out.data_ptr<scalar_t>(), arg.data_ptr<int64_t>());
             return;
           }
         }
         aggregate_rows<scalar_t, index_t, RR, W, false>(rp, cl, x.data_ptr<scalar_t>(), w, rw, num_out, num_graph_rows,
-                                                     x.size(0), col.numel(), channels, out.data_ptr<scalar_t>(), nullptr);
+                                                     x.size(0), col.numel(), channels, channels, out.data_ptr<scalar_t>(), nullptr);
       };
       auto with_weight = [&](auto reduce_tag) {
         if (w != nullptr) run(reduce_tag, std::true_type{});

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <vector>
 
+#include "host_memory.h"
 #include "utils.h"
 
 namespace gnnaccel {
@@ -63,7 +64,7 @@ at::Tensor pruned_linear_cpu(const at::Tensor& x, const at::Tensor& weight, cons
                             [&] { check_range<index_t>(keep_c, x.size(1), "keep", "columns of x"); });
   }
   const int64_t num_out = rows.has_value() ? rows->numel() : x.size(0);
-  auto out = at::empty({num_out, out_channels}, x.options());
+  auto out = empty_host_output({num_out, out_channels}, x.options());
   if (num_out == 0 || out_channels == 0) return out;
   // Detached: the nested out= BLAS calls (also on OpenMP worker threads, which do not inherit dispatch TLS)
   // must not see tensors that require grad.

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <vector>
 
+#include "host_memory.h"
 #include "ops/sage_fused_common.h"
 
 namespace gnnaccel {
@@ -48,7 +49,7 @@ at::Tensor sage_fused_cpu(const at::Tensor& rowptr, const at::Tensor& col, const
   const int64_t num_edges = col.numel();
   if (root) TORCH_CHECK(num_src >= num_graph_rows, "with root=True x needs a row for every graph row (", num_graph_rows,
                         "), got ", num_src);
-  auto out = at::empty({num_out, out_channels}, x.options());
+  auto out = empty_host_output({num_out, out_channels}, x.options());
   if (num_out == 0 || out_channels == 0) return out;
   if (width == 0) {
     if (bias.has_value()) out.copy_(bias->unsqueeze(0).expand_as(out)); else out.zero_();

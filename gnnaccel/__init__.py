@@ -26,6 +26,7 @@ def _source_tree_kernels() -> None:
 _source_tree_kernels()
 
 from ._library import EXTENSION_LOADED, ExtensionNotBuiltError
+from ._memory import as_huge_pages
 from .graph import Graph
 from . import ops
 from . import batched, cache, inference, models, nn, pruning, train
@@ -37,5 +38,5 @@ from .serialize import load, save
 __version__ = "0.1.0"
 
 __all__ = ["Graph", "ops", "nn", "models", "inference", "train", "pruning", "batched", "cache", "from_pyg", "prune",
-           "save", "load", "BatchedEngine", "latency_stream", "EXTENSION_LOADED", "ExtensionNotBuiltError",
+           "save", "load", "as_huge_pages", "BatchedEngine", "latency_stream", "EXTENSION_LOADED", "ExtensionNotBuiltError",
            "__version__"]

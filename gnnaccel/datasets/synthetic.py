@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from .._memory import empty_for_gather
 from ..graph import Graph
 from .base import GraphData, random_split_masks
 
@@ -56,7 +57,9 @@ def synthetic(num_nodes: int = 10_000, avg_degree: float = 10.0, num_features: i
     del edge_index
 
     centroids = torch.randn(num_classes, num_features, generator=gen)
-    x = torch.randn(num_nodes, num_features, generator=gen)
+    # The features are gathered row by row by every aggregate-first layer: back them with huge pages.
+    x = torch.randn(num_nodes, num_features, generator=gen, out=empty_for_gather((num_nodes, num_features),
+                                                                                  centroids))
     x.add_(feature_signal * centroids[y])
     train, val, test = random_split_masks(num_nodes, seed=seed)
     return GraphData(graph, x, y, train, val, test, num_classes, name=f"synthetic-{num_nodes}")

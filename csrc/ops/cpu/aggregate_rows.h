@@ -12,6 +12,7 @@
 #include <ATen/Parallel.h>
 #include <c10/util/irange.h>
 
+#include <algorithm>
 #include <atomic>
 #include <limits>
 #include <vector>
@@ -83,6 +84,10 @@ void aggregate_rows(const index_t* rowptr, const index_t* col, const scalar_t* x
     std::vector<acc_t> acc(channels);
     std::vector<int64_t> best(kArg ? channels : 0);
     for (int64_t chunk = chunk_begin; chunk < chunk_end; ++chunk) {
+      // Over the whole graph the next row's edges follow this row's in col: the last tile pass of a row can
+      // prefetch them, so short rows (degree < prefetch distance) do not start every row with cold misses.
+      const int64_t next_rows_edge_end =
+          rows == nullptr ? std::clamp<int64_t>(rowptr[bounds[chunk + 1]], 0, num_edges) : 0;
       for (int64_t r = bounds[chunk]; r < bounds[chunk + 1]; ++r) {
         int64_t row = r;
         if (rows != nullptr) {
@@ -101,10 +106,15 @@ void aggregate_rows(const index_t* rowptr, const index_t* col, const scalar_t* x
           for (; c_done + kTile <= channels; c_done += kTile) {
             acc_t tile[kTile];
             for (int64_t k = 0; k < kTile; ++k) tile[k] = acc_t(0);
+            const bool last_pass = c_done + kTile == channels;
             for (int64_t e = begin; e < end; ++e) {
-              if (e + kPrefetchDistance < end) {
-                const int64_t ahead = col[e + kPrefetchDistance];
+              const int64_t pe = e + kPrefetchDistance;
+              if (pe < end) {
+                const int64_t ahead = col[pe];
                 if (ahead >= 0 && ahead < num_src) prefetch_bytes(x + ahead * x_stride + c_done, kTile * sizeof(scalar_t));
+              } else if (last_pass && pe < next_rows_edge_end) {
+                const int64_t ahead = col[pe];  // a later row's edge: its first tile
+                if (ahead >= 0 && ahead < num_src) prefetch_bytes(x + ahead * x_stride, kTile * sizeof(scalar_t));
               }
               const int64_t j = col[e];
               if (j < 0 || j >= num_src) { error = 2; break; }

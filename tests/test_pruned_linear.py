@@ -201,14 +201,14 @@ def test_sage_fused_bad_inputs():
 
 
 # ------------------------------------------------------------------------------------------- sage_projected
-def _projected_reference(edge_index, n, xw, b, reduce, root, edge_weight=None, rows=None):
-    d = xw.shape[1] // 2 if root else xw.shape[1]
-    out = dense_aggregate(edge_index, n, xw[:, :d], reduce, edge_weight)
-    if root:
-        out = out + xw[:, d:].double()
+def _projected_reference(edge_index, n, xw, root, b, reduce, edge_weight=None, rows=None):
+    out = dense_aggregate(edge_index, n, xw, reduce, edge_weight)
+    out = out if rows is None else out[rows.long()]
+    if root is not None:
+        out = out + root.double()
     if b is not None:
         out = out + b.double()
-    return out if rows is None else out[rows.long()]
+    return out
 
 
 @pytest.mark.parametrize("reduce", ["sum", "mean"])
@@ -223,17 +223,19 @@ def test_sage_projected_matches_dense(reduce, dtype, root, weighted, use_rows, i
     edge_index = random_edge_index(n - 5, 2000, generator, power_law=True, hub=True)
     ew = torch.rand(edge_index.shape[1], generator=generator, dtype=dtype) if weighted else None
     g = Graph.from_edge_index(edge_index, n, ew, index_dtype=index_dtype)
-    xw = torch.randn(n, d * (2 if root else 1), generator=generator, dtype=dtype)
-    b = torch.randn(d, generator=generator, dtype=dtype) if bias else None
+    xw = torch.randn(n, d, generator=generator, dtype=dtype)
     rows = torch.cat([torch.randint(n, (120,), generator=generator), torch.tensor([n - 1, 0])]) if use_rows else None
-    out = sage_projected(g.rowptr, g.col, xw, b, g.edge_weight, rows, reduce, root)
-    ref = _projected_reference(edge_index, n, xw, b, reduce, root, ew, rows)
+    num_out = n if rows is None else rows.numel()
+    r = torch.randn(num_out, d, generator=generator, dtype=dtype) if root else None
+    b = torch.randn(d, generator=generator, dtype=dtype) if bias else None
+    out = sage_projected(g.rowptr, g.col, xw, r, b, g.edge_weight, rows, reduce)
+    ref = _projected_reference(edge_index, n, xw, r, b, reduce, ew, rows)
     assert out.dtype == dtype and out.shape == ref.shape
     assert_rel_close(out, ref, dtype)
 
 
 def test_sage_projected_equals_project_then_aggregate(generator):
-    """The layer identity it implements: aggregate(x) W_l + x W_r + b == sage_projected(x [W_l | W_r], b)."""
+    """The layer identity it implements: aggregate(x) W_l + x W_r + b == sage_projected(x W_l, x W_r, b)."""
     n = 200
     g = Graph.from_edge_index(random_edge_index(n, 1500, generator, power_law=True), n)
     x = torch.randn(n, 48, generator=generator, dtype=torch.float64)
@@ -241,70 +243,77 @@ def test_sage_projected_equals_project_then_aggregate(generator):
                                                                                        dtype=torch.float64)
     b = torch.randn(16, generator=generator, dtype=torch.float64)
     ref = g.aggregate(x, "mean") @ wl + x @ wr + b
-    torch.testing.assert_close(sage_projected(g.rowptr, g.col, x @ torch.cat([wl, wr], 1), b), ref)
+    torch.testing.assert_close(sage_projected(g.rowptr, g.col, x @ wl, x @ wr, b), ref)
 
 
 @pytest.mark.parametrize("n", [0, 4])
 def test_sage_projected_empty_graph(n):
     g = Graph.from_edge_index(torch.empty(2, 0, dtype=torch.long), n)
-    xw = torch.randn(n, 6, dtype=torch.float64)
+    xw, root = torch.randn(n, 3, dtype=torch.float64), torch.randn(n, 3, dtype=torch.float64)
     b = torch.randn(3, dtype=torch.float64)
-    out = sage_projected(g.rowptr, g.col, xw, b)
-    torch.testing.assert_close(out, xw[:, 3:] + b)  # no edges: root term and bias only
-    assert sage_projected(g.rowptr, g.col, xw, b, rows=torch.empty(0, dtype=torch.long)).shape == (0, 3)
+    torch.testing.assert_close(sage_projected(g.rowptr, g.col, xw, root, b), root + b)  # no edges: root + bias
+    assert sage_projected(g.rowptr, g.col, xw, None, b, rows=torch.empty(0, dtype=torch.long)).shape == (0, 3)
 
 
 def test_sage_projected_opcheck_and_compile(generator):
     n = 50
     g = Graph.from_edge_index(random_edge_index(n, 300, generator), n)
-    xw, b = torch.randn(n, 10, generator=generator), torch.randn(5, generator=generator)
-    for args in [(g.rowptr, g.col, xw, None, b, None, "mean", True),
-                 (g.rowptr.int(), g.col.int(), xw.double(), torch.rand(g.num_edges, dtype=torch.float64), None,
-                  torch.tensor([3, 3, 0], dtype=torch.int32), "sum", False)]:
+    xw, root, b = (torch.randn(n, 5, generator=generator), torch.randn(n, 5, generator=generator),
+                   torch.randn(5, generator=generator))
+    rows = torch.tensor([3, 3, 0], dtype=torch.int32)
+    for args in [(g.rowptr, g.col, xw, root, None, b, None, "mean"),
+                 (g.rowptr.int(), g.col.int(), xw.double(), root[:3].double(), torch.rand(g.num_edges, dtype=torch.float64),
+                  None, rows, "sum")]:
         torch.library.opcheck(torch.ops.gnnaccel.sage_projected.default, args)
 
-    def f(xw, b):
-        return torch.relu(sage_projected(g.rowptr, g.col, xw, b))
+    def f(xw, root, b):
+        return torch.relu(sage_projected(g.rowptr, g.col, xw, root, b))
 
-    torch.testing.assert_close(torch.compile(f, fullgraph=True)(xw, b), f(xw, b))
+    torch.testing.assert_close(torch.compile(f, fullgraph=True)(xw, root, b), f(xw, root, b))
 
 
 def test_sage_projected_bad_inputs():
     g = Graph.from_edge_index(torch.tensor([[0, 1, 2], [1, 2, 0]]), 3)
-    xw = torch.ones(3, 4)
+    xw = torch.ones(3, 2)
     with pytest.raises(ValueError, match="reduce 'sum' and 'mean'"):
         sage_projected(g.rowptr, g.col, xw, reduce="max")
-    with pytest.raises(ValueError, match="odd width 3"):
-        sage_projected(g.rowptr, g.col, torch.ones(3, 3))
+    with pytest.raises(ValueError, match=r"root must have shape \[3, 2\]"):
+        sage_projected(g.rowptr, g.col, xw, torch.ones(2, 2))
+    with pytest.raises(ValueError, match=r"root must have shape \[1, 2\]"):  # one root row per output row
+        sage_projected(g.rowptr, g.col, xw, torch.ones(3, 2), rows=torch.tensor([1]))
     with pytest.raises(ValueError, match=r"bias must have shape \[2\]"):
-        sage_projected(g.rowptr, g.col, xw, torch.ones(4))
+        sage_projected(g.rowptr, g.col, xw, None, torch.ones(4))
     with pytest.raises(TypeError, match="bias must be a tensor of xw's dtype"):
-        sage_projected(g.rowptr, g.col, xw, torch.ones(2, dtype=torch.float64))
+        sage_projected(g.rowptr, g.col, xw, None, torch.ones(2, dtype=torch.float64))
     with pytest.raises(TypeError, match="floating-point"):
-        sage_projected(g.rowptr, g.col, torch.ones(3, 4, dtype=torch.long))
+        sage_projected(g.rowptr, g.col, torch.ones(3, 2, dtype=torch.long))
     with pytest.raises(RuntimeError, match="no backward"):
         sage_projected(g.rowptr, g.col, xw.clone().requires_grad_())
     with pytest.raises(RuntimeError, match="sage_projected: col holds an index outside"):
         sage_projected(g.rowptr, torch.tensor([0, 1, 7]), xw)
     with pytest.raises(RuntimeError, match="sage_projected: rows holds an index outside"):
         sage_projected(g.rowptr, g.col, xw, rows=torch.tensor([3]))
-    with pytest.raises(ValueError, match="xw must be contiguous"):
-        sage_projected(g.rowptr, g.col, torch.ones(4, 3).t())
+    with pytest.raises(RuntimeError, match="x must be contiguous"):
+        sage_projected(g.rowptr, g.col, torch.ones(2, 3).t())
+    with pytest.raises(RuntimeError, match="root must be contiguous"):
+        sage_projected(g.rowptr, g.col, xw, torch.ones(2, 3).t())
     with pytest.raises(RuntimeError, match="edge_weight has 2 entries"):
         sage_projected(g.rowptr, g.col, xw, edge_weight=torch.ones(2))
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("root", [True, False])
-def test_sage_projected_cuda_matches_cpu(dtype, root, generator):
+@pytest.mark.parametrize("with_root", [True, False])
+def test_sage_projected_cuda_matches_cpu(dtype, with_root, generator):
     n = 500
     edge_index = random_edge_index(n, 5000, generator, power_law=True, hub=True)
     g = Graph.from_edge_index(edge_index, n, torch.rand(edge_index.shape[1], generator=generator, dtype=dtype))
-    xw = torch.randn(n, 64 if root else 32, generator=generator, dtype=dtype)
-    b = torch.randn(32, generator=generator, dtype=dtype)
+    xw = torch.randn(n, 32, generator=generator, dtype=dtype)
     rows = torch.randint(n, (100,), generator=generator)
+    root = torch.randn(100, 32, generator=generator, dtype=dtype) if with_root else None
+    b = torch.randn(32, generator=generator, dtype=dtype)
     gc = g.to("cuda")
-    out = sage_projected(gc.rowptr, gc.col, xw.cuda(), b.cuda(), gc.edge_weight, rows.cuda(), "mean", root)
-    ref = sage_projected(g.rowptr, g.col, xw, b, g.edge_weight, rows, "mean", root)
+    out = sage_projected(gc.rowptr, gc.col, xw.cuda(), None if root is None else root.cuda(), b.cuda(),
+                         gc.edge_weight, rows.cuda(), "mean")
+    ref = sage_projected(g.rowptr, g.col, xw, root, b, g.edge_weight, rows, "mean")
     torch.testing.assert_close(out.cpu(), ref, **TOL[dtype])

@@ -89,12 +89,12 @@ def _projected_kernel_ok(x: Tensor, *params: Optional[Tensor]) -> bool:
 
 
 def _finish_projected(graph: Graph, projected: Tensor, reduce: str, rows: Optional[Tensor],
-                      bias: Optional[Tensor], root: bool) -> Tensor:
-    """Aggregate a project-first layer's projections (and add its root columns and bias) in one pass."""
+                      root: Optional[Tensor], bias: Optional[Tensor]) -> Tensor:
+    """Aggregate a project-first layer's neighbour projections and add its root term and bias in one pass."""
     if projected.shape[0] != graph.num_nodes:
         raise ValueError(f"x must have {graph.num_nodes} rows (one per node), got {projected.shape[0]}")
-    return sage_projected(graph.rowptr, graph.col, projected.contiguous(), bias, _edge_weight(graph, projected.dtype),
-                          rows, reduce, root)
+    return sage_projected(graph.rowptr, graph.col, projected.contiguous(), root, bias,
+                          _edge_weight(graph, projected.dtype), rows, reduce)
 
 
 def _project(x: Tensor, weight_t: Tensor, bias: Optional[Tensor], rows: Optional[Tensor],
@@ -219,9 +219,7 @@ class SAGEConv(_PrunableConv):
                              rows, self.aggr, self.root_weight)
         else:
             if self.project_first():
-                # For a few rows, project the root branch of those rows only (the neighbour projection of all
-                # nodes is needed anyway); for all rows, one GEMM gives both branches.
-                return self.forward_planned(x, self.chunk_plan(x, with_root=rows is None), graph, rows)
+                return self.forward_planned(x, self.chunk_plan(x), graph, rows)
             out = F.linear(_propagate(graph, self._branch_input(x, "neigh"), self.aggr, rows),
                            self.lin_l.weight, bias)
             if self.root_weight:
@@ -233,23 +231,20 @@ class SAGEConv(_PrunableConv):
     def _params(self):
         return (self.lin_l.weight, self.lin_l.bias, self.lin_r.weight if self.root_weight else None)
 
-    def chunk_plan(self, x: Tensor, with_root: bool = True) -> Optional[Tensor]:
-        """For a project-first layer, the projections of all nodes, computed once and reused by every row
-        chunk: ``x[:, idx] @ W_l`` [N, out], or in inference, when both branches read all of x,
-        ``x @ [W_l | W_r]`` [N, 2 out] from one GEMM (``forward_planned`` tells them apart by width).
-        None when the layer aggregates first."""
+    def chunk_plan(self, x: Tensor) -> Optional[Tensor]:
+        """For a project-first layer, the projected neighbour input ``x[:, idx] @ W_l`` of all nodes (computed
+        once and reused by every row chunk); None when the layer aggregates first."""
         if not self.project_first():
             return None
-        if (with_root and self.root_weight and self.input_index_neigh is None and self.input_index_self is None
-                and _projected_kernel_ok(x, *self._params())):
-            return project_for_gather(x, torch.cat([self.lin_l.weight, self.lin_r.weight], 0))
         return _project(x, self.lin_l.weight.t(), None, None, self.input_index_neigh)
 
     def forward_planned(self, x: Tensor, projected: Tensor, adj: Adjacency, rows: Optional[Tensor] = None) -> Tensor:
         graph = as_graph(adj, x.shape[0])
-        with_root = self.root_weight and projected.shape[1] == 2 * self.out_channels
-        if with_root or (not self.root_weight and _projected_kernel_ok(projected, *self._params())):
-            out = _finish_projected(graph, projected, self.aggr, rows, self.lin_l.bias, with_root)
+        if _projected_kernel_ok(projected, *self._params()):
+            # Inference: the root term of the output rows from one GEMM, then gather + root + bias in one pass.
+            root = (_project(x, self.lin_r.weight.t(), None, rows, self.input_index_self) if self.root_weight
+                    else None)
+            out = _finish_projected(graph, projected, self.aggr, rows, root, self.lin_l.bias)
             return F.normalize(out, p=2.0, dim=-1) if self.normalize else out
         out = _propagate(graph, projected, self.aggr, rows)
         # Inference: accumulate into the fresh aggregation buffer (the root projection as one BLAS call with
@@ -410,7 +405,7 @@ class GCNConv(_PrunableConv):
     def forward_planned(self, x: Tensor, projected: Tensor, adj: Adjacency, rows: Optional[Tensor] = None) -> Tensor:
         graph = self.normalized_graph(as_graph(adj, x.shape[0]), x.dtype)
         if _projected_kernel_ok(projected, self.lin.weight, self.bias):
-            return _finish_projected(graph, projected, "sum", rows, self.bias, False)
+            return _finish_projected(graph, projected, "sum", rows, None, self.bias)
         out = _propagate(graph, projected, "sum", rows)
         if self.bias is not None:
             out = out + self.bias
@@ -506,7 +501,7 @@ class SAINTConv(_PrunableConv):
         if projected is None:
             projected = self.chunk_plan(x)
         if projected is not None and _projected_kernel_ok(projected, self.lin_neigh.weight, self.lin_neigh.bias):
-            out_neigh = _finish_projected(graph, projected, "mean", rows, self.lin_neigh.bias, False)
+            out_neigh = _finish_projected(graph, projected, "mean", rows, None, self.lin_neigh.bias)
         elif projected is not None:
             out_neigh = _propagate(graph, projected, "mean", rows)
             if self.lin_neigh.bias is not None:

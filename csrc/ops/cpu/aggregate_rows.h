@@ -53,7 +53,7 @@ inline void prefetch_bytes(const void* ptr, int64_t bytes) {
 }
 
 // x is read as rows of `x_stride` elements of which the first `channels` are aggregated. The epilogue is
-// called as epilogue(row, channel) -> value added to the reduced entry of graph row `row` (after mean).
+// called as epilogue(r, channel) -> value added to the reduced entry of output row r (after mean).
 template <typename scalar_t, typename index_t, Reduce R, bool kWeighted, bool kArg, typename Epilogue = NoEpilogue>
 void aggregate_rows(const index_t* rowptr, const index_t* col, const scalar_t* x, const scalar_t* w,
                     const index_t* rows, int64_t num_out, int64_t num_graph_rows, int64_t num_src,
@@ -125,7 +125,7 @@ void aggregate_rows(const index_t* rowptr, const index_t* col, const scalar_t* x
             }
             for (int64_t k = 0; k < kTile; ++k) {
               scalar_t v = static_cast<scalar_t>(Reducer<acc_t, R>::write(tile[k], end - begin));
-              if constexpr (Epilogue::kActive) v += epilogue.template operator()<scalar_t>(row, c_done + k);
+              if constexpr (Epilogue::kActive) v += epilogue.template operator()<scalar_t>(r, c_done + k);
               out_row[c_done + k] = v;
             }
           }
@@ -168,7 +168,7 @@ void aggregate_rows(const index_t* rowptr, const index_t* col, const scalar_t* x
         const int64_t count = end - begin;
         for (int64_t c = c_done; c < channels; ++c) {
           scalar_t v = static_cast<scalar_t>(Reducer<acc_t, R>::write(acc[c], count));
-          if constexpr (Epilogue::kActive) v += epilogue.template operator()<scalar_t>(row, c);
+          if constexpr (Epilogue::kActive) v += epilogue.template operator()<scalar_t>(r, c);
           out_row[c] = v;
         }
         if constexpr (kArg) std::copy(best.begin(), best.end(), arg + r * channels);

@@ -1,5 +1,5 @@
-// CPU kernel of gnnaccel::sage_projected: the aggregate row loop over the first D columns of xw, with the
-// root columns and the bias added by the epilogue while the row is still in registers.
+// CPU kernel of gnnaccel::sage_projected: the aggregate row loop over xw, with the root term and the bias
+// added by the epilogue while the row is still in registers.
 #include <ATen/Dispatch.h>
 
 #include "host_memory.h"
@@ -12,26 +12,27 @@ namespace {
 template <typename scalar_t>
 struct RootBiasEpilogue {
   static constexpr bool kActive = true;
-  const scalar_t* root;  // xw + D: row r's root term starts at root + r * stride; nullptr without root
-  int64_t stride;
-  const scalar_t* bias;  // nullptr without bias
+  const scalar_t* root;  // [num_out, width] or nullptr
+  int64_t width;
+  const scalar_t* bias;  // [width] or nullptr
   template <typename T>
-  T operator()(int64_t row, int64_t c) const {
+  T operator()(int64_t r, int64_t c) const {
     T v = bias != nullptr ? bias[c] : T(0);
-    if (root != nullptr) v += root[row * stride + c];
+    if (root != nullptr) v += root[r * width + c];
     return v;
   }
 };
 
 at::Tensor sage_projected_cpu(const at::Tensor& rowptr, const at::Tensor& col, const at::Tensor& xw,
-                              const std::optional<at::Tensor>& edge_weight, const std::optional<at::Tensor>& bias,
-                              const std::optional<at::Tensor>& rows, c10::string_view reduce_name, bool root) {
-  const int64_t width = check_sage_projected_inputs(rowptr, col, xw, edge_weight, bias, rows, reduce_name, root);
+                              const std::optional<at::Tensor>& root, const std::optional<at::Tensor>& edge_weight,
+                              const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& rows,
+                              c10::string_view reduce_name) {
+  const int64_t num_out = check_sage_projected_inputs(rowptr, col, xw, root, edge_weight, bias, rows, reduce_name);
   TORCH_CHECK(xw.scalar_type() == at::kFloat || xw.scalar_type() == at::kDouble,
               "sage_projected on CPU supports float32 and float64 xw, got ", xw.scalar_type());
   const Reduce reduce = parse_reduce(std::string(reduce_name));
   const int64_t num_graph_rows = rowptr.numel() - 1;
-  const int64_t num_out = rows.has_value() ? rows->numel() : num_graph_rows;
+  const int64_t width = xw.size(1);
   auto out = empty_host_output({num_out, width}, xw.options());
   if (num_out == 0 || width == 0) return out;
 
@@ -40,18 +41,17 @@ at::Tensor sage_projected_cpu(const at::Tensor& rowptr, const at::Tensor& col, c
       const index_t* rp = rowptr.data_ptr<index_t>();
       TORCH_CHECK(rp[0] == 0 && int64_t(rp[num_graph_rows]) == col.numel(),
                   "sage_projected: rowptr must start at 0 and end at col.numel() = ", col.numel());
-      const scalar_t* x = xw.data_ptr<scalar_t>();
       const scalar_t* w = edge_weight.has_value() ? edge_weight->data_ptr<scalar_t>() : nullptr;
       const index_t* rw = rows.has_value() ? rows->data_ptr<index_t>() : nullptr;
-      const RootBiasEpilogue<scalar_t> epilogue{root ? x + width : nullptr, xw.size(1),
+      const RootBiasEpilogue<scalar_t> epilogue{root.has_value() ? root->data_ptr<scalar_t>() : nullptr, width,
                                                 bias.has_value() ? bias->data_ptr<scalar_t>() : nullptr};
       auto run = [&](auto reduce_tag, auto weighted_tag) {
         constexpr Reduce RR = decltype(reduce_tag)::value;
         constexpr bool W = decltype(weighted_tag)::value;
-        cpu::aggregate_rows<scalar_t, index_t, RR, W, false>(rp, col.data_ptr<index_t>(), x, w, rw, num_out,
-                                                             num_graph_rows, xw.size(0), col.numel(), width,
-                                                             xw.size(1), out.data_ptr<scalar_t>(), nullptr, epilogue,
-                                                             "sage_projected");
+        cpu::aggregate_rows<scalar_t, index_t, RR, W, false>(rp, col.data_ptr<index_t>(), xw.data_ptr<scalar_t>(), w,
+                                                             rw, num_out, num_graph_rows, xw.size(0), col.numel(),
+                                                             width, width, out.data_ptr<scalar_t>(), nullptr,
+                                                             epilogue, "sage_projected");
       };
       auto with_weight = [&](auto reduce_tag) {
         if (w != nullptr) run(reduce_tag, std::true_type{});

@@ -1,5 +1,5 @@
 // CUDA kernel of gnnaccel::sage_projected: one warp per output row, lanes stride over the D output channels,
-// accumulation in float32 for half/bfloat16 (acc_type), root columns and bias added before the single store.
+// accumulation in float32 for half/bfloat16 (acc_type), root term and bias added before the single store.
 // Out-of-range indices trip a device assert, as in the aggregate kernel (Graph validates on construction).
 #include <ATen/AccumulateType.h>
 #include <ATen/Dispatch.h>
@@ -14,9 +14,9 @@ namespace {
 template <typename scalar_t, typename index_t, bool kMean, bool kWeighted>
 __global__ void sage_projected_kernel(const index_t* __restrict__ rowptr, const index_t* __restrict__ col,
                                       const scalar_t* __restrict__ xw, const scalar_t* __restrict__ w,
-                                      const scalar_t* __restrict__ bias, const index_t* __restrict__ rows,
-                                      int64_t num_out, int64_t num_graph_rows, int64_t num_src, int64_t width,
-                                      int64_t stride, bool root, scalar_t* __restrict__ out) {
+                                      const scalar_t* __restrict__ root, const scalar_t* __restrict__ bias,
+                                      const index_t* __restrict__ rows, int64_t num_out, int64_t num_graph_rows,
+                                      int64_t num_src, int64_t width, scalar_t* __restrict__ out) {
   using acc_t = at::acc_type<scalar_t, true>;
   const int64_t warp = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
   const int lane = threadIdx.x % 32;
@@ -32,12 +32,12 @@ __global__ void sage_projected_kernel(const index_t* __restrict__ rowptr, const 
     for (int64_t e = begin; e < end; ++e) {
       const int64_t j = col[e];
       CUDA_KERNEL_ASSERT(j >= 0 && j < num_src);
-      acc_t v = static_cast<acc_t>(xw[j * stride + c]);
+      acc_t v = static_cast<acc_t>(xw[j * width + c]);
       if (kWeighted) v *= static_cast<acc_t>(w[e]);
       acc += v;
     }
     if (kMean && end > begin) acc /= acc_t(end - begin);
-    if (root) acc += static_cast<acc_t>(xw[row * stride + width + c]);
+    if (root != nullptr) acc += static_cast<acc_t>(root[warp * width + c]);
     if (bias != nullptr) acc += static_cast<acc_t>(bias[c]);
     out[warp * width + c] = static_cast<scalar_t>(acc);
   }
@@ -49,10 +49,10 @@ struct ProjectedArgs {
   const index_t* col;
   const scalar_t* xw;
   const scalar_t* w;
+  const scalar_t* root;
   const scalar_t* bias;
   const index_t* rows;
-  int64_t num_out, num_graph_rows, num_src, width, stride;
-  bool root;
+  int64_t num_out, num_graph_rows, num_src, width;
   scalar_t* out;
 };
 
@@ -61,22 +61,21 @@ template <bool kMean, typename scalar_t, typename index_t>
 void launch(const ProjectedArgs<scalar_t, index_t>& a, int64_t blocks, int threads, cudaStream_t stream) {
   if (a.w != nullptr)
     sage_projected_kernel<scalar_t, index_t, kMean, true><<<blocks, threads, 0, stream>>>(
-        a.rowptr, a.col, a.xw, a.w, a.bias, a.rows, a.num_out, a.num_graph_rows, a.num_src, a.width, a.stride,
-        a.root, a.out);
+        a.rowptr, a.col, a.xw, a.w, a.root, a.bias, a.rows, a.num_out, a.num_graph_rows, a.num_src, a.width, a.out);
   else
     sage_projected_kernel<scalar_t, index_t, kMean, false><<<blocks, threads, 0, stream>>>(
-        a.rowptr, a.col, a.xw, a.w, a.bias, a.rows, a.num_out, a.num_graph_rows, a.num_src, a.width, a.stride,
-        a.root, a.out);
+        a.rowptr, a.col, a.xw, a.w, a.root, a.bias, a.rows, a.num_out, a.num_graph_rows, a.num_src, a.width, a.out);
 }
 
 at::Tensor sage_projected_cuda(const at::Tensor& rowptr, const at::Tensor& col, const at::Tensor& xw,
-                               const std::optional<at::Tensor>& edge_weight, const std::optional<at::Tensor>& bias,
-                               const std::optional<at::Tensor>& rows, c10::string_view reduce_name, bool root) {
-  const int64_t width = check_sage_projected_inputs(rowptr, col, xw, edge_weight, bias, rows, reduce_name, root);
+                               const std::optional<at::Tensor>& root, const std::optional<at::Tensor>& edge_weight,
+                               const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& rows,
+                               c10::string_view reduce_name) {
+  const int64_t num_out = check_sage_projected_inputs(rowptr, col, xw, root, edge_weight, bias, rows, reduce_name);
+  const int64_t width = xw.size(1);
   const bool mean = parse_reduce(std::string(reduce_name)) == Reduce::kMean;
   const c10::cuda::CUDAGuard guard(xw.device());
   const int64_t num_graph_rows = rowptr.numel() - 1;
-  const int64_t num_out = rows.has_value() ? rows->numel() : num_graph_rows;
   auto out = at::empty({num_out, width}, xw.options());
   if (num_out == 0 || width == 0) return out;
   constexpr int kThreads = 256;
@@ -88,9 +87,10 @@ at::Tensor sage_projected_cuda(const at::Tensor& rowptr, const at::Tensor& col, 
       const ProjectedArgs<scalar_t, index_t> a{
           rowptr.data_ptr<index_t>(), col.data_ptr<index_t>(), xw.data_ptr<scalar_t>(),
           edge_weight.has_value() ? edge_weight->data_ptr<scalar_t>() : nullptr,
+          root.has_value() ? root->data_ptr<scalar_t>() : nullptr,
           bias.has_value() ? bias->data_ptr<scalar_t>() : nullptr,
           rows.has_value() ? rows->data_ptr<index_t>() : nullptr,
-          num_out, num_graph_rows, xw.size(0), width, xw.size(1), root, out.data_ptr<scalar_t>()};
+          num_out, num_graph_rows, xw.size(0), width, out.data_ptr<scalar_t>()};
       if (mean) launch<true>(a, blocks, kThreads, stream);
       else launch<false>(a, blocks, kThreads, stream);
       C10_CUDA_KERNEL_LAUNCH_CHECK();

@@ -464,3 +464,44 @@ def test_greedy_with_unpenalized_block_matches_brute_force(generator):
             chosen.append(best)
         assert torch.equal(select_greedy(G, q, k, penalty=p), torch.sort(torch.tensor(chosen)).values)
 
+
+@pytest.mark.parametrize("form", ["sum", "concat"])
+def test_refit_with_cross_moment_matches_lstsq_on_other_inputs(form, generator):
+    """Error-compensating refit: target from the original inputs Z0, regression on perturbed inputs Z
+    (placed in the same frame, zero outside the kept channels), against an explicit lstsq."""
+    widths = (5, 5) if form == "sum" else (4, 6)
+    n, c = 150, 9
+    z0, ws = _layer(generator, n=n, c=c, widths=widths, dead=(0,))
+    placed, cols = _placed(ws, form)
+    Y = sum(z @ w for z, w in zip(z0, placed))
+    keeps = [torch.tensor([0, 2, 3, 7]), torch.tensor([1, 2, 5, 6, 8])]
+    zp = []
+    for b in range(2):
+        z = torch.zeros(n, c, dtype=F64)
+        z[:, keeps[b]] = z0[b][:, keeps[b]] + 0.3 * torch.randn(n, keeps[b].numel(), generator=generator, dtype=F64)
+        zp.append(z)
+    Zp, Z0 = torch.cat(zp, 1), torch.cat(z0, 1)
+    S_new, T, S_old = Zp.T @ Zp / n, Zp.T @ Z0 / n, Z0.T @ Z0 / n
+    new = refit(S_new, keeps, ws, form=form, ridge=0.0, cross=T)
+    if form == "sum":
+        A = torch.cat([zp[0][:, keeps[0]], zp[1][:, keeps[1]]], 1)
+        sol = torch.linalg.lstsq(A, Y, driver="gelsd").solution
+        expected = [sol[:4], sol[4:]]
+    else:
+        expected = [torch.linalg.lstsq(zp[b][:, keeps[b]], Y[:, cols[b]], driver="gelsd").solution for b in range(2)]
+    for got, want in zip(new, expected):
+        torch.testing.assert_close(got, want, rtol=1e-8, atol=1e-8)
+    Y_new = torch.zeros_like(Y)
+    for b in range(2):
+        Y_new[:, cols[b]] += zp[b][:, keeps[b]] @ new[b]
+    err = output_relative_error(S_old, ws, new, keeps, form=form, new_moment=S_new, cross=T)
+    assert err == pytest.approx(float((Y - Y_new).norm() / Y.norm()), rel=1e-6)
+    # cross = S is the local refit
+    for a, b in zip(refit(S_new, keeps, ws, form=form, cross=S_new), refit(S_new, keeps, ws, form=form)):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="cross must be"):
+        refit(S_new, keeps, ws, form=form, cross=T[:5])
+    with pytest.raises(ValueError, match="cross contains NaN"):
+        refit(S_new, keeps, ws, form=form, cross=torch.full_like(T, float("nan")))
+    with pytest.raises(ValueError, match="go together"):
+        output_relative_error(S_old, ws, new, keeps, form=form, cross=T)

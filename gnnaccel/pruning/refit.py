@@ -13,6 +13,7 @@ from typing import List, Optional, Sequence, Union
 import torch
 from torch import Tensor
 
+from ._checks import all_finite
 from .gram import _check_moment, _placed_weights, _stacked_shape
 
 KeepSpec = Union[Tensor, Sequence[Tensor]]
@@ -71,13 +72,19 @@ def _solve_psd(A: Tensor, B: Tensor, ridge: float) -> Tensor:
 
 
 def refit(S: Tensor, keep_per_branch: KeepSpec, weights: Sequence[Tensor], form: str = "sum",
-          ridge: float = 1e-6, branch_cols: Optional[Sequence[Tensor]] = None) -> List[Tensor]:
+          ridge: float = 1e-6, branch_cols: Optional[Sequence[Tensor]] = None,
+          cross: Optional[Tensor] = None) -> List[Tensor]:
     """Least-squares weights of the kept input channels, per branch ``[len(K_b), d_b]`` (float64).
 
     ``S`` [B*c, B*c] second moment of the stacked branch inputs, ``keep_per_branch`` one index tensor for all
     branches (scheme full) or one per branch (batched scheme: all channels of the self branch), ``weights``
     the current branch weights [c, d_b]. ``ridge`` is relative to the mean diagonal of S_JJ (scale-free);
     0 gives plain least squares (minimum-norm if S_JJ is singular).
+
+    ``cross`` (error-compensating refit): the target is computed from *other* inputs Z0 (the unpruned
+    model's) with ``weights``, Y = sum_b Z0_b W_b, while the refit reads the inputs Z whose moment is ``S``
+    (the pruned upstream model's, placed in the same stacked [B*c] frame); ``cross`` = Z'Z0 / n [B*c, B*c]
+    and W' = (S_JJ + ridge I)^-1 cross_{J,all} W_all. None means Z0 = Z (cross = S).
     """
     if not ridge >= 0:
         raise ValueError(f"ridge must be >= 0, got {ridge}")
@@ -86,12 +93,21 @@ def refit(S: Tensor, keep_per_branch: KeepSpec, weights: Sequence[Tensor], form:
     B, c = _stacked_shape(S, placed)
     keeps = _keep_lists(keep_per_branch, B, c)
     W_all = torch.cat(placed, 0).to(S.device)
+    if cross is None:
+        cross = S
+    else:
+        if not isinstance(cross, Tensor) or tuple(cross.shape) != tuple(S.shape):
+            raise ValueError(f"cross must be [{S.shape[0]}, {S.shape[0]}] like S, got "
+                             f"{list(getattr(cross, 'shape', []))}")
+        if not all_finite(cross):
+            raise ValueError("cross contains NaN or Inf")
+        cross = cross.double().to(S.device)
     new = [None] * B
     for group in _column_groups(cols):
         gcols = torch.unique(torch.cat([cols[b] for b in group]))
         J = torch.cat([b * c + keeps[b] for b in group]).to(S.device)
         A = S[J][:, J]
-        rhs = S[J] @ W_all[:, gcols.to(S.device)]
+        rhs = cross[J] @ W_all[:, gcols.to(S.device)]
         X = _solve_psd(A, rhs, ridge)
         position = {int(col): i for i, col in enumerate(gcols.tolist())}
         start = 0
@@ -105,9 +121,16 @@ def refit(S: Tensor, keep_per_branch: KeepSpec, weights: Sequence[Tensor], form:
 
 def output_relative_error(S: Tensor, weights: Sequence[Tensor], new_weights: Sequence[Tensor],
                           keep_per_branch: KeepSpec, form: str = "sum",
-                          branch_cols: Optional[Sequence[Tensor]] = None) -> float:
+                          branch_cols: Optional[Sequence[Tensor]] = None, new_moment: Optional[Tensor] = None,
+                          cross: Optional[Tensor] = None) -> float:
     """||Y - Y'||_F / ||Y||_F on the calibration rows, from S alone: Y = sum_b Z_b W_b (all channels),
-    Y' = sum_b Z_{b,K_b} W'_b (kept channels, new weights)."""
+    Y' = sum_b Z_{b,K_b} W'_b (kept channels, new weights).
+
+    With other inputs Z' for Y' (the error-compensating refit): ``new_moment`` = Z''Z' / n and ``cross`` =
+    Z''Z / n (both [B*c, B*c], Z' placed in the stacked frame), S = Z'Z / n; then
+    ||Y - Y'||^2 / n = tr(W'S W) - 2 tr(W''cross W) + tr(W''new_moment W')."""
+    if (new_moment is None) != (cross is None):
+        raise ValueError("new_moment and cross go together (both or neither)")
     S = _check_moment(S)
     placed, cols, d = _placed_weights(weights, form, branch_cols)
     B, c = len(placed), placed[0].shape[0]
@@ -123,9 +146,16 @@ def output_relative_error(S: Tensor, weights: Sequence[Tensor], new_weights: Seq
                              f"got {list(nb.shape)}")
         rows = (b * c + keeps[b]).to(S.device)
         W_new[rows.unsqueeze(1), cols[b].to(S.device).unsqueeze(0)] = nb
-    E = W_all - W_new
-    num = float((E * (S @ E)).sum())
     den = float((W_all * (S @ W_all)).sum())
+    if new_moment is None:
+        E = W_all - W_new
+        num = float((E * (S @ E)).sum())
+    else:
+        Sn, T = _check_moment(new_moment).to(S.device), cross.double().to(S.device)
+        if Sn.shape != S.shape or T.shape != S.shape:
+            raise ValueError(f"new_moment and cross must be {list(S.shape)} like S, got {list(Sn.shape)} and "
+                             f"{list(T.shape)}")
+        num = den - 2 * float((W_new * (T @ W_all)).sum()) + float((W_new * (Sn @ W_new)).sum())
     if den <= 0:
         return 0.0 if num <= 0 else float("inf")
     return max(num, 0.0) ** 0.5 / den ** 0.5

@@ -89,7 +89,7 @@ def run(args):
                         try:
                             pruned = gnnaccel.prune(model, data.graph, data.x, keep=keep, scheme=scheme,
                                                     method=method, calib_nodes=calib, progress=False,
-                                                    refit=args.refit)
+                                                    refit=args.refit, ridge=args.ridge)
                         except MemoryError as exc:
                             print(f"  skip {scheme} {keep} {method}: {exc}")
                             continue
@@ -99,7 +99,7 @@ def run(args):
                                "f1_unpruned": f1_base, "f1_pruned": f1_micro(out[mask], data.y[mask]),
                                "logit_rel_error": logit_relative_error(base[mask], out[mask]),
                                "f1_finetuned": float("nan"), "dead_share": dead, "prune_s": t_prune,
-                               "refit": args.refit, "calib_nodes": int(calib.numel())}
+                               "refit": args.refit, "ridge": args.ridge, "calib_nodes": int(calib.numel())}
                         if method == "lasso" and args.finetune_epochs > 0:
                             finetune(pruned, data, epochs=args.finetune_epochs, lr=args.finetune_lr)
                             ft = full_inference(pruned, data.graph, data.x, progress=False)
@@ -194,6 +194,8 @@ def main(argv=None):
                    help="calibration nodes: up to --calib sampled non-test nodes, or the training nodes")
     p.add_argument("--refit", choices=["local", "sequential"], default="local",
                    help="gnnaccel.prune refit mode (sequential = error-compensating, input to output)")
+    p.add_argument("--ridge", type=lambda v: v if v == "auto" else float(v), default=1e-6,
+                   help="gnnaccel.prune ridge: a number or 'auto' (cross-validated per layer)")
     p.add_argument("--finetune-epochs", type=int, default=10)
     p.add_argument("--finetune-lr", type=float, default=1e-3)
     p.add_argument("--batched-max-features", type=int, default=2000,

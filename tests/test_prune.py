@@ -393,3 +393,25 @@ def test_sequential_equals_local_when_only_the_last_layer_is_refit(kind, generat
         assert torch.equal(pa, pb)
     with pytest.raises(ValueError, match="refit must be one of"):
         gnnaccel.prune(model, graph, x, refit="global", progress=False)
+
+
+@pytest.mark.parametrize("refit_mode", ["local", "sequential"])
+def test_ridge_auto_picks_a_candidate_per_refit_layer(refit_mode, generator):
+    from gnnaccel.pruning.refit import RIDGE_CANDIDATES
+
+    graph, _ = make_graph(generator)
+    model = MODELS["sage"](10, 16, 4, num_layers=3).double().eval()
+    x = torch.randn(graph.num_nodes, 10, generator=generator, dtype=torch.float64)
+    pruned = gnnaccel.prune(model, graph, x, keep=0.5, scheme="batched", ridge="auto", refit=refit_mode,
+                            progress=False)
+    for layer in pruned.pruning_info["layers"]:
+        assert layer["ridge"] in RIDGE_CANDIDATES and set(layer["ridge_cv"]) == set(RIDGE_CANDIDATES)
+        assert min(layer["ridge_cv"].values()) == layer["ridge_cv"][layer["ridge"]]
+        if refit_mode == "sequential" and layer["layer"] > 0:
+            assert layer["ridge_sequential"] in RIDGE_CANDIDATES
+    assert bool(torch.isfinite(forward(pruned, graph, x)).all())
+    for bad in ("cv", -1.0, True):
+        with pytest.raises(ValueError, match="ridge must be"):
+            gnnaccel.prune(model, graph, x, ridge=bad, progress=False)
+    with pytest.raises(ValueError, match="at least 3"):
+        gnnaccel.prune(model, graph, x, ridge="auto", calib_nodes=torch.tensor([0, 1]), progress=False)

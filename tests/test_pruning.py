@@ -505,3 +505,54 @@ def test_refit_with_cross_moment_matches_lstsq_on_other_inputs(form, generator):
         refit(S_new, keeps, ws, form=form, cross=torch.full_like(T, float("nan")))
     with pytest.raises(ValueError, match="go together"):
         output_relative_error(S_old, ws, new, keeps, form=form, cross=T)
+
+
+@pytest.mark.parametrize("form", ["sum", "concat"])
+@pytest.mark.parametrize("with_cross", [False, True])
+def test_choose_ridge_matches_explicit_cross_validation(form, with_cross, generator):
+    from gnnaccel.pruning.refit import RIDGE_CANDIDATES, choose_ridge
+
+    widths = (5, 5) if form == "sum" else (4, 6)
+    n, c = 60, 9  # few rows for the kept regressors: the ridge matters
+    z0, ws = _layer(generator, n=n, c=c, widths=widths, dead=(0,))
+    placed, cols = _placed(ws, form)
+    Y = sum(z @ w for z, w in zip(z0, placed))
+    keeps = [torch.tensor([0, 1, 2, 3, 5, 7, 8]), torch.tensor([1, 2, 4, 5, 6, 8])]
+    zp = z0
+    if with_cross:
+        zp = [z + 0.5 * torch.randn(n, c, generator=generator, dtype=F64) for z in z0]
+    Zp = torch.cat([zp[b][:, keeps[b]] for b in range(2)], 1)  # kept regressors, materialised
+    fold_idx = [torch.arange(f, n, 3) for f in range(3)]
+    folds = []
+    for idx in fold_idx:
+        A, B0 = torch.cat(zp, 1)[idx], torch.cat(z0, 1)[idx]
+        m = idx.numel()
+        folds.append((m, A.T @ A / m, A.T @ B0 / m, B0.T @ B0 / m) if with_cross else (m, B0.T @ B0 / m))
+    best, scores = choose_ridge(folds, keeps, ws, form=form)
+    expected = {}
+    for r in RIDGE_CANDIDATES:
+        num = den = 0.0
+        for f, idx in enumerate(fold_idx):
+            rest = torch.cat([fold_idx[g] for g in range(3) if g != f])
+            pred = torch.zeros(idx.numel(), Y.shape[1], dtype=F64)
+            groups = [[0, 1]] if form == "sum" else [[0], [1]]
+            for grp in groups:
+                colsel = cols[grp[0]]
+                sel = torch.cat([torch.arange(sum(keeps[b].numel() for b in range(g0)),
+                                              sum(keeps[b].numel() for b in range(g0 + 1))) for g0 in grp])
+                X = Zp[rest][:, sel]
+                A = X.T @ X / rest.numel()
+                A = A + r * float(A.diagonal().mean()) * torch.eye(A.shape[0], dtype=F64)
+                W = torch.linalg.solve(A, X.T @ Y[rest][:, colsel] / rest.numel())
+                pred[:, colsel] += Zp[idx][:, sel] @ W
+            num += float(((Y[idx] - pred) ** 2).sum())
+            den += float((Y[idx] ** 2).sum())
+        expected[r] = (num / den) ** 0.5
+    assert set(scores) == set(expected)
+    for r in expected:
+        assert scores[r] == pytest.approx(expected[r], rel=1e-7)
+    assert best == min(expected, key=lambda r: (expected[r], r))
+    with pytest.raises(ValueError, match="at least 2 folds"):
+        choose_ridge(folds[:1], keeps, ws, form=form)
+    with pytest.raises(ValueError, match="candidates"):
+        choose_ridge(folds, keeps, ws, form=form, candidates=[-1.0])

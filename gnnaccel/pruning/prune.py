@@ -31,12 +31,13 @@ from torch import Tensor, nn
 
 from .gram import SecondMoment, branch_penalty, gram_from_moments, split_branch_coordinates
 from ._checks import all_finite
-from .refit import output_relative_error, refit as refit_kept
+from .refit import choose_ridge, output_relative_error, refit as refit_kept
 from .select import select_channels, select_greedy, select_magnitude, select_random
 
 SCHEMES = ("full", "batched")
 METHODS = ("lasso", "greedy", "random", "magnitude")
 REFITS = ("local", "sequential")
+RIDGE_FOLDS = 3  # cross-validation folds of the calibration rows for ridge="auto"
 _PROTOCOL = ("linear_parts", "branch_inputs", "load_pruned", "prune_outputs")
 
 KeepSpec = Union[float, Sequence[Optional[float]]]
@@ -214,8 +215,15 @@ def _cross_moments(conv_new: nn.Module, conv_old: nn.Module, graph, h_new: Tenso
     return S_new / n, T / n, S_old / n
 
 
+def _fold_rows(rows: Tensor, seed: int) -> List[Tensor]:
+    """The calibration rows split into RIDGE_FOLDS seeded random folds (each sorted)."""
+    gen = torch.Generator().manual_seed(int(seed) + 104729)
+    perm = torch.randperm(rows.numel(), generator=gen).to(rows.device)
+    return [torch.sort(rows[perm[f::RIDGE_FOLDS]]).values for f in range(RIDGE_FOLDS)]
+
+
 def _sequential_refit(model: nn.Module, original: nn.Module, graph, inputs: List[Tensor], rows: Tensor,
-                      layers_info: List[dict], ridge: float, batch_size: int, progress: bool) -> None:
+                      layers_info: List[dict], ridge, batch_size: int, progress: bool, seed: int) -> None:
     """Error-compensating refit, input to output: each layer whose input differs from the unpruned model's
     (some upstream layer was refit) is refit by ridge least squares from the *pruned* upstream model's
     activations to the unpruned layer's pre-activation output on the kept output channels:
@@ -240,10 +248,19 @@ def _sequential_refit(model: nn.Module, original: nn.Module, graph, inputs: List
                 if not torch.equal(tcols[-1], br.cols.cpu()):
                     raise RuntimeError(f"layer {l}: branch {br.name!r} output columns of the pruned layer do not "
                                        "match the unpruned layer's kept output channels")
-            S_new, T, S_old = _cross_moments(conv, conv0, graph, h_new, inputs[l], rows, keeps, names, c,
-                                             batch_size, progress, f"refit layer {l + 1}/{L}")
-            S_new, T, S_old = S_new.cpu(), T.cpu(), S_old.cpu()
-            new_weights = refit_kept(S_new, keeps, targets, parts.form, ridge, tcols, cross=T)
+            desc = f"refit layer {l + 1}/{L}"
+            if ridge == "auto":
+                folds = [(fr.numel(),) + tuple(m.cpu() for m in _cross_moments(
+                    conv, conv0, graph, h_new, inputs[l], fr, keeps, names, c, batch_size, progress, desc))
+                    for fr in _fold_rows(rows, seed)]
+                S_new, T, S_old = (sum(f[0] * f[j] for f in folds) / rows.numel() for j in (1, 2, 3))
+                ridge_l, info["ridge_cv_sequential"] = choose_ridge(folds, keeps, targets, parts.form, tcols)
+            else:
+                S_new, T, S_old = (m.cpu() for m in _cross_moments(conv, conv0, graph, h_new, inputs[l], rows,
+                                                                     keeps, names, c, batch_size, progress, desc))
+                ridge_l = ridge
+            info["ridge_sequential"] = ridge_l
+            new_weights = refit_kept(S_new, keeps, targets, parts.form, ridge_l, tcols, cross=T)
             for br, w in zip(parts.branches, new_weights):
                 br.weight.copy_(w.to(br.weight.dtype))
             info["output_rel_error_sequential"] = output_relative_error(
@@ -257,7 +274,7 @@ def _sequential_refit(model: nn.Module, original: nn.Module, graph, inputs: List
 
 @torch.no_grad()
 def prune(model: nn.Module, graph, x: Tensor, keep: KeepSpec = 0.25, scheme: str = "full", calib_nodes=None,
-          method: str = "lasso", progress: bool = True, batch_size: int = 8192, ridge: float = 1e-6,
+          method: str = "lasso", progress: bool = True, batch_size: int = 8192, ridge: Union[float, str] = 1e-6,
           seed: int = 0, solver_kwargs: Optional[dict] = None, refit: str = "local") -> nn.Module:
     """A pruned copy of ``model`` (eval mode, BatchNorm folded) with physically smaller weights.
 
@@ -283,6 +300,13 @@ def prune(model: nn.Module, graph, x: Tensor, keep: KeepSpec = 0.25, scheme: str
     the same in both; layers whose input is unchanged (layer 0, and the layers before the first refit one,
     e.g. both layers of a 2-layer model in scheme full) keep the local refit, which is then the same.
 
+    ``ridge``: the refit's ridge relative to the mean diagonal of the kept channels' moment, or ``"auto"``:
+    per layer the candidate of :data:`gnnaccel.pruning.refit.RIDGE_CANDIDATES` with the lowest
+    ``RIDGE_FOLDS``-fold cross-validated output error on the calibration nodes (from per-fold moments, no
+    labels; recorded in ``pruning_info`` as ``ridge`` / ``ridge_cv`` per layer). It matters when the kept
+    regressors are not much fewer than the calibration nodes (the batched scheme's raw-feature layer 0 on
+    small graphs), where the default 1e-6 interpolates the calibration nodes.
+
     The result carries ``pruning_info``: scheme, method, calibration size and, per layer, the kept input
     channels of each branch (indices into the *unpruned* layer input), the ratio and the relative error of
     the layer's (target-restricted) pre-activation output on the calibration nodes, computed from S
@@ -295,6 +319,11 @@ def prune(model: nn.Module, graph, x: Tensor, keep: KeepSpec = 0.25, scheme: str
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if refit not in REFITS:
         raise ValueError(f"refit must be one of {REFITS}, got {refit!r}")
+    if isinstance(ridge, str):
+        if ridge != "auto":
+            raise ValueError(f"ridge must be a number >= 0 or 'auto', got {ridge!r}")
+    elif isinstance(ridge, bool) or not isinstance(ridge, (int, float)) or not ridge >= 0:
+        raise ValueError(f"ridge must be a number >= 0 or 'auto', got {ridge!r}")
     if not isinstance(batch_size, int) or batch_size <= 0:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     if not isinstance(x, Tensor) or x.dim() != 2:
@@ -316,6 +345,9 @@ def prune(model: nn.Module, graph, x: Tensor, keep: KeepSpec = 0.25, scheme: str
             raise ValueError(f"layer {i} ({type(conv).__name__}) L2-normalises its output (normalize=True): "
                              "dropping its output channels would change the normalisation; not supported")
     rows = _calibration_rows(calib_nodes, g.num_nodes, x.device, seed)
+    if ridge == "auto" and rows.numel() < RIDGE_FOLDS:
+        raise ValueError(f"ridge='auto' cross-validates over {RIDGE_FOLDS} folds of the calibration nodes and "
+                         f"needs at least {RIDGE_FOLDS} of them, got {rows.numel()}")
     if not bool(torch.isfinite(x).all()):
         raise ValueError("layer 0: input features x contain NaN or Inf")
     # Layer inputs of the unpruned model. Computed under no_grad (not inference_mode, as full_inference
@@ -348,8 +380,14 @@ def prune(model: nn.Module, graph, x: Tensor, keep: KeepSpec = 0.25, scheme: str
             layers_info[l] = info
             continue
         h = inputs[l]
+        desc = f"calibrate layer {l + 1}/{L}"
         try:
-            S = layer_second_moment(conv, g, h, rows, batch_size, progress, f"calibrate layer {l + 1}/{L}")
+            if ridge == "auto":
+                fold_S = [(fr.numel(), layer_second_moment(conv, g, h, fr, batch_size, progress, desc).cpu())
+                          for fr in _fold_rows(rows, seed)]
+                S = sum(n_f * S_f for n_f, S_f in fold_S) / rows.numel()
+            else:
+                S = layer_second_moment(conv, g, h, rows, batch_size, progress, desc)
         except ValueError as exc:
             raise ValueError(f"{name}: {exc}") from exc
         weights = [b.weight.detach().double() for b in parts.branches]
@@ -357,7 +395,12 @@ def prune(model: nn.Module, graph, x: Tensor, keep: KeepSpec = 0.25, scheme: str
         S = S.cpu()
         weights = [w.cpu() for w in weights]
         keeps = _select(method, S, weights, parts.form, cols, k, seed + l, self_branch, solver_kwargs)
-        new_weights = refit_kept(S, keeps, weights, parts.form, ridge, cols)
+        if ridge == "auto":
+            ridge_l, info["ridge_cv"] = choose_ridge(fold_S, keeps, weights, parts.form, cols)
+        else:
+            ridge_l = ridge
+        info["ridge"] = ridge_l
+        new_weights = refit_kept(S, keeps, weights, parts.form, ridge_l, cols)
         err = output_relative_error(S, weights, new_weights, keeps, parts.form, cols)
         bias = None if parts.bias is None else parts.bias.detach().clone()
         conv.load_pruned({n: kb for n, kb in zip(names, keeps)}, {n: w for n, w in zip(names, new_weights)}, bias)
@@ -366,7 +409,7 @@ def prune(model: nn.Module, graph, x: Tensor, keep: KeepSpec = 0.25, scheme: str
         info.update(kept={n: kb.clone() for n, kb in zip(names, keeps)}, output_rel_error=err)
         layers_info[l] = info
     if refit == "sequential":
-        _sequential_refit(model, original, g, inputs, rows, layers_info, ridge, batch_size, progress)
+        _sequential_refit(model, original, g, inputs, rows, layers_info, ridge, batch_size, progress, seed)
     model.pruning_info = {"scheme": scheme, "method": method, "keep": ratios, "calib_nodes": int(rows.numel()),
                           "ridge": ridge, "refit": refit, "layers": layers_info}
     return model.eval()

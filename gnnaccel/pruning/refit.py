@@ -8,7 +8,7 @@ Branches writing shared output columns are solved jointly (sum form); branches w
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -129,6 +129,14 @@ def output_relative_error(S: Tensor, weights: Sequence[Tensor], new_weights: Seq
     With other inputs Z' for Y' (the error-compensating refit): ``new_moment`` = Z''Z' / n and ``cross`` =
     Z''Z / n (both [B*c, B*c], Z' placed in the stacked frame), S = Z'Z / n; then
     ||Y - Y'||^2 / n = tr(W'S W) - 2 tr(W''cross W) + tr(W''new_moment W')."""
+    num, den = _error_terms(S, weights, new_weights, keep_per_branch, form, branch_cols, new_moment, cross)
+    if den <= 0:
+        return 0.0 if num <= 0 else float("inf")
+    return max(num, 0.0) ** 0.5 / den ** 0.5
+
+
+def _error_terms(S, weights, new_weights, keep_per_branch, form, branch_cols, new_moment, cross):
+    """(||Y - Y'||^2 / n, ||Y||^2 / n) for :func:`output_relative_error`."""
     if (new_moment is None) != (cross is None):
         raise ValueError("new_moment and cross go together (both or neither)")
     S = _check_moment(S)
@@ -156,6 +164,50 @@ def output_relative_error(S: Tensor, weights: Sequence[Tensor], new_weights: Seq
             raise ValueError(f"new_moment and cross must be {list(S.shape)} like S, got {list(Sn.shape)} and "
                              f"{list(T.shape)}")
         num = den - 2 * float((W_new * (T @ W_all)).sum()) + float((W_new * (Sn @ W_new)).sum())
-    if den <= 0:
-        return 0.0 if num <= 0 else float("inf")
-    return max(num, 0.0) ** 0.5 / den ** 0.5
+    return num, den
+
+
+RIDGE_CANDIDATES = (1e-6, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+
+
+def choose_ridge(folds: Sequence[tuple], keep_per_branch: KeepSpec, weights: Sequence[Tensor], form: str = "sum",
+                 branch_cols: Optional[Sequence[Tensor]] = None,
+                 candidates: Sequence[float] = RIDGE_CANDIDATES) -> Tuple[float, Dict[float, float]]:
+    """The refit's ridge by K-fold cross-validation on the calibration moments (no pass over the data).
+
+    ``folds``: one tuple per fold of calibration rows, ``(n_f, S_f)`` for the local refit or
+    ``(n_f, S_new_f, cross_f, S_f)`` for the error-compensating one (moments / n_f as in :func:`refit`).
+    For each candidate (relative ridge, as in :func:`refit`) and fold f, the refit on the pooled moments
+    of the other folds is scored by ||Y - Y'||^2 on f; returns the candidate with the lowest total (the
+    smaller one on ties) and {ridge: relative CV error}.
+    """
+    folds = list(folds)
+    if len(folds) < 2:
+        raise ValueError(f"choose_ridge needs at least 2 folds, got {len(folds)}")
+    if not candidates or any(not r >= 0 for r in candidates):
+        raise ValueError(f"candidates must be a non-empty list of ridges >= 0, got {candidates!r}")
+    counts = [int(f[0]) for f in folds]
+    if any(n <= 0 for n in counts):
+        raise ValueError(f"every fold needs at least one row, got counts {counts}")
+    mats = [[m.double() for m in f[1:]] for f in folds]
+    if len({len(m) for m in mats}) != 1 or len(mats[0]) not in (1, 3):
+        raise ValueError("folds must all be (n, S) or all be (n, S_new, cross, S)")
+    scores = {}
+    for r in candidates:
+        num = den = 0.0
+        for f in range(len(folds)):
+            rest = [g for g in range(len(folds)) if g != f]
+            n_rest = sum(counts[g] for g in rest)
+            pooled = [sum(counts[g] * mats[g][j] for g in rest) / n_rest for j in range(len(mats[0]))]
+            if len(pooled) == 1:
+                new = refit(pooled[0], keep_per_branch, weights, form, r, branch_cols)
+                a, b = _error_terms(mats[f][0], weights, new, keep_per_branch, form, branch_cols, None, None)
+            else:
+                new = refit(pooled[0], keep_per_branch, weights, form, r, branch_cols, cross=pooled[1])
+                a, b = _error_terms(mats[f][2], weights, new, keep_per_branch, form, branch_cols, mats[f][0],
+                                    mats[f][1])
+            num += counts[f] * a
+            den += counts[f] * b
+        scores[float(r)] = (max(num, 0.0) / den) ** 0.5 if den > 0 else 0.0
+    best = min(scores, key=lambda r: (scores[r], r))
+    return best, scores

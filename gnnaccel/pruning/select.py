@@ -55,9 +55,11 @@ def lambda_max(G: Tensor, q: Tensor, penalty: Optional[Tensor] = None) -> float:
     """Smallest lambda at which every penalised coordinate is 0 (after optimising the unpenalised ones):
     max_i |g_i| / p_i over alive penalised i, with g = q - G[:, U] pinv(G_UU) q_U."""
     G, q, p = _check_gram(G, q, penalty)
-    g = _gradient_at_unpenalized_optimum(G, q, p)[1]
+    if not bool((p > 0).all()):  # the gradient at the unpenalised optimum is q' of the reduced problem
+        red = UnpenalizedReduction(G, q, p, G.sum())
+        G, q, p = red.G, red.q, red.penalty
     pen = (p > 0) & (G.diagonal() > 0)
-    return float((g[pen].abs() / p[pen]).max()) if bool(pen.any()) else 0.0
+    return float((q[pen].abs() / p[pen]).max()) if bool(pen.any()) else 0.0
 
 
 def _gradient_at_unpenalized_optimum(G, q, p):

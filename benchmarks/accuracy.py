@@ -60,6 +60,8 @@ def run(args):
         gen = torch.Generator().manual_seed(0)
         candidates = torch.nonzero(~data.test_mask).flatten()
         calib = candidates[torch.randperm(candidates.numel(), generator=gen)[:args.calib]].sort().values
+        if args.calib_mode == "train":
+            calib = torch.nonzero(data.train_mask).flatten()
         for kind in args.models:
             torch.manual_seed(0)
             model = build(kind, data, args.hidden)
@@ -86,7 +88,8 @@ def run(args):
                         t0 = time.perf_counter()
                         try:
                             pruned = gnnaccel.prune(model, data.graph, data.x, keep=keep, scheme=scheme,
-                                                    method=method, calib_nodes=calib, progress=False)
+                                                    method=method, calib_nodes=calib, progress=False,
+                                                    refit=args.refit, ridge=args.ridge)
                         except MemoryError as exc:
                             print(f"  skip {scheme} {keep} {method}: {exc}")
                             continue
@@ -95,7 +98,8 @@ def run(args):
                         row = {"dataset": name, "model": kind, "scheme": scheme, "keep": keep, "method": method,
                                "f1_unpruned": f1_base, "f1_pruned": f1_micro(out[mask], data.y[mask]),
                                "logit_rel_error": logit_relative_error(base[mask], out[mask]),
-                               "f1_finetuned": float("nan"), "dead_share": dead, "prune_s": t_prune}
+                               "f1_finetuned": float("nan"), "dead_share": dead, "prune_s": t_prune,
+                               "refit": args.refit, "ridge": args.ridge, "calib_nodes": int(calib.numel())}
                         if method == "lasso" and args.finetune_epochs > 0:
                             finetune(pruned, data, epochs=args.finetune_epochs, lr=args.finetune_lr)
                             ft = full_inference(pruned, data.graph, data.x, progress=False)
@@ -108,7 +112,7 @@ def run(args):
 
 
 def write(rows, args):
-    csv_path = os.path.join(OUT, "accuracy.csv")
+    csv_path = os.path.join(OUT, f"{args.out_name}.csv")
     with open(csv_path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
@@ -133,10 +137,10 @@ def write(rows, args):
         lines.append(f"| {ds} | {model} | {scheme} | 1/{round(1 / keep)} | {any_row['f1_unpruned']:.4f} | "
                      + " | ".join(cells) + f" | {ft:.4f} | {any_row['dead_share']:.1%} |")
     md = "\n".join(lines)
-    with open(os.path.join(OUT, "accuracy.md"), "w") as f:
+    with open(os.path.join(OUT, f"{args.out_name}.md"), "w") as f:
         f.write(md + "\n")
     print(md)
-    plot(rows, args, os.path.join(OUT, "accuracy.png"))
+    plot(rows, args, os.path.join(OUT, f"{args.out_name}.png"))
     return md
 
 
@@ -186,11 +190,18 @@ def main(argv=None):
     p.add_argument("--patience", type=int, default=30)
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--calib", type=int, default=8000, help="max calibration nodes (sampled from non-test nodes)")
+    p.add_argument("--calib-mode", choices=["sample", "train"], default="sample",
+                   help="calibration nodes: up to --calib sampled non-test nodes, or the training nodes")
+    p.add_argument("--refit", choices=["local", "sequential"], default="local",
+                   help="gnnaccel.prune refit mode (sequential = error-compensating, input to output)")
+    p.add_argument("--ridge", type=lambda v: v if v == "auto" else float(v), default=1e-6,
+                   help="gnnaccel.prune ridge: a number or 'auto' (cross-validated per layer)")
     p.add_argument("--finetune-epochs", type=int, default=10)
     p.add_argument("--finetune-lr", type=float, default=1e-3)
     p.add_argument("--batched-max-features", type=int, default=2000,
                    help="skip scheme batched on datasets with more raw features than this")
     p.add_argument("--batched-greedy", action="store_true", help="also run greedy selection in scheme batched")
+    p.add_argument("--out-name", default="accuracy", help="file name stem of the outputs in benchmarks/out")
     p.add_argument("--quick", action="store_true", help="fewer epochs, hidden 128, keep 1/4 only")
     args = p.parse_args(argv)
     if args.quick:

@@ -273,3 +273,145 @@ def test_save_load_model_converted_from_pyg(tmp_path, generator):
     model = gnnaccel.prune(gnnaccel.from_pyg(pyg), graph, x, keep=0.5, progress=False)
     model.save(tmp_path / "m.pt")
     assert torch.equal(forward(gnnaccel.load(tmp_path / "m.pt"), graph, x), forward(model, graph, x))
+
+
+# ------------------------------------------------------------------ error-compensating (sequential) refit
+def _dense_branches(conv, h, ei, n):
+    """Independent float64 reference of a layer's linear part from its nn.Linear modules and a dense loop
+    aggregation: list of (input Z_b [n, c], weight [c, d_b], first output column)."""
+    h = h.double()
+    if hasattr(conv, "lin_l"):  # SAGEConv (mean): Y = mean_agg(h) W_l + h W_r
+        return [(dense_aggregate(ei, n, h, "mean"), conv.lin_l.weight.double().T, 0),
+                (h, conv.lin_r.weight.double().T, 0)]
+    if hasattr(conv, "lin_self"):  # SAINTConv: [h W_self || mean_agg(h) W_neigh]
+        return [(h, conv.lin_self.weight.double().T, 0),
+                (dense_aggregate(ei, n, h, "mean"), conv.lin_neigh.weight.double().T, conv.self_channels)]
+    return [(h, conv.lin.weight.double().T, 0)]  # Dense
+
+
+def _dense_linear(branches, d):
+    Y = torch.zeros(branches[0][0].shape[0], d, dtype=torch.float64)
+    for Z, W, start in branches:
+        Y[:, start:start + W.shape[1]] += Z @ W
+    return Y
+
+
+def _reference_sequential(model, ei, n, x, info, rows):
+    """Float64 dense reference of the sequential refit: every layer's kept weights by an explicit lstsq on
+    materialised activations of the (reference) pruned model, target = the unpruned layer's pre-activation
+    output on the kept output channels; returns the reference pruned model's output on all nodes."""
+    L = len(model.convs)
+    h_old, h_new = x.double(), x.double()
+    for l, conv in enumerate(model.convs):
+        kept = info["layers"][l]["kept"]
+        out_keep = (info["layers"][l + 1]["kept"][info["layers"][l + 1]["branches"][0]] if l + 1 < L
+                    else torch.arange(conv.out_channels))
+        d = conv.out_channels
+        old = _dense_branches(conv, h_old, ei, n)
+        Y = _dense_linear(old, d)[:, out_keep]
+        # the pruned layer's inputs: the pruned model's activations placed back at their original channels
+        c = h_old.shape[1]
+        h_emb = h_new if h_new.shape[1] == c else torch.zeros(n, c, dtype=torch.float64).index_copy_(
+            1, info["layers"][l]["kept"][info["layers"][l]["branches"][0]], h_new)
+        new = _dense_branches(conv, h_emb, ei, n)
+        names = list(conv.branch_names)
+        cols = []
+        for (Z, W, start) in new:
+            full = torch.zeros(d, dtype=torch.bool)
+            full[start:start + W.shape[1]] = True
+            cols.append(full[out_keep])
+        Zk = [Z[:, kept[nm]] for (Z, _, _), nm in zip(new, names)]
+        Ynew = torch.zeros(n, out_keep.numel(), dtype=torch.float64)
+        if len(names) == 2 and not torch.equal(cols[0], cols[1]):  # concat: each branch its own columns
+            for Zb, cb in zip(Zk, cols):
+                Wb = torch.linalg.lstsq(Zb[rows], Y[rows][:, cb]).solution
+                Ynew[:, cb] += Zb @ Wb
+        else:  # sum form: all branches jointly
+            Zs = torch.cat(Zk, 1)
+            Ynew += Zs @ torch.linalg.lstsq(Zs[rows], Y[rows]).solution
+        b = (conv._bias() if hasattr(conv, "_bias") else
+             (conv.lin_l.bias if hasattr(conv, "lin_l") else conv.lin.bias)).double()
+        pre_new = Ynew + b[out_keep]
+        pre_old = _dense_linear(old, d) + b
+        if l + 1 < L:
+            h_new, h_old = torch.relu(pre_new), torch.relu(pre_old)
+        else:
+            return pre_new, pre_old
+
+
+@pytest.mark.parametrize("kind", ["sage", "saint"])
+@pytest.mark.parametrize("scheme", ["full", "batched"])
+def test_sequential_refit_matches_dense_lstsq_reference(kind, scheme, generator):
+    graph, ei = make_graph(generator)
+    n = graph.num_nodes
+    model = MODELS[kind](10, 16, 5, num_layers=3 if kind == "sage" else 2).double().eval()
+    x = torch.randn(n, 10, generator=generator, dtype=torch.float64)
+    rows = torch.sort(torch.randperm(n, generator=generator)[:90]).values
+    pruned = gnnaccel.prune(model, graph, x, keep=0.5, scheme=scheme, calib_nodes=rows, ridge=0.0,
+                            refit="sequential", progress=False)
+    local = gnnaccel.prune(model, graph, x, keep=0.5, scheme=scheme, calib_nodes=rows, ridge=0.0, progress=False)
+    info = pruned.pruning_info
+    assert info["refit"] == "sequential" and local.pruning_info["refit"] == "local"
+    for a, b in zip(info["layers"], local.pruning_info["layers"]):  # the refit does not change the selection
+        assert all(torch.equal(a["kept"][nm], b["kept"][nm]) for nm in a["kept"])
+    ref, unpruned = _reference_sequential(model, ei, n, x, info, rows)
+    torch.testing.assert_close(unpruned, forward(model, graph, x), rtol=1e-10, atol=1e-10)  # reference sanity
+    out = forward(pruned, graph, x)
+    assert rel(out, ref) < 1e-8
+    # the recorded last-layer error is the calibration logit error (bias cancels)
+    # the refit is not the local one, and it lowers the calibration logit error
+    assert rel(forward(local, graph, x), ref) > 1e-3
+    err_cal = rel(out[rows], unpruned[rows])
+    assert err_cal < rel(forward(local, graph, x)[rows], unpruned[rows])
+    # the recorded last-layer error is the calibration logit error relative to the bias-free logits
+    last = model.convs[-1]
+    bias = (last.lin_l.bias if hasattr(last, "lin_l") else last.lin.bias).detach().double()
+    assert info["layers"][-1]["output_rel_error_sequential"] == pytest.approx(
+        float((out[rows] - unpruned[rows]).norm() / (unpruned[rows] - bias).norm()), rel=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["sage", "gcn", "saint"])
+@pytest.mark.parametrize("scheme", ["full", "batched"])
+def test_sequential_refit_keep_one_reproduces_model(kind, scheme, generator):
+    graph, _ = make_graph(generator)
+    model = MODELS[kind](10, 16, 4, num_layers=3, norm="batchnorm").double().eval()
+    x = torch.randn(graph.num_nodes, 10, generator=generator, dtype=torch.float64)
+    pruned = gnnaccel.prune(model, graph, x, keep=1.0, scheme=scheme, refit="sequential", progress=False)
+    assert rel(forward(pruned, graph, x), forward(model, graph, x)) < 1e-12
+
+
+@pytest.mark.parametrize("kind", ["sage", "gcn"])
+def test_sequential_equals_local_when_only_the_last_layer_is_refit(kind, generator):
+    """Two conv layers, scheme full: layer 0 keeps every raw feature, so the last layer's input in the pruned
+    model is exactly the unpruned one restricted to the kept channels and both refits coincide."""
+    graph, _ = make_graph(generator)
+    model = MODELS[kind](10, 16, 4, num_layers=2).double().eval()
+    x = torch.randn(graph.num_nodes, 10, generator=generator, dtype=torch.float64)
+    a = gnnaccel.prune(model, graph, x, keep=0.25, refit="sequential", progress=False)
+    b = gnnaccel.prune(model, graph, x, keep=0.25, refit="local", progress=False)
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        assert torch.equal(pa, pb)
+    with pytest.raises(ValueError, match="refit must be one of"):
+        gnnaccel.prune(model, graph, x, refit="global", progress=False)
+
+
+@pytest.mark.parametrize("refit_mode", ["local", "sequential"])
+def test_ridge_auto_picks_a_candidate_per_refit_layer(refit_mode, generator):
+    from gnnaccel.pruning.refit import RIDGE_CANDIDATES
+
+    graph, _ = make_graph(generator)
+    model = MODELS["sage"](10, 16, 4, num_layers=3).double().eval()
+    x = torch.randn(graph.num_nodes, 10, generator=generator, dtype=torch.float64)
+    pruned = gnnaccel.prune(model, graph, x, keep=0.5, scheme="batched", ridge="auto", refit=refit_mode,
+                            progress=False)
+    for layer in pruned.pruning_info["layers"]:
+        assert layer["ridge"] in RIDGE_CANDIDATES and set(layer["ridge_cv"]) == set(RIDGE_CANDIDATES)
+        assert min(layer["ridge_cv"].values()) == layer["ridge_cv"][layer["ridge"]]
+        if refit_mode == "sequential" and layer["layer"] > 0:
+            assert layer["ridge_sequential"] in RIDGE_CANDIDATES
+    assert bool(torch.isfinite(forward(pruned, graph, x)).all())
+    for bad in ("cv", -1.0, True):
+        with pytest.raises(ValueError, match="ridge must be"):
+            gnnaccel.prune(model, graph, x, ridge=bad, progress=False)
+    with pytest.raises(ValueError, match="at least 3"):
+        gnnaccel.prune(model, graph, x, ridge="auto", calib_nodes=torch.tensor([0, 1]), progress=False)

@@ -7,6 +7,7 @@ from gnnaccel.pruning import (SecondMoment, branch_penalty, cross_linear_term, g
                               output_relative_error, refit, select_channels, select_greedy, select_magnitude,
                               select_random, split_branch_coordinates)
 from gnnaccel.ops import lasso_cd
+from gnnaccel.ops.lasso import lasso_duality_gap, lasso_objective
 
 F64 = torch.float64
 
@@ -302,3 +303,256 @@ def test_bad_inputs_raise_clear_errors(generator):
         select_magnitude(ws, 6)
     with pytest.raises(ValueError, match=r"k must be in \[0, 3\]"):
         select_random(3, 4)
+
+
+# ------------------------------------------------------------ Schur elimination of unpenalised coordinates
+def _unpenalized_problem(generator, n=500, u=12, r=20, y_in_span=False, duplicate=True):
+    """Explicit data-space LASSO X [n, u + r], y with an unpenalised block that has a dead column and (if
+    ``duplicate``) a duplicated column (rank-deficient among its alive columns), a penalised column lying in
+    the span of the unpenalised ones and a dead penalised column; columns shuffled so that the two blocks
+    interleave. Returns X, y, penalty, U, R."""
+    XU = torch.randn(n, u, generator=generator, dtype=F64)
+    XU[:, 3] = 0
+    if duplicate:
+        XU[:, u - 1] = XU[:, 2]
+    XR = torch.randn(n, r, generator=generator, dtype=F64) + 0.6 * XU[:, torch.arange(r) % u]
+    XR[:, 5] = XU[:, 0] - 2 * XU[:, 4]
+    XR[:, 9] = 0
+    X = torch.cat([XU, XR], 1)
+    p = torch.cat([torch.zeros(u, dtype=F64), 0.5 + 1.5 * torch.rand(r, generator=generator, dtype=F64)])
+    perm = torch.randperm(u + r, generator=generator)
+    X, p = X[:, perm], p[perm]
+    U, R = torch.nonzero(p == 0).flatten(), torch.nonzero(p > 0).flatten()
+    y = XU @ torch.randn(u, generator=generator, dtype=F64)
+    if not y_in_span:
+        y = y + XR[:, [1, 6, r - 2]] @ torch.tensor([2.0, -1.5, 1.0], dtype=F64)
+        y = y + 0.3 * torch.randn(n, generator=generator, dtype=F64)
+    return X, y, p, U, R
+
+
+def _project_out(XU, M):
+    """M minus its least-squares projection on the columns of XU (rank-deficient XU: gelsd, min-norm)."""
+    return M - XU @ torch.linalg.lstsq(XU, M, driver="gelsd").solution
+
+
+@pytest.mark.parametrize("duplicate", [True, False])
+def test_unpenalized_reduction_equals_data_space_projection(duplicate, generator):
+    from gnnaccel.pruning.select import UnpenalizedReduction
+
+    X, y, p, U, R = _unpenalized_problem(generator, duplicate=duplicate)
+    n = X.shape[0]
+    G, q, y_sq = X.T @ X / n, X.T @ y / n, y @ y / n
+    red = UnpenalizedReduction(G, q, p, y_sq)
+    assert red.factor == ("pinv" if duplicate else "cholesky")
+    XUf = X[:, U]
+    XR_t, y_t = _project_out(XUf, X[:, R]), _project_out(XUf, y.unsqueeze(1)).flatten()
+    scale = float(G.diagonal().max())
+    torch.testing.assert_close(red.G, XR_t.T @ XR_t / n, rtol=0, atol=1e-10 * scale)
+    torch.testing.assert_close(red.q, XR_t.T @ y_t / n, rtol=0, atol=1e-10 * scale)
+    torch.testing.assert_close(red.y_sq, y_t @ y_t / n, rtol=0, atol=1e-10 * float(y_sq))
+    assert torch.equal(red.kept, R)
+    # the in-span and the dead penalised column are dead in the reduced problem
+    dead_r = torch.nonzero(red.G.diagonal() == 0).flatten()
+    assert dead_r.numel() == 2 and bool((red.G[dead_r] == 0).all()) and bool((red.q[dead_r] == 0).all())
+    assert int(red.unpen.numel()) == U.numel() - 1  # the dead unpenalised column is not in U
+
+
+@pytest.mark.parametrize("duplicate", [True, False])
+def test_reduced_lasso_matches_full_penalty0_solve_and_sklearn(duplicate, generator):
+    """At a fixed lambda: the reduced solve (+ recovered unpenalised block) equals the full solve with
+    penalty 0 on U, and scikit-learn's Lasso on the projected data (penalty factors by column scaling)."""
+    from sklearn.linear_model import Lasso
+
+    from gnnaccel.pruning.select import UnpenalizedReduction
+
+    for trial in range(3):
+        X, y, p, U, R = _unpenalized_problem(generator, duplicate=duplicate)
+        n = X.shape[0]
+        G, q, y_sq = X.T @ X / n, X.T @ y / n, y @ y / n
+        red = UnpenalizedReduction(G, q, p, y_sq)
+        lam = (0.05, 0.2, 0.6)[trial] * lambda_max(G, q, p)
+        full, _, _ = lasso_cd(G, q, lam, penalty=p, y_sq=y_sq, tol=1e-13, max_sweeps=200_000)
+        b_r, _, _ = lasso_cd(red.G, red.q, lam, penalty=red.penalty, y_sq=red.y_sq,
+                             tol=1e-13 * float(y_sq / red.y_sq), max_sweeps=200_000)
+        mine = red.full_beta(b_r)
+        XR_t, y_t = _project_out(X[:, U], X[:, R]), _project_out(X[:, U], y.unsqueeze(1)).flatten()
+        sk = Lasso(alpha=lam, fit_intercept=False, tol=1e-14, max_iter=1_000_000)
+        sk.fit((XR_t / p[R]).numpy(), y_t.numpy())
+        b_sk = torch.from_numpy(sk.coef_) / p[R]
+        big = float(full.abs().max())
+        torch.testing.assert_close(mine[R], full[R], rtol=0, atol=1e-6 * big)
+        torch.testing.assert_close(mine[R], b_sk, rtol=0, atol=1e-6 * big)
+        support = lambda b: torch.nonzero(b.abs() > 1e-6 * big).flatten()
+        assert torch.equal(support(mine[R]), support(full[R])) and torch.equal(support(mine[R]), support(b_sk))
+        assert support(mine[R]).numel() >= 1
+        # unpenalised block: same fit as the full solve and as lstsq of the remaining residual
+        fit_u = X[:, U] @ torch.linalg.lstsq(X[:, U], (y - X[:, R] @ mine[R]).unsqueeze(1),
+                                             driver="gelsd").solution.flatten()
+        ynorm = float(y.norm())
+        torch.testing.assert_close(X[:, U] @ mine[U], X[:, U] @ full[U], rtol=0, atol=1e-6 * ynorm)
+        torch.testing.assert_close(X[:, U] @ mine[U], fit_u, rtol=0, atol=1e-8 * ynorm)
+        assert float(mine[U].norm()) <= float(full[U].norm()) * (1 + 1e-6)  # the minimum-norm b_U
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_select_channels_eliminated_equals_full_path(seed):
+    """Branch layout with the self branch unpenalised and dead channels: the path on the reduced problem
+    selects the same coordinates as the path carrying the unpenalised block (and the same beta)."""
+    gen = torch.Generator().manual_seed(100 + seed)
+    c = 40
+    zs, ws = _layer(gen, n=600, c=c, widths=(8, 8), dead=(2, 11))
+    S = torch.cat(zs, 1).T @ torch.cat(zs, 1) / 600
+    G, q, y_sq = gram_from_moments(S, ws, layout="branch")
+    p = branch_penalty(c, 2, unpenalized=(0,))
+    for k in (1, 4, 13, 30, 38, 40):
+        a, ia = select_channels(G, q, k, penalty=p, y_sq=y_sq, tol=1e-9, return_info=True)
+        b, ib = select_channels(G, q, k, penalty=p, y_sq=y_sq, tol=1e-9, return_info=True,
+                                eliminate_unpenalized=False)
+        assert torch.equal(a, b), (k, a, b)
+        assert bool((a >= c).all()) and c + 2 not in a.tolist()[:k] or k > 38
+        if k <= 30:
+            # same lambda, and the recovered full beta is within the path's tolerance of the full problem's
+            # optimum there (the duality gap of the full problem, from the dense float64 reference)
+            assert ia["lam"] == pytest.approx(ib["lam"], rel=1e-9)
+            gap = lasso_duality_gap(G, q, ia["lam"], ia["beta"], p, float(y_sq))
+            assert float(gap) <= 1e-9 * float(y_sq) * (1 + 1e-6)
+            fa = lasso_objective(G, q, ia["lam"], ia["beta"], p)
+            fb = lasso_objective(G, q, ib["lam"], ib["beta"], p)
+            assert abs(float(fa - fb)) <= 2e-9 * float(y_sq)
+
+
+def test_select_with_unpenalized_block_edge_cases(generator):
+    # target fully explained by the unpenalised block: nothing to select by the LASSO, the fill still
+    # returns exactly k distinct penalised coordinates (never the dead ones first)
+    X, y, p, U, R = _unpenalized_problem(generator, y_in_span=True)
+    n = X.shape[0]
+    G, q, y_sq = X.T @ X / n, X.T @ y / n, y @ y / n
+    for k in (0, 3, 18):
+        sel = select_channels(G, q, k, penalty=p, y_sq=y_sq)
+        assert sel.numel() == k and bool((p[sel] > 0).all()) and torch.equal(sel, torch.unique(sel))
+        gsel = select_greedy(G, q, k, penalty=p)
+        assert gsel.numel() == k and bool((p[gsel] > 0).all())
+    # every unpenalised coordinate dead: the reduction is the problem on the penalised ones
+    X, y, p, U, R = _unpenalized_problem(generator)
+    X[:, U] = 0
+    G, q, y_sq = X.T @ X / n, X.T @ y / n, y @ y / n
+    sub = select_channels(G[R][:, R], q[R], 4, penalty=p[R], y_sq=y_sq)
+    assert torch.equal(select_channels(G, q, 4, penalty=p, y_sq=y_sq), R[sub])
+    # all coordinates unpenalised: only k = 0 is possible
+    assert select_channels(G, q, 0, penalty=torch.zeros_like(p)).numel() == 0
+    with pytest.raises(ValueError, match="k must be in"):
+        select_channels(G, q, 1, penalty=torch.zeros_like(p))
+
+
+def test_greedy_with_unpenalized_block_matches_brute_force(generator):
+    X, y, p, U, R = _unpenalized_problem(generator, n=300, u=8, r=12)
+    n = X.shape[0]
+    G, q = X.T @ X / n, X.T @ y / n
+    base = U.tolist()
+    for k in (1, 3, 6):
+        chosen = []
+        for _ in range(k):
+            best, best_val = None, None
+            for j in R.tolist():
+                if j in chosen or float(G[j, j]) == 0:
+                    continue
+                K = torch.tensor(base + chosen + [j])
+                beta = torch.linalg.lstsq(G[K][:, K], q[K].unsqueeze(1), driver="gelsd").solution.flatten()
+                val = float(0.5 * beta @ G[K][:, K] @ beta - q[K] @ beta)
+                if best_val is None or val < best_val - 1e-12:
+                    best, best_val = j, val
+            chosen.append(best)
+        assert torch.equal(select_greedy(G, q, k, penalty=p), torch.sort(torch.tensor(chosen)).values)
+
+
+@pytest.mark.parametrize("form", ["sum", "concat"])
+def test_refit_with_cross_moment_matches_lstsq_on_other_inputs(form, generator):
+    """Error-compensating refit: target from the original inputs Z0, regression on perturbed inputs Z
+    (placed in the same frame, zero outside the kept channels), against an explicit lstsq."""
+    widths = (5, 5) if form == "sum" else (4, 6)
+    n, c = 150, 9
+    z0, ws = _layer(generator, n=n, c=c, widths=widths, dead=(0,))
+    placed, cols = _placed(ws, form)
+    Y = sum(z @ w for z, w in zip(z0, placed))
+    keeps = [torch.tensor([0, 2, 3, 7]), torch.tensor([1, 2, 5, 6, 8])]
+    zp = []
+    for b in range(2):
+        z = torch.zeros(n, c, dtype=F64)
+        z[:, keeps[b]] = z0[b][:, keeps[b]] + 0.3 * torch.randn(n, keeps[b].numel(), generator=generator, dtype=F64)
+        zp.append(z)
+    Zp, Z0 = torch.cat(zp, 1), torch.cat(z0, 1)
+    S_new, T, S_old = Zp.T @ Zp / n, Zp.T @ Z0 / n, Z0.T @ Z0 / n
+    new = refit(S_new, keeps, ws, form=form, ridge=0.0, cross=T)
+    if form == "sum":
+        A = torch.cat([zp[0][:, keeps[0]], zp[1][:, keeps[1]]], 1)
+        sol = torch.linalg.lstsq(A, Y, driver="gelsd").solution
+        expected = [sol[:4], sol[4:]]
+    else:
+        expected = [torch.linalg.lstsq(zp[b][:, keeps[b]], Y[:, cols[b]], driver="gelsd").solution for b in range(2)]
+    for got, want in zip(new, expected):
+        torch.testing.assert_close(got, want, rtol=1e-8, atol=1e-8)
+    Y_new = torch.zeros_like(Y)
+    for b in range(2):
+        Y_new[:, cols[b]] += zp[b][:, keeps[b]] @ new[b]
+    err = output_relative_error(S_old, ws, new, keeps, form=form, new_moment=S_new, cross=T)
+    assert err == pytest.approx(float((Y - Y_new).norm() / Y.norm()), rel=1e-6)
+    # cross = S is the local refit
+    for a, b in zip(refit(S_new, keeps, ws, form=form, cross=S_new), refit(S_new, keeps, ws, form=form)):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="cross must be"):
+        refit(S_new, keeps, ws, form=form, cross=T[:5])
+    with pytest.raises(ValueError, match="cross contains NaN"):
+        refit(S_new, keeps, ws, form=form, cross=torch.full_like(T, float("nan")))
+    with pytest.raises(ValueError, match="go together"):
+        output_relative_error(S_old, ws, new, keeps, form=form, cross=T)
+
+
+@pytest.mark.parametrize("form", ["sum", "concat"])
+@pytest.mark.parametrize("with_cross", [False, True])
+def test_choose_ridge_matches_explicit_cross_validation(form, with_cross, generator):
+    from gnnaccel.pruning.refit import RIDGE_CANDIDATES, choose_ridge
+
+    widths = (5, 5) if form == "sum" else (4, 6)
+    n, c = 60, 9  # few rows for the kept regressors: the ridge matters
+    z0, ws = _layer(generator, n=n, c=c, widths=widths, dead=(0,))
+    placed, cols = _placed(ws, form)
+    Y = sum(z @ w for z, w in zip(z0, placed))
+    keeps = [torch.tensor([0, 1, 2, 3, 5, 7, 8]), torch.tensor([1, 2, 4, 5, 6, 8])]
+    zp = z0
+    if with_cross:
+        zp = [z + 0.5 * torch.randn(n, c, generator=generator, dtype=F64) for z in z0]
+    Zp = torch.cat([zp[b][:, keeps[b]] for b in range(2)], 1)  # kept regressors, materialised
+    fold_idx = [torch.arange(f, n, 3) for f in range(3)]
+    folds = []
+    for idx in fold_idx:
+        A, B0 = torch.cat(zp, 1)[idx], torch.cat(z0, 1)[idx]
+        m = idx.numel()
+        folds.append((m, A.T @ A / m, A.T @ B0 / m, B0.T @ B0 / m) if with_cross else (m, B0.T @ B0 / m))
+    best, scores = choose_ridge(folds, keeps, ws, form=form)
+    expected = {}
+    for r in RIDGE_CANDIDATES:
+        num = den = 0.0
+        for f, idx in enumerate(fold_idx):
+            rest = torch.cat([fold_idx[g] for g in range(3) if g != f])
+            pred = torch.zeros(idx.numel(), Y.shape[1], dtype=F64)
+            groups = [[0, 1]] if form == "sum" else [[0], [1]]
+            for grp in groups:
+                colsel = cols[grp[0]]
+                sel = torch.cat([torch.arange(sum(keeps[b].numel() for b in range(g0)),
+                                              sum(keeps[b].numel() for b in range(g0 + 1))) for g0 in grp])
+                X = Zp[rest][:, sel]
+                A = X.T @ X / rest.numel()
+                A = A + r * float(A.diagonal().mean()) * torch.eye(A.shape[0], dtype=F64)
+                W = torch.linalg.solve(A, X.T @ Y[rest][:, colsel] / rest.numel())
+                pred[:, colsel] += Zp[idx][:, sel] @ W
+            num += float(((Y[idx] - pred) ** 2).sum())
+            den += float((Y[idx] ** 2).sum())
+        expected[r] = (num / den) ** 0.5
+    assert set(scores) == set(expected)
+    for r in expected:
+        assert scores[r] == pytest.approx(expected[r], rel=1e-7)
+    assert best == min(expected, key=lambda r: (expected[r], r))
+    with pytest.raises(ValueError, match="at least 2 folds"):
+        choose_ridge(folds[:1], keeps, ws, form=form)
+    with pytest.raises(ValueError, match="candidates"):
+        choose_ridge(folds, keeps, ws, form=form, candidates=[-1.0])

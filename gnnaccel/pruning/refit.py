@@ -8,11 +8,12 @@ Branches writing shared output columns are solved jointly (sum form); branches w
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
 
+from ._checks import all_finite
 from .gram import _check_moment, _placed_weights, _stacked_shape
 
 KeepSpec = Union[Tensor, Sequence[Tensor]]
@@ -71,13 +72,19 @@ def _solve_psd(A: Tensor, B: Tensor, ridge: float) -> Tensor:
 
 
 def refit(S: Tensor, keep_per_branch: KeepSpec, weights: Sequence[Tensor], form: str = "sum",
-          ridge: float = 1e-6, branch_cols: Optional[Sequence[Tensor]] = None) -> List[Tensor]:
+          ridge: float = 1e-6, branch_cols: Optional[Sequence[Tensor]] = None,
+          cross: Optional[Tensor] = None) -> List[Tensor]:
     """Least-squares weights of the kept input channels, per branch ``[len(K_b), d_b]`` (float64).
 
     ``S`` [B*c, B*c] second moment of the stacked branch inputs, ``keep_per_branch`` one index tensor for all
     branches (scheme full) or one per branch (batched scheme: all channels of the self branch), ``weights``
     the current branch weights [c, d_b]. ``ridge`` is relative to the mean diagonal of S_JJ (scale-free);
     0 gives plain least squares (minimum-norm if S_JJ is singular).
+
+    ``cross`` (error-compensating refit): the target is computed from *other* inputs Z0 (the unpruned
+    model's) with ``weights``, Y = sum_b Z0_b W_b, while the refit reads the inputs Z whose moment is ``S``
+    (the pruned upstream model's, placed in the same stacked [B*c] frame); ``cross`` = Z'Z0 / n [B*c, B*c]
+    and W' = (S_JJ + ridge I)^-1 cross_{J,all} W_all. None means Z0 = Z (cross = S).
     """
     if not ridge >= 0:
         raise ValueError(f"ridge must be >= 0, got {ridge}")
@@ -86,12 +93,21 @@ def refit(S: Tensor, keep_per_branch: KeepSpec, weights: Sequence[Tensor], form:
     B, c = _stacked_shape(S, placed)
     keeps = _keep_lists(keep_per_branch, B, c)
     W_all = torch.cat(placed, 0).to(S.device)
+    if cross is None:
+        cross = S
+    else:
+        if not isinstance(cross, Tensor) or tuple(cross.shape) != tuple(S.shape):
+            raise ValueError(f"cross must be [{S.shape[0]}, {S.shape[0]}] like S, got "
+                             f"{list(getattr(cross, 'shape', []))}")
+        if not all_finite(cross):
+            raise ValueError("cross contains NaN or Inf")
+        cross = cross.double().to(S.device)
     new = [None] * B
     for group in _column_groups(cols):
         gcols = torch.unique(torch.cat([cols[b] for b in group]))
         J = torch.cat([b * c + keeps[b] for b in group]).to(S.device)
         A = S[J][:, J]
-        rhs = S[J] @ W_all[:, gcols.to(S.device)]
+        rhs = cross[J] @ W_all[:, gcols.to(S.device)]
         X = _solve_psd(A, rhs, ridge)
         position = {int(col): i for i, col in enumerate(gcols.tolist())}
         start = 0
@@ -105,9 +121,24 @@ def refit(S: Tensor, keep_per_branch: KeepSpec, weights: Sequence[Tensor], form:
 
 def output_relative_error(S: Tensor, weights: Sequence[Tensor], new_weights: Sequence[Tensor],
                           keep_per_branch: KeepSpec, form: str = "sum",
-                          branch_cols: Optional[Sequence[Tensor]] = None) -> float:
+                          branch_cols: Optional[Sequence[Tensor]] = None, new_moment: Optional[Tensor] = None,
+                          cross: Optional[Tensor] = None) -> float:
     """||Y - Y'||_F / ||Y||_F on the calibration rows, from S alone: Y = sum_b Z_b W_b (all channels),
-    Y' = sum_b Z_{b,K_b} W'_b (kept channels, new weights)."""
+    Y' = sum_b Z_{b,K_b} W'_b (kept channels, new weights).
+
+    With other inputs Z' for Y' (the error-compensating refit): ``new_moment`` = Z''Z' / n and ``cross`` =
+    Z''Z / n (both [B*c, B*c], Z' placed in the stacked frame), S = Z'Z / n; then
+    ||Y - Y'||^2 / n = tr(W'S W) - 2 tr(W''cross W) + tr(W''new_moment W')."""
+    num, den = _error_terms(S, weights, new_weights, keep_per_branch, form, branch_cols, new_moment, cross)
+    if den <= 0:
+        return 0.0 if num <= 0 else float("inf")
+    return max(num, 0.0) ** 0.5 / den ** 0.5
+
+
+def _error_terms(S, weights, new_weights, keep_per_branch, form, branch_cols, new_moment, cross):
+    """(||Y - Y'||^2 / n, ||Y||^2 / n) for :func:`output_relative_error`."""
+    if (new_moment is None) != (cross is None):
+        raise ValueError("new_moment and cross go together (both or neither)")
     S = _check_moment(S)
     placed, cols, d = _placed_weights(weights, form, branch_cols)
     B, c = len(placed), placed[0].shape[0]
@@ -123,9 +154,60 @@ def output_relative_error(S: Tensor, weights: Sequence[Tensor], new_weights: Seq
                              f"got {list(nb.shape)}")
         rows = (b * c + keeps[b]).to(S.device)
         W_new[rows.unsqueeze(1), cols[b].to(S.device).unsqueeze(0)] = nb
-    E = W_all - W_new
-    num = float((E * (S @ E)).sum())
     den = float((W_all * (S @ W_all)).sum())
-    if den <= 0:
-        return 0.0 if num <= 0 else float("inf")
-    return max(num, 0.0) ** 0.5 / den ** 0.5
+    if new_moment is None:
+        E = W_all - W_new
+        num = float((E * (S @ E)).sum())
+    else:
+        Sn, T = _check_moment(new_moment).to(S.device), cross.double().to(S.device)
+        if Sn.shape != S.shape or T.shape != S.shape:
+            raise ValueError(f"new_moment and cross must be {list(S.shape)} like S, got {list(Sn.shape)} and "
+                             f"{list(T.shape)}")
+        num = den - 2 * float((W_new * (T @ W_all)).sum()) + float((W_new * (Sn @ W_new)).sum())
+    return num, den
+
+
+RIDGE_CANDIDATES = (1e-6, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+
+
+def choose_ridge(folds: Sequence[tuple], keep_per_branch: KeepSpec, weights: Sequence[Tensor], form: str = "sum",
+                 branch_cols: Optional[Sequence[Tensor]] = None,
+                 candidates: Sequence[float] = RIDGE_CANDIDATES) -> Tuple[float, Dict[float, float]]:
+    """The refit's ridge by K-fold cross-validation on the calibration moments (no pass over the data).
+
+    ``folds``: one tuple per fold of calibration rows, ``(n_f, S_f)`` for the local refit or
+    ``(n_f, S_new_f, cross_f, S_f)`` for the error-compensating one (moments / n_f as in :func:`refit`).
+    For each candidate (relative ridge, as in :func:`refit`) and fold f, the refit on the pooled moments
+    of the other folds is scored by ||Y - Y'||^2 on f; returns the candidate with the lowest total (the
+    smaller one on ties) and {ridge: relative CV error}.
+    """
+    folds = list(folds)
+    if len(folds) < 2:
+        raise ValueError(f"choose_ridge needs at least 2 folds, got {len(folds)}")
+    if not candidates or any(not r >= 0 for r in candidates):
+        raise ValueError(f"candidates must be a non-empty list of ridges >= 0, got {candidates!r}")
+    counts = [int(f[0]) for f in folds]
+    if any(n <= 0 for n in counts):
+        raise ValueError(f"every fold needs at least one row, got counts {counts}")
+    mats = [[m.double() for m in f[1:]] for f in folds]
+    if len({len(m) for m in mats}) != 1 or len(mats[0]) not in (1, 3):
+        raise ValueError("folds must all be (n, S) or all be (n, S_new, cross, S)")
+    scores = {}
+    for r in candidates:
+        num = den = 0.0
+        for f in range(len(folds)):
+            rest = [g for g in range(len(folds)) if g != f]
+            n_rest = sum(counts[g] for g in rest)
+            pooled = [sum(counts[g] * mats[g][j] for g in rest) / n_rest for j in range(len(mats[0]))]
+            if len(pooled) == 1:
+                new = refit(pooled[0], keep_per_branch, weights, form, r, branch_cols)
+                a, b = _error_terms(mats[f][0], weights, new, keep_per_branch, form, branch_cols, None, None)
+            else:
+                new = refit(pooled[0], keep_per_branch, weights, form, r, branch_cols, cross=pooled[1])
+                a, b = _error_terms(mats[f][2], weights, new, keep_per_branch, form, branch_cols, mats[f][0],
+                                    mats[f][1])
+            num += counts[f] * a
+            den += counts[f] * b
+        scores[float(r)] = (max(num, 0.0) / den) ** 0.5 if den > 0 else 0.0
+    best = min(scores, key=lambda r: (scores[r], r))
+    return best, scores

@@ -6,8 +6,11 @@
 
 namespace gnnaccel {
 
+// x must be contiguous, or with x_row_strided_ok only row-major with unit channel stride (a column block
+// of a wider matrix, e.g. the first D columns of [x W_l | x W_r]).
 inline void check_csr_features(const at::Tensor& rowptr, const at::Tensor& col, const at::Tensor& x,
-                               const std::optional<at::Tensor>& edge_weight, const std::optional<at::Tensor>& rows) {
+                               const std::optional<at::Tensor>& edge_weight, const std::optional<at::Tensor>& rows,
+                               bool x_row_strided_ok = false) {
   GNNACCEL_CHECK_1D(rowptr, "rowptr");
   GNNACCEL_CHECK_1D(col, "col");
   GNNACCEL_CHECK_2D(x, "x");
@@ -19,7 +22,13 @@ inline void check_csr_features(const at::Tensor& rowptr, const at::Tensor& col, 
   GNNACCEL_CHECK_SAME_DEVICE(col, x, "col", "x");
   GNNACCEL_CHECK_CONTIGUOUS(rowptr, "rowptr");
   GNNACCEL_CHECK_CONTIGUOUS(col, "col");
-  GNNACCEL_CHECK_CONTIGUOUS(x, "x");
+  if (x_row_strided_ok) {
+    TORCH_CHECK((x.size(1) <= 1 || x.stride(1) == 1) && (x.size(0) <= 1 || x.stride(0) >= x.size(1)),
+                "x must be row-major with contiguous channels (stride(1) == 1, stride(0) >= size(1)), got strides ",
+                x.strides());
+  } else {
+    GNNACCEL_CHECK_CONTIGUOUS(x, "x");
+  }
   if (edge_weight.has_value()) {
     GNNACCEL_CHECK_1D(*edge_weight, "edge_weight");
     TORCH_CHECK(edge_weight->numel() == col.numel(), "edge_weight has ", edge_weight->numel(),

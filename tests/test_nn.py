@@ -53,6 +53,33 @@ def test_sage_matches_pyg(dtype, aggr, in_c, out_c, root_weight, normalize, bias
             assert_rel(ours(x, adj), ref, dtype)
 
 
+@pytest.mark.parametrize("aggr", ["mean", "sum"])
+@pytest.mark.parametrize("root_weight", [True, False])
+def test_sage_wide_project_first_inference_matches_pyg(aggr, root_weight, generator):
+    """out >= SAGEConv.COMBINED_PROJECTION_MIN_WIDTH: inference projects both branches with one GEMM and
+    aggregates the left half of [x W_l | x W_r] in place; also when run in row chunks (full_inference)."""
+    from gnnaccel.inference import full_inference
+    from gnnaccel.models import GraphSAGE
+
+    ei, n = make_graph(generator)
+    d = SAGEConv.COMBINED_PROJECTION_MIN_WIDTH
+    pyg = pyg_nn.SAGEConv(2 * d + 3, d, aggr=aggr, root_weight=root_weight).double()
+    ours = SAGEConv(2 * d + 3, d, aggr=aggr, root_weight=root_weight).double()
+    ours.load_state_dict(pyg.state_dict())
+    x = torch.randn(n, 2 * d + 3, generator=generator, dtype=torch.float64)
+    ref = pyg(x, ei)
+    g = Graph.from_edge_index(ei, n)
+    with torch.no_grad():
+        if root_weight:
+            assert ours.chunk_plan(x).shape == (n, 2 * d)  # the combined layout is the one under test
+        assert_rel(ours(x, g), ref, torch.float64)
+        assert_rel(ours(x, g, rows=torch.tensor([3, 0, 3])), ref[[3, 0, 3]], torch.float64)
+    if root_weight:  # GraphSAGE's layers have a root weight
+        model = GraphSAGE(2 * d + 3, d, d, num_layers=1, aggr=aggr).double()
+        model.convs[0].load_state_dict(ours.state_dict())
+        assert_rel(full_inference(model, g, x, chunk_size=7, progress=False), ref, torch.float64)
+
+
 def test_sage_matches_pyg_on_weighted_sparse(generator):
     # PyG's sparse path scales messages by the adjacency values; so does a weighted Graph.
     ei, n = make_graph(generator, loops=False)

@@ -246,6 +246,23 @@ def test_sage_projected_equals_project_then_aggregate(generator):
     torch.testing.assert_close(sage_projected(g.rowptr, g.col, x @ wl, x @ wr, b), ref)
 
 
+@pytest.mark.parametrize("use_rows", [False, True])
+def test_sage_projected_reads_column_blocks_of_a_wider_matrix(use_rows, generator):
+    """xw and root may be the two halves of one [N, 2D] GEMM output (row stride 2D): same result as copies."""
+    n, d = 150, 70
+    edge_index = random_edge_index(n, 1200, generator, power_law=True, hub=True)
+    g = Graph.from_edge_index(edge_index, n)
+    both = torch.randn(n, 2 * d, generator=generator, dtype=torch.float64)
+    b = torch.randn(d, generator=generator, dtype=torch.float64)
+    rows = torch.randint(n, (40,), generator=generator) if use_rows else None
+    root = both[:, d:] if rows is None else both[:, d:].index_select(0, rows)
+    out = sage_projected(g.rowptr, g.col, both[:, :d], root, b, rows=rows)
+    ref = _projected_reference(edge_index, n, both[:, :d], root, b, "mean", rows=rows)
+    assert_rel_close(out, ref, torch.float64)
+    torch.library.opcheck(torch.ops.gnnaccel.sage_projected.default,
+                          (g.rowptr, g.col, both[:, :d], root, None, b, rows, "mean"))
+
+
 @pytest.mark.parametrize("n", [0, 4])
 def test_sage_projected_empty_graph(n):
     g = Graph.from_edge_index(torch.empty(2, 0, dtype=torch.long), n)
@@ -293,9 +310,9 @@ def test_sage_projected_bad_inputs():
         sage_projected(g.rowptr, torch.tensor([0, 1, 7]), xw)
     with pytest.raises(RuntimeError, match="sage_projected: rows holds an index outside"):
         sage_projected(g.rowptr, g.col, xw, rows=torch.tensor([3]))
-    with pytest.raises(RuntimeError, match="x must be contiguous"):
+    with pytest.raises(RuntimeError, match="x must be row-major with contiguous channels"):
         sage_projected(g.rowptr, g.col, torch.ones(2, 3).t())
-    with pytest.raises(RuntimeError, match="root must be contiguous"):
+    with pytest.raises(RuntimeError, match="root must be row-major with contiguous channels"):
         sage_projected(g.rowptr, g.col, xw, torch.ones(2, 3).t())
     with pytest.raises(RuntimeError, match="edge_weight has 2 entries"):
         sage_projected(g.rowptr, g.col, xw, edge_weight=torch.ones(2))

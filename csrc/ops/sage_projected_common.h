@@ -14,7 +14,7 @@ inline int64_t check_sage_projected_inputs(const at::Tensor& rowptr, const at::T
   const Reduce reduce = parse_reduce(std::string(reduce_name));
   TORCH_CHECK(reduce == Reduce::kSum || reduce == Reduce::kMean,
               "sage_projected supports reduce 'sum' and 'mean', got '", std::string(reduce_name), "'");
-  check_csr_features(rowptr, col, xw, edge_weight, rows);
+  check_csr_features(rowptr, col, xw, edge_weight, rows, /*x_row_strided_ok=*/true);
   TORCH_CHECK(at::isFloatingType(xw.scalar_type()), "xw must be floating point, got ", xw.scalar_type());
   const int64_t num_out = rows.has_value() ? rows->numel() : rowptr.numel() - 1;
   const int64_t width = xw.size(1);
@@ -25,7 +25,8 @@ inline int64_t check_sage_projected_inputs(const at::Tensor& rowptr, const at::T
     TORCH_CHECK(root->scalar_type() == xw.scalar_type(), "root dtype ", root->scalar_type(), " must match xw dtype ",
                 xw.scalar_type());
     GNNACCEL_CHECK_SAME_DEVICE(*root, xw, "root", "xw");
-    GNNACCEL_CHECK_CONTIGUOUS(*root, "root");
+    TORCH_CHECK((width <= 1 || root->stride(1) == 1) && (num_out <= 1 || root->stride(0) >= width),
+                "root must be row-major with contiguous channels (stride(1) == 1), got strides ", root->strides());
   }
   if (bias.has_value()) {
     GNNACCEL_CHECK_1D(*bias, "bias");

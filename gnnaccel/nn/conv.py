@@ -93,7 +93,9 @@ def _finish_projected(graph: Graph, projected: Tensor, reduce: str, rows: Option
     """Aggregate a project-first layer's neighbour projections and add its root term and bias in one pass."""
     if projected.shape[0] != graph.num_nodes:
         raise ValueError(f"x must have {graph.num_nodes} rows (one per node), got {projected.shape[0]}")
-    return sage_projected(graph.rowptr, graph.col, projected.contiguous(), root, bias,
+    if projected.shape[1] > 1 and projected.stride(1) != 1:
+        projected = projected.contiguous()
+    return sage_projected(graph.rowptr, graph.col, projected, root, bias,
                           _edge_weight(graph, projected.dtype), rows, reduce)
 
 
@@ -231,15 +233,31 @@ class SAGEConv(_PrunableConv):
     def _params(self):
         return (self.lin_l.weight, self.lin_l.bias, self.lin_r.weight if self.root_weight else None)
 
+    # From this output width on, inference projects both branches with one GEMM into [x W_l | x W_r] and
+    # aggregates its left half in place (3-4% faster at 128 channels); below it, the neighbour projection is
+    # kept compact, so that a narrow layer's gather source stays small enough for the cache (5% at 16).
+    COMBINED_PROJECTION_MIN_WIDTH = 64
+
     def chunk_plan(self, x: Tensor) -> Optional[Tensor]:
-        """For a project-first layer, the projected neighbour input ``x[:, idx] @ W_l`` of all nodes (computed
-        once and reused by every row chunk); None when the layer aggregates first."""
+        """For a project-first layer, the projections of all nodes (computed once and reused by every row
+        chunk): ``x[:, idx] @ W_l`` [N, out], or in inference for a wide layer whose branches read all of x,
+        ``x @ [W_l | W_r]`` [N, 2 out] (``forward_planned`` tells them apart by width). None when the layer
+        aggregates first."""
         if not self.project_first():
             return None
+        if (self.root_weight and self.out_channels >= self.COMBINED_PROJECTION_MIN_WIDTH
+                and self.input_index_neigh is None and self.input_index_self is None
+                and _projected_kernel_ok(x, *self._params())):
+            return project_for_gather(x, torch.cat([self.lin_l.weight, self.lin_r.weight], 0))
         return _project(x, self.lin_l.weight.t(), None, None, self.input_index_neigh)
 
     def forward_planned(self, x: Tensor, projected: Tensor, adj: Adjacency, rows: Optional[Tensor] = None) -> Tensor:
         graph = as_graph(adj, x.shape[0])
+        d = self.out_channels
+        if self.root_weight and projected.shape[1] == 2 * d != 0:  # [x W_l | x W_r] from chunk_plan
+            root = projected[:, d:] if rows is None else projected[:, d:].index_select(0, rows.long())
+            out = _finish_projected(graph, projected[:, :d], self.aggr, rows, root, self.lin_l.bias)
+            return F.normalize(out, p=2.0, dim=-1) if self.normalize else out
         if _projected_kernel_ok(projected, *self._params()):
             # Inference: the root term of the output rows from one GEMM, then gather + root + bias in one pass.
             root = (_project(x, self.lin_r.weight.t(), None, rows, self.input_index_self) if self.root_weight

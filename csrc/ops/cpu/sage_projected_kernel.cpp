@@ -12,13 +12,13 @@ namespace {
 template <typename scalar_t>
 struct RootBiasEpilogue {
   static constexpr bool kActive = true;
-  const scalar_t* root;  // [num_out, width] or nullptr
-  int64_t width;
+  const scalar_t* root;  // [num_out, width] with row stride root_stride, or nullptr
+  int64_t root_stride;
   const scalar_t* bias;  // [width] or nullptr
   template <typename T>
   T operator()(int64_t r, int64_t c) const {
     T v = bias != nullptr ? bias[c] : T(0);
-    if (root != nullptr) v += root[r * width + c];
+    if (root != nullptr) v += root[r * root_stride + c];
     return v;
   }
 };
@@ -43,14 +43,15 @@ at::Tensor sage_projected_cpu(const at::Tensor& rowptr, const at::Tensor& col, c
                   "sage_projected: rowptr must start at 0 and end at col.numel() = ", col.numel());
       const scalar_t* w = edge_weight.has_value() ? edge_weight->data_ptr<scalar_t>() : nullptr;
       const index_t* rw = rows.has_value() ? rows->data_ptr<index_t>() : nullptr;
-      const RootBiasEpilogue<scalar_t> epilogue{root.has_value() ? root->data_ptr<scalar_t>() : nullptr, width,
+      const RootBiasEpilogue<scalar_t> epilogue{root.has_value() ? root->data_ptr<scalar_t>() : nullptr,
+                                                root.has_value() ? root->stride(0) : 0,
                                                 bias.has_value() ? bias->data_ptr<scalar_t>() : nullptr};
       auto run = [&](auto reduce_tag, auto weighted_tag) {
         constexpr Reduce RR = decltype(reduce_tag)::value;
         constexpr bool W = decltype(weighted_tag)::value;
         cpu::aggregate_rows<scalar_t, index_t, RR, W, false>(rp, col.data_ptr<index_t>(), xw.data_ptr<scalar_t>(), w,
                                                              rw, num_out, num_graph_rows, xw.size(0), col.numel(),
-                                                             width, width, out.data_ptr<scalar_t>(), nullptr,
+                                                             width, xw.stride(0), out.data_ptr<scalar_t>(), nullptr,
                                                              epilogue, "sage_projected");
       };
       auto with_weight = [&](auto reduce_tag) {

@@ -16,7 +16,8 @@ __global__ void sage_projected_kernel(const index_t* __restrict__ rowptr, const 
                                       const scalar_t* __restrict__ xw, const scalar_t* __restrict__ w,
                                       const scalar_t* __restrict__ root, const scalar_t* __restrict__ bias,
                                       const index_t* __restrict__ rows, int64_t num_out, int64_t num_graph_rows,
-                                      int64_t num_src, int64_t width, scalar_t* __restrict__ out) {
+                                      int64_t num_src, int64_t width, int64_t xw_stride, int64_t root_stride,
+                                      scalar_t* __restrict__ out) {
   using acc_t = at::acc_type<scalar_t, true>;
   const int64_t warp = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
   const int lane = threadIdx.x % 32;
@@ -32,12 +33,12 @@ __global__ void sage_projected_kernel(const index_t* __restrict__ rowptr, const 
     for (int64_t e = begin; e < end; ++e) {
       const int64_t j = col[e];
       CUDA_KERNEL_ASSERT(j >= 0 && j < num_src);
-      acc_t v = static_cast<acc_t>(xw[j * width + c]);
+      acc_t v = static_cast<acc_t>(xw[j * xw_stride + c]);
       if (kWeighted) v *= static_cast<acc_t>(w[e]);
       acc += v;
     }
     if (kMean && end > begin) acc /= acc_t(end - begin);
-    if (root != nullptr) acc += static_cast<acc_t>(root[warp * width + c]);
+    if (root != nullptr) acc += static_cast<acc_t>(root[warp * root_stride + c]);
     if (bias != nullptr) acc += static_cast<acc_t>(bias[c]);
     out[warp * width + c] = static_cast<scalar_t>(acc);
   }
@@ -52,7 +53,7 @@ struct ProjectedArgs {
   const scalar_t* root;
   const scalar_t* bias;
   const index_t* rows;
-  int64_t num_out, num_graph_rows, num_src, width;
+  int64_t num_out, num_graph_rows, num_src, width, xw_stride, root_stride;
   scalar_t* out;
 };
 
@@ -61,10 +62,12 @@ template <bool kMean, typename scalar_t, typename index_t>
 void launch(const ProjectedArgs<scalar_t, index_t>& a, int64_t blocks, int threads, cudaStream_t stream) {
   if (a.w != nullptr)
     sage_projected_kernel<scalar_t, index_t, kMean, true><<<blocks, threads, 0, stream>>>(
-        a.rowptr, a.col, a.xw, a.w, a.root, a.bias, a.rows, a.num_out, a.num_graph_rows, a.num_src, a.width, a.out);
+        a.rowptr, a.col, a.xw, a.w, a.root, a.bias, a.rows, a.num_out, a.num_graph_rows, a.num_src, a.width, a.xw_stride, a.root_stride,
+        a.out);
   else
     sage_projected_kernel<scalar_t, index_t, kMean, false><<<blocks, threads, 0, stream>>>(
-        a.rowptr, a.col, a.xw, a.w, a.root, a.bias, a.rows, a.num_out, a.num_graph_rows, a.num_src, a.width, a.out);
+        a.rowptr, a.col, a.xw, a.w, a.root, a.bias, a.rows, a.num_out, a.num_graph_rows, a.num_src, a.width, a.xw_stride, a.root_stride,
+        a.out);
 }
 
 at::Tensor sage_projected_cuda(const at::Tensor& rowptr, const at::Tensor& col, const at::Tensor& xw,
@@ -90,7 +93,8 @@ at::Tensor sage_projected_cuda(const at::Tensor& rowptr, const at::Tensor& col, 
           root.has_value() ? root->data_ptr<scalar_t>() : nullptr,
           bias.has_value() ? bias->data_ptr<scalar_t>() : nullptr,
           rows.has_value() ? rows->data_ptr<index_t>() : nullptr,
-          num_out, num_graph_rows, xw.size(0), width, out.data_ptr<scalar_t>()};
+          num_out, num_graph_rows, xw.size(0), width, xw.stride(0), root.has_value() ? root->stride(0) : 0,
+          out.data_ptr<scalar_t>()};
       if (mean) launch<true>(a, blocks, kThreads, stream);
       else launch<false>(a, blocks, kThreads, stream);
       C10_CUDA_KERNEL_LAUNCH_CHECK();

@@ -103,7 +103,7 @@ def _project(x: Tensor, weight_t: Tensor, bias: Optional[Tensor], rows: Optional
              index: Optional[Tensor]) -> Tensor:
     """``x[rows][:, index] @ weight_t + bias``, gathering without a copy when rows/index are given."""
     if index is None and rows is None:
-        if bias is None:  # a project-first layer's projection of every node: aggregation gathers from it
+        if bias is None:  # a projection of every node, e.g. the one a project-first layer aggregates: huge pages
             return project_for_gather(x, weight_t.t())
         return F.linear(x, weight_t.t(), bias)
     return pruned_linear(x, weight_t, bias, rows, index)
@@ -264,28 +264,18 @@ class SAGEConv(_PrunableConv):
         if self.root_weight and projected.shape[1] == 2 * d != 0:  # [x W_l | x W_r] from chunk_plan
             root = projected[:, d:] if rows is None else projected[:, d:].index_select(0, rows.long())
             out = _finish_projected(graph, projected[:, :d], self.aggr, rows, root, self.lin_l.bias)
-            return F.normalize(out, p=2.0, dim=-1) if self.normalize else out
-        if _projected_kernel_ok(projected, *self._params()):
-            # Inference: the root term of the output rows from one GEMM, then gather + root + bias in one pass.
+        else:
             root = (_project(x, self.lin_r.weight.t(), None, rows, self.input_index_self) if self.root_weight
                     else None)
-            out = _finish_projected(graph, projected, self.aggr, rows, root, self.lin_l.bias)
-            return F.normalize(out, p=2.0, dim=-1) if self.normalize else out
-        out = _propagate(graph, projected, self.aggr, rows)
-        # Inference: accumulate into the fresh aggregation buffer (the root projection as one BLAS call with
-        # beta = 1) instead of allocating a new [rows, out] tensor per term.
-        inplace = not _needs_grad(x, projected, self.lin_l.bias, self.lin_r.weight if self.root_weight else None)
-        if self.lin_l.bias is not None:
-            out = out.add_(self.lin_l.bias) if inplace else out + self.lin_l.bias
-        if self.root_weight:
-            if inplace and rows is None and self.input_index_self is None:
-                out.addmm_(x, self.lin_r.weight.t())
+            if _projected_kernel_ok(projected, *self._params()):  # inference: gather + root + bias in one pass
+                out = _finish_projected(graph, projected, self.aggr, rows, root, self.lin_l.bias)
             else:
-                root = _project(x, self.lin_r.weight.t(), None, rows, self.input_index_self)
-                out = out.add_(root) if inplace else out + root
-        if self.normalize:
-            out = F.normalize(out, p=2.0, dim=-1)
-        return out
+                out = _propagate(graph, projected, self.aggr, rows)
+                if self.lin_l.bias is not None:
+                    out = out + self.lin_l.bias
+                if root is not None:
+                    out = out + root
+        return F.normalize(out, p=2.0, dim=-1) if self.normalize else out
 
     # ------------------------------------------------------------------ pruning protocol
     def linear_parts(self) -> LinearParts:

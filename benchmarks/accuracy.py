@@ -151,6 +151,8 @@ def plot(rows, args, path):
     import matplotlib.pyplot as plt
 
     datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    # Scheme full when it was run, else the scheme that was (a --schemes batched run still gets its plot).
+    scheme = "full" if any(r["scheme"] == "full" for r in rows) else rows[0]["scheme"]
     fig, axes = plt.subplots(2, len(datasets), figsize=(3.6 * len(datasets), 6), squeeze=False)
     styles = {"lasso": "C0", "greedy": "C1", "random": "C2", "magnitude": "C3"}
     for j, ds in enumerate(datasets):
@@ -158,7 +160,7 @@ def plot(rows, args, path):
             for m in args.methods:
                 pts = sorted((r["keep"], r["f1_pruned"], r["logit_rel_error"]) for r in rows
                              if r["dataset"] == ds and r["model"] == kind and r["method"] == m
-                             and r["scheme"] == "full")
+                             and r["scheme"] == scheme)
                 if not pts:
                     continue
                 ks = [p[0] for p in pts]
@@ -168,7 +170,7 @@ def plot(rows, args, path):
         for i in range(2):
             axes[i, j].set_xscale("log", base=2)
             axes[i, j].set_xlabel("keep ratio")
-        axes[0, j].set_title(f"{ds} (scheme full)")
+        axes[0, j].set_title(f"{ds} (scheme {scheme})")
         axes[0, j].set_ylabel("test F1-micro (no retraining)")
         axes[1, j].set_ylabel("relative logit error")
         axes[1, j].set_yscale("log")

@@ -4,9 +4,9 @@ Aggregation reads one row per edge at a random address; over a buffer of hundred
 miss the TLB when the buffer sits on 4 KiB pages. On Linux with transparent huge pages in "madvise" mode
 (the common default) a buffer advised with MADV_HUGEPAGE *before it is first written* is backed by 2 MiB
 pages, which removes most of those misses (11-27% less time per gather-bound pass in single-thread A/B runs
-on the development machine). PyTorch can do this for every allocation (environment variable THP_MEM_ALLOC_ENABLE=1, read once at
-start-up); this module does it for the buffers gnnaccel itself creates to be gathered from, so that users get
-it without that setting. Anything unusual (another OS, a device tensor, a small buffer, madvise failing)
+on the development machine). PyTorch can do this for every allocation (environment variable
+THP_MEM_ALLOC_ENABLE=1, read once at start-up); this module does it for the buffers gnnaccel itself creates
+to be gathered from, so that users get it without that setting. Anything unusual (another OS, a device tensor, a small buffer, madvise failing)
 simply yields an ordinary tensor.
 """
 from __future__ import annotations

@@ -10,6 +10,7 @@
 #include <limits>
 
 #include "../aggregate_common.h"
+#include "warp_rows.cuh"
 
 namespace gnnaccel {
 namespace {
@@ -48,14 +49,9 @@ __global__ void aggregate_kernel(const index_t* __restrict__ rowptr, const index
                                  int64_t* __restrict__ arg) {
   using acc_t = at::acc_type<scalar_t, true>;
   constexpr bool kArg = R == Reduce::kMax || R == Reduce::kMin;
-  const int64_t warp = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
-  const int lane = threadIdx.x % 32;
-  if (warp >= num_out) return;
-  int64_t row = warp;
-  if (rows != nullptr) {
-    row = rows[warp];
-    CUDA_KERNEL_ASSERT(row >= 0 && row < num_graph_rows);
-  }
+  int64_t warp, row;
+  int lane;
+  if (!warp_output_row(rows, num_out, num_graph_rows, warp, row, lane)) return;
   const int64_t begin = rowptr[row], end = rowptr[row + 1];
   for (int64_t c = lane; c < channels; c += 32) {
     acc_t acc = DeviceReducer<acc_t, R>::init();

@@ -7,6 +7,7 @@
 #include <c10/cuda/CUDAGuard.h>
 
 #include "../sage_projected_common.h"
+#include "warp_rows.cuh"
 
 namespace gnnaccel {
 namespace {
@@ -19,14 +20,9 @@ __global__ void sage_projected_kernel(const index_t* __restrict__ rowptr, const 
                                       int64_t num_src, int64_t width, int64_t xw_stride, int64_t root_stride,
                                       scalar_t* __restrict__ out) {
   using acc_t = at::acc_type<scalar_t, true>;
-  const int64_t warp = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
-  const int lane = threadIdx.x % 32;
-  if (warp >= num_out) return;
-  int64_t row = warp;
-  if (rows != nullptr) {
-    row = rows[warp];
-    CUDA_KERNEL_ASSERT(row >= 0 && row < num_graph_rows);
-  }
+  int64_t warp, row;
+  int lane;
+  if (!warp_output_row(rows, num_out, num_graph_rows, warp, row, lane)) return;
   const int64_t begin = rowptr[row], end = rowptr[row + 1];
   for (int64_t c = lane; c < width; c += 32) {
     acc_t acc = 0;

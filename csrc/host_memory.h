@@ -32,7 +32,7 @@ inline void advise_huge_pages(const at::Tensor& t) {
 #endif
 }
 
-// at::empty for an operator's large host output.
+// at::empty for an operator's output; large host buffers get the huge-page advice (device tensors: plain).
 inline at::Tensor empty_host_output(at::IntArrayRef sizes, const at::TensorOptions& options) {
   at::Tensor out = at::empty(sizes, options);
   advise_huge_pages(out);

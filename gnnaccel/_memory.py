@@ -6,8 +6,8 @@ miss the TLB when the buffer sits on 4 KiB pages. On Linux with transparent huge
 pages, which removes most of those misses (11-27% less time per gather-bound pass in single-thread A/B runs
 on the development machine). PyTorch can do this for every allocation (environment variable
 THP_MEM_ALLOC_ENABLE=1, read once at start-up); this module does it for the buffers gnnaccel itself creates
-to be gathered from, so that users get it without that setting. Anything unusual (another OS, a device tensor, a small buffer, madvise failing)
-simply yields an ordinary tensor.
+to be gathered from, so that users get it without that setting. Anything unusual (another OS, a device
+tensor, a small buffer, madvise failing) simply yields an ordinary tensor.
 """
 from __future__ import annotations
 

@@ -11,8 +11,7 @@ inline std::tuple<at::Tensor, at::Tensor> empty_aggregate_outputs(const at::Tens
                                                                   const std::optional<at::Tensor>& rows,
                                                                   Reduce reduce, bool compute_arg) {
   const int64_t num_out = rows.has_value() ? rows->numel() : rowptr.numel() - 1;
-  auto out = x.is_cpu() ? empty_host_output({num_out, x.size(1)}, x.options())
-                        : at::empty({num_out, x.size(1)}, x.options());
+  auto out = empty_host_output({num_out, x.size(1)}, x.options());  // huge-page advice on CPU only
   auto arg = compute_arg && reduce_has_arg(reduce) ? at::empty({num_out, x.size(1)}, x.options().dtype(at::kLong))
                                                    : at::empty({0}, x.options().dtype(at::kLong));
   return {out, arg};

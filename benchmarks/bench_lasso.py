@@ -8,6 +8,11 @@ scikit-learn gets the very same problem (X, y with X'X/m = G, X'y/m = q from a C
 Gram and Xy, same tolerance relative to ||y||^2) and its default 100-point geometric alpha grid, running from
 alpha_max down to the lambda at which select_channels reached k non-zeros -- i.e. the shortest default-grid
 path that reaches the same support size (the full default grid would continue to 1e-3 alpha_max).
+
+Both run on one thread: select_channels' solver is sequential, and scikit-learn's coordinate descent is too,
+but its BLAS calls (OpenBLAS) otherwise start a thread pool that competes with torch's OpenMP pool for the same
+cores and makes its time swing 20x from run to run (30 ms to 800 ms at c = 1024 on 2 cores), so it runs under
+``threadpoolctl.threadpool_limits(1)``.
 """
 from __future__ import annotations
 
@@ -48,9 +53,12 @@ def test_select_channels_speed(benchmark, problem, impl):
         alpha_max = float(np.abs(problem["xy"]).max()) / c
         alphas = np.geomspace(alpha_max, problem["lam"], 100)
 
+        threadpool_limits = pytest.importorskip("threadpoolctl").threadpool_limits
+
         def fn():
-            return lasso_path(problem["X"], problem["y"], alphas=alphas, precompute=problem["gram"],
-                              Xy=problem["xy"], tol=TOL, check_input=False)
+            with threadpool_limits(limits=1):
+                return lasso_path(problem["X"], problem["y"], alphas=alphas, precompute=problem["gram"],
+                                  Xy=problem["xy"], tol=TOL, check_input=False)
 
         _, coefs, _ = benchmark.pedantic(fn, rounds=3, iterations=1, warmup_rounds=0)
         nnz = (coefs != 0).sum(0)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from gnnaccel._library import has_kernel
-from gnnaccel.ops import lasso_cd
+from gnnaccel.ops import lasso_cd, lasso_select
 from gnnaccel.ops.lasso import lasso_cd_reference, lasso_duality_gap, lasso_objective
 
 sklearn_lm = pytest.importorskip("sklearn.linear_model")
@@ -180,7 +180,7 @@ def test_bad_inputs_raise_clear_errors():
         lasso_cd(G, torch.ones(4, dtype=torch.float64), 0.1)
     with pytest.raises(ValueError, match="lam must be >= 0"):
         lasso_cd(G, q, -1.0)
-    with pytest.raises(RuntimeError, match="lam must be finite and >= 0"):
+    with pytest.raises(ValueError, match="lam must be finite and >= 0"):
         lasso_cd(G, q, torch.tensor(-1.0))
     with pytest.raises(ValueError, match="beta0"):
         lasso_cd(G, q, 0.1, beta0=torch.zeros(2, dtype=torch.float64))
@@ -190,14 +190,194 @@ def test_bad_inputs_raise_clear_errors():
         lasso_cd(G.long(), q, 0.1)
     bad = G.clone()
     bad[0, 1] = float("nan")
-    with pytest.raises(RuntimeError, match="G contains NaN"):
+    with pytest.raises(ValueError, match="G contains NaN"):
         lasso_cd(bad, q, 0.1)
-    with pytest.raises(RuntimeError, match="q contains NaN"):
+    with pytest.raises(ValueError, match="q contains NaN"):
         lasso_cd(G, torch.tensor([1.0, float("nan"), 0.0], dtype=torch.float64), 0.1)
-    with pytest.raises(RuntimeError, match="penalty factors must be finite and >= 0"):
+    with pytest.raises(ValueError, match="penalty factors must be finite and >= 0"):
         lasso_cd(G, q, 0.1, penalty=torch.tensor([1.0, -1.0, 1.0], dtype=torch.float64))
     with pytest.raises(RuntimeError, match="unpenalized_pinv must be"):
         lasso_cd(G, q, 0.1, penalty=torch.tensor([0.0, 1.0, 1.0], dtype=torch.float64),
                  unpenalized_pinv=torch.eye(2, dtype=torch.float64))
     with pytest.raises(ValueError, match="max_sweeps"):
         lasso_cd(G, q, 0.1, max_sweeps=-1)
+
+
+# ------------------------------------------------------------------------------------------ lasso_select
+def _top_k_reference(beta, grad, p, alive, k):
+    """The selection rule, written out: penalised alive coordinates by |beta|, then by |grad| / p, then alive
+    before dead, then lower index; the first k, sorted."""
+    c = beta.numel()
+    pen_alive = alive & (p > 0)
+    keys = sorted((i for i in range(c) if p[i] > 0),
+                  key=lambda i: (-(abs(float(beta[i])) if pen_alive[i] else 0.0),
+                                 -(abs(float(grad[i])) / float(p[i]) if pen_alive[i] else 0.0), -int(alive[i]), i))
+    return torch.tensor(sorted(keys[:k]), dtype=torch.long)
+
+
+def _check_selection(G, q, k, p, y_sq, tol, out):
+    """What lasso_select promises, checked with the dense float64 reference: beta is the LASSO solution at the
+    returned lambda (gap within tol), nnz counts its non-zero penalised alive coordinates, and chosen is the
+    top-k rule applied to it."""
+    chosen, beta, lam, nnz, solves, sweeps = out
+    c = G.shape[0]
+    p = torch.ones(c, dtype=torch.float64) if p is None else p
+    alive = G.diagonal() > 0
+    assert chosen.dtype == torch.long and chosen.shape == (k,) and torch.equal(chosen, torch.unique(chosen))
+    assert bool((p[chosen] > 0).all())
+    gap = lasso_duality_gap(G, q, float(lam), beta, p, y_sq)
+    assert float(gap) <= tol * y_sq * (1 + 1e-6) + 1e-12
+    nonzero = (beta != 0) & alive & (p > 0)
+    assert int(nnz) == int(nonzero.sum())
+    grad = q - G @ beta
+    assert torch.equal(chosen, _top_k_reference(beta, grad, p, alive, k))
+    return int(nnz)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("c", [1, 7, 40, 120])
+def test_select_solution_is_optimal_and_ranked(seed, c):
+    gen = torch.Generator().manual_seed(seed)
+    X, y = _data(gen, n=3 * c + 10, c=c, dead=(c // 3,) if c > 3 else ())
+    G, q, y_sq = _gram(X, y)
+    alive = int((G.diagonal() > 0).sum())
+    for k in sorted({0, 1, c // 4, c // 2, alive}):
+        out = lasso_select(G, q, k, y_sq=y_sq, tol=1e-9)
+        nnz = _check_selection(G, q, k, None, y_sq, 1e-9, out)
+        if 0 < k:
+            assert nnz >= k  # full column rank here: the path reaches k
+        # the bracket: lambda 0.2% higher is already on the other side (fewer than k), unless exactly k
+        if 0 < k < alive and nnz > k:
+            above, _, _ = lasso_cd(G, q, float(out[2]) * 1.002, y_sq=y_sq, tol=1e-12, max_sweeps=100_000)
+            assert int((above != 0).sum()) < nnz
+
+
+def test_select_matches_sklearn_path_support():
+    """The k-support at the first lambda with >= k non-zeros of scikit-learn's own path (fine grid)."""
+    gen = torch.Generator().manual_seed(7)
+    X, y = _data(gen, n=400, c=60, correlated=True)
+    G, q, y_sq = _gram(X, y)
+    for k in (3, 10, 25):
+        chosen, beta, lam, nnz, _, _ = lasso_select(G, q, k, y_sq=y_sq, tol=1e-12)
+        alphas = np.geomspace(float(q.abs().max()), float(lam) * 0.9, 400)
+        _, coefs, _ = sklearn_lm.lasso_path(X.numpy(), y.numpy(), alphas=alphas, precompute=(X.T @ X).numpy(),
+                                            Xy=(X.T @ y).numpy(), tol=1e-12, max_iter=100_000)
+        first = int(np.argmax((coefs != 0).sum(0) >= k))
+        top = np.sort(np.argsort(-np.abs(coefs[:, first]), kind="stable")[:k])
+        assert chosen.tolist() == top.tolist()
+
+
+def test_select_with_unpenalized_and_dead_coordinates(generator):
+    X, y = _data(generator, n=200, c=30, dead=(3, 20))
+    G, q, y_sq = _gram(X, y)
+    p = torch.ones(30, dtype=torch.float64)
+    p[:8] = 0  # includes dead coordinate 3
+    for k in (0, 1, 5, 20, 22):
+        out = lasso_select(G, q, k, p, y_sq, tol=1e-10)
+        _check_selection(G, q, k, p, y_sq, 1e-10, out)
+        beta = out[1]
+        # the unpenalised alive coordinates are at their optimum given the rest: g_U = 0
+        grad = q - G @ beta
+        U = torch.nonzero((p == 0) & (G.diagonal() > 0)).flatten()
+        assert float(grad[U].abs().max()) <= 1e-6 * float(q.abs().max())
+    # k = 22 penalised = all: the alive ones by |beta| / |grad|, the dead one (20) last
+    chosen = lasso_select(G, q, 22, p, y_sq)[0]
+    assert chosen.tolist() == list(range(8, 30))
+
+
+def test_select_rank_deficient_and_degenerate_problems():
+    # rank 3 in 10 coordinates: the path stalls at <= 3 non-zeros, the rest is filled by |gradient|, then index
+    gen = torch.Generator().manual_seed(3)
+    B = torch.randn(40, 3, generator=gen, dtype=torch.float64)
+    X = B @ torch.randn(3, 10, generator=gen, dtype=torch.float64)
+    y = X[:, 0] - X[:, 4]
+    G, q, y_sq = _gram(X, y)
+    out = lasso_select(G, q, 8, y_sq=y_sq, tol=1e-10, lambda_min_ratio=1e-4)
+    _check_selection(G, q, 8, None, y_sq, 1e-10, out)
+    # q = 0: lambda_max = 0, no solve, chosen by index among equals
+    out = lasso_select(G, torch.zeros(10, dtype=torch.float64), 4, y_sq=1.0)
+    assert out[0].tolist() == [0, 1, 2, 3] and int(out[4]) == 0 and float(out[2]) == 0.0
+    # all dead
+    out = lasso_select(torch.zeros(5, 5, dtype=torch.float64), torch.zeros(5, dtype=torch.float64), 2, y_sq=0.0)
+    assert out[0].tolist() == [0, 1] and int(out[3]) == 0
+    # empty problem
+    out = lasso_select(torch.zeros(0, 0, dtype=torch.float64), torch.zeros(0, dtype=torch.float64), 0, y_sq=0.0)
+    assert out[0].numel() == 0 and out[1].numel() == 0
+    # float32 in: solved in float64, beta and lambda back in float32
+    X, y = _data(gen, n=50, c=12)
+    G, q, y_sq = _gram(X, y)
+    out32 = lasso_select(G.float(), q.float(), 4, y_sq=y_sq, tol=1e-9)
+    out64 = lasso_select(G.float().double(), q.float().double(), 4, y_sq=y_sq, tol=1e-9)
+    assert out32[1].dtype == torch.float32 and out32[2].dtype == torch.float32
+    assert torch.equal(out32[0], out64[0])
+
+
+def _select_opcheck_samples(generator):
+    X, y = _data(generator, n=40, c=12, dead=(2,))
+    G, q, y_sq = _gram(X, y)
+    p = torch.ones(12, dtype=torch.float64)
+    p[0] = 0
+    y_sq_t = torch.tensor(y_sq, dtype=torch.float64)
+    yield (G, q, 4, None, y_sq_t, None, 1e-10, 0.6, 30, 1000, 1e-7)
+    yield (G.float(), q.float(), 3, p.float(), y_sq_t.float(), None, 1e-8, 0.5, 5, 100, 1e-5)
+
+
+def test_select_opcheck(generator):
+    for args in _select_opcheck_samples(generator):
+        torch.library.opcheck(torch.ops.gnnaccel.lasso_select.default, args)
+
+
+def test_select_torch_compile_fullgraph(generator):
+    X, y = _data(generator, n=60, c=16)
+    G, q, y_sq = _gram(X, y)
+
+    def select_then_gather(G, q):
+        chosen, beta, lam, nnz, solves, sweeps = lasso_select(G, q, 5, y_sq=y_sq, tol=1e-10)
+        return G[chosen][:, chosen], beta[chosen], lam, nnz + 0
+
+    compiled = torch.compile(select_then_gather, fullgraph=True)
+    for got, want in zip(compiled(G, q), select_then_gather(G, q)):
+        torch.testing.assert_close(got, want)
+
+
+def test_select_bad_inputs_raise_clear_errors():
+    G = torch.eye(4, dtype=torch.float64)
+    q = torch.ones(4, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"k must be in \[0, 4\]"):
+        lasso_select(G, q, 5)
+    with pytest.raises(ValueError, match=r"k must be in \[0, 3\]"):
+        lasso_select(G, q, 4, penalty=torch.tensor([0.0, 1.0, 1.0, 1.0], dtype=torch.float64))
+    with pytest.raises(TypeError, match="k must be an int"):
+        lasso_select(G, q, 2.0)
+    with pytest.raises(ValueError, match="symmetric"):
+        lasso_select(G + torch.triu(torch.ones_like(G), 1), q, 2)
+    bad = G.clone()
+    bad[2, 2] = float("inf")
+    with pytest.raises(ValueError, match="lasso_select: G contains NaN or Inf"):
+        lasso_select(bad, q, 2)
+    with pytest.raises(ValueError, match="lasso_select: q contains NaN"):
+        lasso_select(G, torch.full((4,), float("nan"), dtype=torch.float64), 2)
+    with pytest.raises(ValueError, match="penalty factors"):
+        lasso_select(G, q, 2, penalty=-torch.ones(4, dtype=torch.float64))
+    with pytest.raises(ValueError, match="path_ratio"):
+        lasso_select(G, q, 2, path_ratio=1.0)
+    with pytest.raises(ValueError, match="y_sq must be finite"):
+        lasso_select(G, q, 2, y_sq=float("nan"))
+    with pytest.raises(RuntimeError, match="G must be square"):
+        lasso_select(torch.ones(3, 4, dtype=torch.float64), q, 2)
+    with pytest.raises(TypeError, match="floating point"):
+        lasso_select(G.long(), q, 2)
+
+
+@pytest.mark.gpu
+def test_select_cuda_matches_cpu(generator):
+    assert has_kernel("lasso_select", "CUDA")
+    X, y = _data(generator, n=300, c=200, dead=(4, 77))
+    G, q, y_sq = _gram(X, y)
+    p = torch.ones(200, dtype=torch.float64)
+    p[:30] = 0
+    for penalty in (None, p):
+        cpu = lasso_select(G, q, 40, penalty, y_sq, tol=1e-12)
+        gpu = lasso_select(G.cuda(), q.cuda(), 40, None if penalty is None else penalty.cuda(), y_sq, tol=1e-12)
+        assert torch.equal(gpu[0].cpu(), cpu[0])
+        torch.testing.assert_close(gpu[1].cpu(), cpu[1], rtol=0, atol=1e-8)

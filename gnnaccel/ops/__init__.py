@@ -5,10 +5,10 @@ registered here, so that it works under ``torch.compile(fullgraph=True)`` and tr
 """
 from .aggregate import aggregate
 from .expand_hop import ALL_NEIGHBOURS, HopBlock, expand_hop, hop_random_seed, k_hop_support
-from .lasso import lasso_cd
+from .lasso import lasso_cd, lasso_select
 from .pruned_linear import pruned_linear
 from .sage_fused import sage_fused
 from .sage_projected import sage_projected
 
 __all__ = ["aggregate", "expand_hop", "k_hop_support", "hop_random_seed", "HopBlock", "ALL_NEIGHBOURS",
-           "lasso_cd", "pruned_linear", "sage_fused", "sage_projected"]
+           "lasso_cd", "lasso_select", "pruned_linear", "sage_fused", "sage_projected"]

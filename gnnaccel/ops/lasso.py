@@ -85,6 +85,33 @@ def lasso_cd(G: Tensor, q: Tensor, lam: Union[float, Tensor], beta0: Optional[Te
                                        unpenalized_pinv, float(tol), int(max_sweeps))
 
 
+def lasso_select(G: Tensor, q: Tensor, k: int, penalty: Optional[Tensor] = None, y_sq: Union[None, float, Tensor] = None,
+                 tol: float = 1e-5, path_ratio: float = 0.6, max_bisections: int = 30, max_sweeps: int = 10_000,
+                 lambda_min_ratio: float = 1e-7, unpenalized_pinv: Optional[Tensor] = None
+                 ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """The ``k`` coordinates the LASSO path selects, in one op call (see csrc/ops/lasso_select.cpp).
+
+    Same problem and arguments as :func:`lasso_cd` (``tol`` is every solve's stopping rule); lambda walks down
+    from lambda_max by ``path_ratio`` until ``k`` penalised coordinates are non-zero, then bisects to land on
+    exactly ``k`` (at most ``max_bisections`` solves). Returns ``(chosen, beta, lam, nnz, solves, sweeps)``:
+    the ``k`` chosen penalised coordinates (increasing int64), beta and lambda of the solution they were read
+    from, its number of non-zero penalised coordinates, and the solve and sweep counts.
+    :func:`gnnaccel.pruning.select_channels` is the user-facing entry (checks, unpenalised elimination).
+    """
+    require_extension()
+    for name, t in (("G", G), ("q", q)):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if not t.is_floating_point():
+            raise TypeError(f"{name} must be floating point, got {t.dtype}")
+    if isinstance(k, bool) or not isinstance(k, int):
+        raise TypeError(f"k must be an int, got {type(k).__name__}")
+    y_sq_t = G.sum() if y_sq is None else _as_scalar_tensor(y_sq, G, "y_sq")
+    return torch.ops.gnnaccel.lasso_select(G.contiguous(), q.contiguous(), k, penalty, y_sq_t, unpenalized_pinv,
+                                           float(tol), float(path_ratio), int(max_bisections), int(max_sweeps),
+                                           float(lambda_min_ratio))
+
+
 if EXTENSION_LOADED:
     @torch.library.register_fake("gnnaccel::lasso_cd")
     def _lasso_cd_fake(G, q, lam, beta0, penalty, y_sq, unpenalized_pinv, tol, max_sweeps):
@@ -92,6 +119,17 @@ if EXTENSION_LOADED:
         torch._check(G.shape[0] == G.shape[1], lambda: "G must be square")
         torch._check(q.dim() == 1 and q.shape[0] == G.shape[0], lambda: "q must be [c]")
         return G.new_empty((G.shape[0],)), G.new_empty(()), G.new_empty((), dtype=torch.long)
+
+    @torch.library.register_fake("gnnaccel::lasso_select")
+    def _lasso_select_fake(G, q, k, penalty, y_sq, unpenalized_pinv, tol, path_ratio, max_bisections, max_sweeps,
+                           lambda_min_ratio):
+        torch._check(G.dim() == 2, lambda: "G must be 2-D")
+        torch._check(G.shape[0] == G.shape[1], lambda: "G must be square")
+        torch._check(q.dim() == 1 and q.shape[0] == G.shape[0], lambda: "q must be [c]")
+        torch._check(0 <= k <= G.shape[0], lambda: "k must be in [0, c]")
+        count = lambda: G.new_empty((), dtype=torch.long)  # noqa: E731
+        return (G.new_empty((k,), dtype=torch.long), G.new_empty((G.shape[0],)), G.new_empty(()), count(), count(),
+                count())
 
 
 # ---------------------------------------------------------------------------------------------- reference

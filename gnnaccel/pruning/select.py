@@ -10,27 +10,31 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
 
 from ._checks import all_finite, is_symmetric
-from ..ops.lasso import lasso_cd, unpenalized_coordinates, unpenalized_pinv
+from ..ops.lasso import lasso_select, unpenalized_coordinates, unpenalized_pinv
 
 
-def _check_gram(G: Tensor, q: Tensor, penalty: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
+def _check_gram(G: Tensor, q: Tensor, penalty: Optional[Tensor], values: bool = True
+                ) -> Tuple[Tensor, Tensor, Tensor]:
+    """Shapes and penalties (always) and the values of G and q (finite, symmetric G; with ``values``) of a
+    Gram problem, as float64. ``values=False`` leaves the O(c^2) checks to the op that consumes the problem
+    (:func:`gnnaccel.ops.lasso_select` makes the same ones in one pass)."""
     if not isinstance(G, Tensor) or G.dim() != 2 or G.shape[0] != G.shape[1]:
         raise ValueError(f"G must be a square matrix, got shape {list(getattr(G, 'shape', []))}")
     c = G.shape[0]
     if not isinstance(q, Tensor) or q.shape != (c,):
         raise ValueError(f"q must have shape [{c}] to match G, got {list(getattr(q, 'shape', []))}")
-    if not all_finite(G):
+    if values and not all_finite(G):
         raise ValueError("G contains NaN or Inf (non-finite activations or weights?)")
-    if not all_finite(q):
+    if values and not all_finite(q):
         raise ValueError("q contains NaN or Inf")
     G, q = G.double(), q.double()
-    if c and not is_symmetric(G):
+    if values and c and not is_symmetric(G):
         raise ValueError("G must be symmetric")
     if penalty is None:
         p = torch.ones(c, dtype=torch.float64, device=G.device)
@@ -60,16 +64,6 @@ def lambda_max(G: Tensor, q: Tensor, penalty: Optional[Tensor] = None) -> float:
         G, q, p = red.G, red.q, red.penalty
     pen = (p > 0) & (G.diagonal() > 0)
     return float((q[pen].abs() / p[pen]).max()) if bool(pen.any()) else 0.0
-
-
-def _gradient_at_unpenalized_optimum(G, q, p):
-    beta = torch.zeros_like(q)
-    unpen = unpenalized_coordinates(G, p)
-    if unpen.numel() == 0:
-        return beta, q.clone(), None
-    pinv = unpenalized_pinv(G, p)
-    beta[unpen] = pinv @ q[unpen]
-    return beta, q - G @ beta, pinv
 
 
 # Penalised coordinates whose Schur-complement diagonal falls below this share of their own G_ii lie (up to
@@ -152,16 +146,17 @@ def select_channels(G: Tensor, q: Tensor, k: int, penalty: Optional[Tensor] = No
                     return_info: bool = False, eliminate_unpenalized: bool = True):
     """The ``k`` coordinates the LASSO path selects, as sorted indices (exact budget).
 
-    Walks lambda geometrically (factor ``path_ratio``) down from :func:`lambda_max`, warm-starting each solve
-    of :func:`gnnaccel.ops.lasso_cd` from the previous one, until at least ``k`` penalised coordinates are
-    non-zero; then bisects (in log lambda) between the last lambda with fewer and the first with at least
-    ``k`` non-zeros, stopping at exactly ``k`` or after ``max_bisections``; keeps the ``k`` largest |beta|
-    of that solution. Unpenalised coordinates (penalty 0) are optimised with the rest but never counted or
-    returned. If even ``lambda_max * lambda_min_ratio`` leaves fewer than ``k`` non-zeros (rank of G below
-    k), the rest are filled by |gradient| / penalty (the coordinates next to enter), then by index.
-    ``y_sq`` (||Y||^2, default 1'G1 for q = G 1) and ``tol`` set the solver's stopping rule
-    (gap <= tol * y_sq). With ``return_info`` returns ``(indices, info)``; info holds lam, beta, nnz,
-    solves, sweeps and the lambda trace.
+    Walks lambda down from :func:`lambda_max` (steps of at most ``path_ratio``), warm-starting each solve
+    from the previous one, until at least ``k`` penalised coordinates are non-zero; then narrows the bracket
+    between the last lambda with fewer and the first with at least ``k`` non-zeros (regula falsi and
+    bisection in log lambda), stopping at exactly ``k``, at a bracket 0.1% wide, or after ``max_bisections``;
+    keeps the ``k`` largest |beta| of that solution. The whole path is one call of
+    :func:`gnnaccel.ops.lasso_select` (on CPU each lambda is solved on a working set). Unpenalised
+    coordinates (penalty 0) are optimised with the rest but never counted or returned. If even
+    ``lambda_max * lambda_min_ratio`` leaves fewer than ``k`` non-zeros (rank of G below k), the rest are
+    filled by |gradient| / penalty (the coordinates next to enter), then by index. ``y_sq`` (||Y||^2, default
+    1'G1 for q = G 1) and ``tol`` set the solver's stopping rule (gap <= tol * y_sq). With ``return_info``
+    returns ``(indices, info)``; info holds lam, beta, nnz, solves and sweeps.
 
     ``eliminate_unpenalized`` (default): with unpenalised coordinates, run the path on the exact reduced
     LASSO over the penalised coordinates only (:class:`UnpenalizedReduction`, a Schur complement) instead of
@@ -170,16 +165,17 @@ def select_channels(G: Tensor, q: Tensor, k: int, penalty: Optional[Tensor] = No
     is large (batched scheme, layer 0: half of 2 x #features coordinates). ``info["beta"]`` is the full beta
     either way.
     """
-    G, q, p = _check_gram(G, q, penalty)
-    c = G.shape[0]
+    G, q, p = _check_gram(G, q, penalty, values=False)
     penalised = p > 0
     k = _check_k(k, int(penalised.sum()))
     if not 0 < path_ratio < 1:
         raise ValueError(f"path_ratio must be in (0, 1), got {path_ratio}")
+    # (a default y_sq of a non-finite G is left to the op, whose message names G)
     y_sq_t = G.sum() if y_sq is None else torch.as_tensor(float(y_sq), dtype=torch.float64)
-    if not bool(torch.isfinite(y_sq_t)) or float(y_sq_t) < 0:
+    if y_sq is not None and (not bool(torch.isfinite(y_sq_t)) or float(y_sq_t) < 0):
         raise ValueError(f"y_sq must be finite and >= 0, got {float(y_sq_t)}")
     if eliminate_unpenalized and not bool(penalised.all()):
+        G, q, p = _check_gram(G, q, p)  # the reduction factorises G: its values first
         t0 = time.perf_counter()
         red = UnpenalizedReduction(G, q, p, y_sq_t)
         reduce_s = time.perf_counter() - t0
@@ -194,69 +190,13 @@ def select_channels(G: Tensor, q: Tensor, k: int, penalty: Optional[Tensor] = No
                           reduce_factor=red.factor, reduce_s=reduce_s)
             return chosen, info_r
         return chosen
-    beta, g0, pinv = _gradient_at_unpenalized_optimum(G, q, p)
-    alive_pen = penalised & (G.diagonal() > 0)
-    info: Dict[str, object] = {"solves": 0, "sweeps": 0, "trace": []}
-
-    def nnz(b):
-        return int(((b != 0) & alive_pen).sum())
-
-    def solve(lam, start):
-        b, gap, sweeps = lasso_cd(G, q, lam, start, p, y_sq_t, tol, max_sweeps, unpenalized_pinv=pinv)
-        info["solves"] += 1
-        info["sweeps"] += int(sweeps)
-        n = nnz(b)
-        info["trace"].append((lam, n))
-        return b, n
-
-    lam_hi = float((g0[alive_pen].abs() / p[alive_pen]).max()) if bool(alive_pen.any()) else 0.0
-    beta_lo, lam_lo, n_lo = None, None, None
-    if k > 0 and lam_hi > 0:
-        beta_hi = beta
-        lam = lam_top = lam_hi
-        while True:  # geometric descent until >= k non-zeros
-            lam *= path_ratio
-            b, n = solve(lam, beta_hi)
-            if n >= k:
-                beta_lo, lam_lo, n_lo = b, lam, n
-                break
-            beta_hi, lam_hi = b, lam
-            if lam < lambda_min_ratio * lam_top:
-                break
-        if beta_lo is not None:
-            for _ in range(max_bisections):  # land on exactly k, or as close above as the path allows
-                if n_lo == k or lam_hi / lam_lo < 1 + 1e-6:
-                    break
-                mid = math.sqrt(lam_hi * lam_lo)
-                b, n = solve(mid, beta_hi)
-                if n >= k:
-                    beta_lo, lam_lo, n_lo = b, mid, n
-                else:
-                    beta_hi, lam_hi = b, mid
-        else:
-            beta_lo, lam_lo, n_lo = beta_hi, lam_hi, nnz(beta_hi)
-    else:
-        beta_lo, lam_lo, n_lo = beta, lam_hi, 0
-
-    # Rank: |beta| of the penalised alive coordinates, then (for fill) |g| / p, then lower index first.
-    g = q - G @ beta_lo
-    score_beta = torch.where(alive_pen, beta_lo.abs(), torch.zeros_like(beta_lo))
-    score_grad = torch.where(alive_pen, g.abs() / p.clamp_min(1e-300), torch.zeros_like(g))
-    order = _lexsort_desc([score_beta, score_grad, alive_pen.double()], c)
-    order = order[penalised[order]]
-    chosen = torch.sort(order[:k]).values
+    chosen, beta, lam, nnz, solves, sweeps = lasso_select(
+        G, q, k, p, y_sq_t.to(G.device), tol=tol, path_ratio=path_ratio, max_bisections=max_bisections,
+        max_sweeps=max_sweeps, lambda_min_ratio=lambda_min_ratio)
     if return_info:
-        info.update(lam=lam_lo, beta=beta_lo, nnz=n_lo)
-        return chosen, info
+        return chosen, {"lam": float(lam), "beta": beta, "nnz": int(nnz), "solves": int(solves),
+                        "sweeps": int(sweeps)}
     return chosen
-
-
-def _lexsort_desc(keys, c):
-    """Indices sorting by keys[0] desc, ties by keys[1] desc, ..., then by index ascending (stable sorts)."""
-    order = torch.arange(c)
-    for key in reversed(keys):
-        order = order[torch.sort(key[order], descending=True, stable=True).indices]
-    return order
 
 
 def select_greedy(G: Tensor, q: Tensor, k: int, penalty: Optional[Tensor] = None) -> Tensor:

@@ -11,6 +11,7 @@
 #include <limits>
 
 #include "../lasso_cd_common.h"
+#include "../lasso_select_path.h"
 
 namespace gnnaccel {
 namespace {
@@ -219,8 +220,60 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lasso_cd_cuda(const at::Tensor& G
   return {beta.to(G.scalar_type()), gap.to(G.scalar_type()), sweeps};
 }
 
+// gnnaccel::lasso_select on CUDA: the host walks the path of ../lasso_select_path.h and launches one solve
+// per lambda (the full problem each time: the one-block kernel keeps its own active set); beta and the
+// gradient come back to the host after each solve to count the non-zeros and pick the next lambda.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lasso_select_cuda(
+    const at::Tensor& G, const at::Tensor& q, int64_t k, const std::optional<at::Tensor>& penalty,
+    const at::Tensor& y_sq, const std::optional<at::Tensor>& unpenalized_pinv, double tol, double path_ratio,
+    int64_t max_bisections, int64_t max_sweeps, double lambda_min_ratio) {
+  TORCH_CHECK(G.is_cuda(), "lasso_select_cuda got a non-CUDA tensor");
+  const c10::cuda::CUDAGuard guard(G.device());
+  const LassoPrepared in = lasso_select_prepare(G, q, k, penalty, y_sq, unpenalized_pinv, tol, path_ratio,
+                                                max_bisections, max_sweeps, lambda_min_ratio);
+  const PathCoordinates coords = path_coordinates(in);
+  const int64_t c = in.G.size(0), nu = in.unpen_idx.numel();
+  auto opts = in.G.options();
+  at::Tensor beta = at::zeros({c}, opts);
+  at::Tensor grad = at::empty({c}, opts);
+  at::Tensor d = at::empty({std::max<int64_t>(nu, 1)}, opts);
+  at::Tensor active = at::empty({std::max<int64_t>(c, 1)}, opts.dtype(at::kLong));
+  at::Tensor in_active = at::empty({std::max<int64_t>(c, 1)}, opts.dtype(at::kInt));
+  at::Tensor gap = at::empty({}, opts);
+  at::Tensor sweeps = at::empty({}, opts.dtype(at::kLong));
+  at::Tensor lam = at::empty({}, opts);
+  auto to_host = [c](const at::Tensor& t) {
+    const at::Tensor h = t.cpu();
+    return std::vector<double>(h.data_ptr<double>(), h.data_ptr<double>() + c);
+  };
+  PathPoint start;  // the unpenalised optimum b_U = pinv(G_UU) q_U
+  if (nu > 0) beta.index_put_({in.unpen_idx}, at::mv(in.unpen_pinv, in.q.index_select(0, in.unpen_idx)));
+  start.b = to_host(beta);
+  start.g = to_host(in.q - at::mv(in.G, beta));
+  auto stream = at::cuda::getCurrentCUDAStream();
+  auto solve = [&](double lam_v, const PathPoint& from, PathPoint& to) -> int64_t {
+    beta.copy_(at::from_blob(const_cast<double*>(from.b.data()), {c}, at::TensorOptions().dtype(at::kDouble)));
+    lam.fill_(lam_v);
+    lasso_cd_kernel<<<1, kThreads, 0, stream>>>(
+        in.G.data_ptr<double>(), in.q.data_ptr<double>(), in.penalty.data_ptr<double>(), lam.data_ptr<double>(),
+        in.y_sq.data_ptr<double>(), in.unpen_idx.data_ptr<int64_t>(), nu, in.unpen_pinv.data_ptr<double>(), c, tol,
+        max_sweeps, beta.data_ptr<double>(), grad.data_ptr<double>(), d.data_ptr<double>(),
+        active.data_ptr<int64_t>(), in_active.data_ptr<int>(), gap.data_ptr<double>(), sweeps.data_ptr<int64_t>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    to.b = to_host(beta);
+    to.g = to_host(grad);
+    return sweeps.item<int64_t>();
+  };
+  const PathOutcome out = walk_lasso_path(solve, std::move(start), coords,
+                                          PathSettings{k, path_ratio, max_bisections, lambda_min_ratio});
+  return lasso_select_outputs(out, coords, k, G.scalar_type(), G.device());
+}
+
 }  // namespace
 
-TORCH_LIBRARY_IMPL(gnnaccel, CUDA, m) { m.impl("lasso_cd", &lasso_cd_cuda); }
+TORCH_LIBRARY_IMPL(gnnaccel, CUDA, m) {
+  m.impl("lasso_cd", &lasso_cd_cuda);
+  m.impl("lasso_select", &lasso_select_cuda);
+}
 
 }  // namespace gnnaccel

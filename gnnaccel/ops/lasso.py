@@ -29,6 +29,14 @@ def _as_scalar_tensor(value, like: Tensor, name: str) -> Tensor:
     return torch.tensor(float(value), dtype=like.dtype, device=like.device)
 
 
+def _check_floating(**tensors: Tensor) -> None:
+    for name, t in tensors.items():
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if not t.is_floating_point():
+            raise TypeError(f"{name} must be floating point, got {t.dtype}")
+
+
 def unpenalized_coordinates(G: Tensor, penalty: Optional[Tensor]) -> Tensor:
     """Indices (increasing) of the alive coordinates (G_ii > 0) whose penalty factor is 0."""
     if penalty is None:
@@ -57,11 +65,7 @@ def lasso_cd(G: Tensor, q: Tensor, lam: Union[float, Tensor], beta0: Optional[Te
     (``beta`` in G's dtype, ``gap`` absolute, ``sweeps`` int64); the solve runs in float64.
     """
     require_extension()
-    for name, t in (("G", G), ("q", q)):
-        if not isinstance(t, Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-        if not t.is_floating_point():
-            raise TypeError(f"{name} must be floating point, got {t.dtype}")
+    _check_floating(G=G, q=q)
     if G.dim() != 2 or G.shape[0] != G.shape[1]:
         raise ValueError(f"G must be a square matrix, got shape {list(G.shape)}")
     c = G.shape[0]
@@ -99,11 +103,7 @@ def lasso_select(G: Tensor, q: Tensor, k: int, penalty: Optional[Tensor] = None,
     :func:`gnnaccel.pruning.select_channels` is the user-facing entry (checks, unpenalised elimination).
     """
     require_extension()
-    for name, t in (("G", G), ("q", q)):
-        if not isinstance(t, Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-        if not t.is_floating_point():
-            raise TypeError(f"{name} must be floating point, got {t.dtype}")
+    _check_floating(G=G, q=q)
     if isinstance(k, bool) or not isinstance(k, int):
         raise TypeError(f"k must be an int, got {type(k).__name__}")
     y_sq_t = G.sum() if y_sq is None else _as_scalar_tensor(y_sq, G, "y_sq")

@@ -135,6 +135,50 @@ def test_gradient_matches_pyg(reduce, generator):
     torch.testing.assert_close(x1.grad, x2.grad)
 
 
+def _mean_matrix(rowptr, col, n):
+    """Dense float64 A with out = A x for mean aggregation (duplicate edges counted twice)."""
+    A = torch.zeros(n, n, dtype=torch.float64)
+    for r in range(n):
+        lo, hi = int(rowptr[r]), int(rowptr[r + 1])
+        for e in range(lo, hi):
+            A[r, int(col[e])] += 1.0 / (hi - lo)
+    return A
+
+
+def test_backward_reuses_the_transpose_and_notices_edits(generator):
+    """Training calls the backward on the same graph every step: the transposed CSR is built once per graph
+    (memoised on its tensors), rebuilt after an in-place edit of col, and dropped with the graph."""
+    import gc
+
+    from gnnaccel.ops.aggregate import _TRANSPOSES
+
+    n = 30
+    g = Graph.from_edge_index(random_edge_index(n, 120, generator, power_law=True, hub=True), n)
+    x = torch.randn(n, 3, dtype=torch.float64, generator=generator, requires_grad=True)
+    upstream = torch.randn(n, 3, dtype=torch.float64, generator=generator)
+
+    def grad_x():
+        x.grad = None
+        g.aggregate(x, "mean").backward(upstream)
+        return x.grad.clone()
+
+    first = grad_x()
+    cached = _TRANSPOSES[id(g.col)][3]
+    second = grad_x()
+    assert _TRANSPOSES[id(g.col)][3] is cached  # reused, not rebuilt
+    torch.testing.assert_close(first, _mean_matrix(g.rowptr, g.col, n).T @ upstream, rtol=1e-12, atol=1e-12)
+    assert torch.equal(first, second)
+    with torch.no_grad():  # rewire every edge in place: a stale transpose would give the old gradient
+        g.col.copy_(g.col[torch.randperm(g.num_edges, generator=generator)])
+    edited = grad_x()
+    assert _TRANSPOSES[id(g.col)][3] is not cached
+    torch.testing.assert_close(edited, _mean_matrix(g.rowptr, g.col, n).T @ upstream, rtol=1e-12, atol=1e-12)
+    key = id(g.col)
+    del g
+    gc.collect()
+    assert key not in _TRANSPOSES
+
+
 def _opcheck_samples(generator):
     n = 15
     g = Graph.from_edge_index(random_edge_index(n, 60, generator), n)

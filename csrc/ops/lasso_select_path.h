@@ -203,7 +203,8 @@ inline PathCoordinates path_coordinates(const LassoPrepared& in) {
   PathCoordinates coords;
   coords.p.assign(p.data_ptr<double>(), p.data_ptr<double>() + c);
   coords.alive.resize(c);
-  for (int64_t i = 0; i < c; ++i) coords.alive[i] = diag.data_ptr<double>()[i] > 0;
+  const double* d = diag.data_ptr<double>();
+  for (int64_t i = 0; i < c; ++i) coords.alive[i] = d[i] > 0;
   return coords;
 }
 

@@ -72,6 +72,23 @@ def lambda_max(G: Tensor, q: Tensor, penalty: Optional[Tensor] = None) -> float:
 SCHUR_DEAD_RTOL = 1e-9
 
 
+def _subtract_gram(C: Tensor, A: Tensor, B: Tensor, blocks: int = 4) -> None:
+    """``C -= A' B`` in place for a symmetric result (A' B symmetric, as W'W or G_RU pinv(G_UU) G_UR), with C
+    left exactly symmetric: only the blocks on and above the diagonal are multiplied (10 of 16 block products,
+    5/8 of the flops of one GEMM at the sizes where it matters, c ~ 4000-14000) and mirrored below; C's own
+    upper blocks are the ones kept."""
+    r = C.shape[0]
+    edges = [round(i * r / blocks) for i in range(blocks + 1)]
+    spans = [slice(a, b) for a, b in zip(edges[:-1], edges[1:]) if b > a]
+    for i, si in enumerate(spans):
+        for sj in spans[i:]:
+            C[si, sj].addmm_(A[:, si].T, B[:, sj], alpha=-1)
+            if sj != si:
+                C[sj, si] = C[si, sj].T
+    for si in spans:  # diagonal blocks: average with their transpose
+        C[si, si] = 0.5 * (C[si, si] + C[si, si].T)
+
+
 class UnpenalizedReduction:
     """The LASSO on the penalised coordinates only, after minimising over the unpenalised block in closed form.
 
@@ -101,24 +118,25 @@ class UnpenalizedReduction:
         self.unpen = U = unpenalized_coordinates(G, penalty)
         self.kept = R = torch.nonzero(penalty > 0).flatten()
         self.penalty = penalty[R]
-        G_UU = G[U][:, U]
-        self._G_UR, self._q_U = G[U][:, R], q[U]
+        G_UU = G[U.unsqueeze(1), U]  # one gather each, no [u, c] intermediate
+        rhs = torch.cat([G[U.unsqueeze(1), R], q[U].unsqueeze(1)], 1)  # [G_UR | q_U]
+        self._G_UR, self._q_U = rhs[:, :-1], rhs[:, -1]
         L, info = torch.linalg.cholesky_ex(G_UU)
+        Gr = G[R.unsqueeze(1), R]
         if int(info) == 0 and bool((L.diagonal().square() > SCHUR_DEAD_RTOL * G_UU.diagonal()).all()):
             self.factor, self._L, self._pinv = "cholesky", L, None
-            W = torch.linalg.solve_triangular(L, torch.cat([self._G_UR, self._q_U.unsqueeze(1)], 1), upper=False)
+            W = torch.linalg.solve_triangular(L, rhs, upper=False)
             W_R, w_q = W[:, :-1], W[:, -1]
-            Gr = G[R][:, R] - W_R.T @ W_R
+            _subtract_gram(Gr, W_R, W_R)
             qr = q[R] - W_R.T @ w_q
             explained = w_q @ w_q
         else:
             self.factor, self._L, self._pinv = "pinv", None, unpenalized_pinv(G, penalty)
             MG = self._pinv @ self._G_UR  # [u, r]
             Mq = self._pinv @ self._q_U
-            Gr = G[R][:, R] - self._G_UR.T @ MG
+            _subtract_gram(Gr, self._G_UR, MG)
             qr = q[R] - self._G_UR.T @ Mq
             explained = self._q_U @ Mq
-        Gr = 0.5 * (Gr + Gr.T)
         gone = Gr.diagonal() <= SCHUR_DEAD_RTOL * G.diagonal()[R]
         if bool(gone.any()):
             Gr[gone] = 0

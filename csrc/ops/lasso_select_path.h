@@ -134,17 +134,29 @@ PathOutcome walk_lasso_path(Solve&& solve, PathPoint start, const PathCoordinate
 // dead, then lower index first.
 inline std::vector<int64_t> rank_selection(const PathPoint& pt, const PathCoordinates& coords, int64_t k) {
   const int64_t c = static_cast<int64_t>(pt.b.size());
-  std::vector<int64_t> order;
-  order.reserve(c);
-  for (int64_t i = 0; i < c; ++i)
-    if (coords.p[i] > 0) order.push_back(i);
-  auto key = [&](int64_t i) {
-    const bool pa = coords.penalised_alive(i);
-    return std::make_tuple(pa ? std::abs(pt.b[i]) : 0.0, pa ? std::abs(pt.g[i]) / coords.p[i] : 0.0,
-                           coords.alive[i] ? 1 : 0);
+  struct Key {
+    double beta, grad;
+    int alive;
+    int64_t index;
   };
-  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return key(a) > key(b); });
-  order.resize(static_cast<size_t>(k));
+  std::vector<Key> keys;
+  keys.reserve(c);
+  for (int64_t i = 0; i < c; ++i) {
+    if (!(coords.p[i] > 0)) continue;
+    const bool pa = coords.penalised_alive(i);
+    keys.push_back({pa ? std::abs(pt.b[i]) : 0.0, pa ? std::abs(pt.g[i]) / coords.p[i] : 0.0,
+                    coords.alive[i] ? 1 : 0, i});
+  }
+  auto before = [](const Key& a, const Key& b) {  // descending keys, then the lower index
+    if (a.beta != b.beta) return a.beta > b.beta;
+    if (a.grad != b.grad) return a.grad > b.grad;
+    if (a.alive != b.alive) return a.alive > b.alive;
+    return a.index < b.index;
+  };
+  const size_t kk = static_cast<size_t>(k);
+  std::partial_sort(keys.begin(), keys.begin() + kk, keys.end(), before);
+  std::vector<int64_t> order(kk);
+  for (size_t i = 0; i < kk; ++i) order[i] = keys[i].index;
   std::sort(order.begin(), order.end());
   return order;
 }

@@ -13,6 +13,26 @@
 
 namespace gnnaccel {
 
+// g -= sum_{i in rows} b_i G[i, :] for G row-major [c, c], four rows per pass over g (g is loaded and stored
+// once per four rows instead of once per row).
+inline void subtract_scaled_rows(const double* G, int64_t c, const std::vector<int64_t>& rows, const double* b,
+                                 double* g) {
+  size_t t = 0;
+  for (; t + 4 <= rows.size(); t += 4) {
+    const double *r0 = G + rows[t] * c, *r1 = G + rows[t + 1] * c, *r2 = G + rows[t + 2] * c,
+                 *r3 = G + rows[t + 3] * c;
+    const double b0 = b[rows[t]], b1 = b[rows[t + 1]], b2 = b[rows[t + 2]], b3 = b[rows[t + 3]];
+#pragma omp simd
+    for (int64_t j = 0; j < c; ++j) g[j] -= b0 * r0[j] + b1 * r1[j] + b2 * r2[j] + b3 * r3[j];
+  }
+  for (; t < rows.size(); ++t) {
+    const double* row = G + rows[t] * c;
+    const double bi = b[rows[t]];
+#pragma omp simd
+    for (int64_t j = 0; j < c; ++j) g[j] -= bi * row[j];
+  }
+}
+
 struct LassoGaps {
   double full;    // gap of the whole problem
   double active;  // gap of the problem restricted to the active coordinates (others held at 0)
@@ -40,11 +60,13 @@ class CpuLassoSolver {
 
   // g = q - G b; dead coordinates are removed from the problem (b_i = 0).
   void init(double* b, double* g) const {
-    for (int64_t j = 0; j < c_; ++j) g[j] = q_[j];
+    std::vector<int64_t> nonzero;
     for (int64_t i = 0; i < c_; ++i) {
       if (!(diag_[i] > 0)) b[i] = 0;
-      if (b[i] != 0) axpy(-b[i], G_ + i * c_, g);
+      if (b[i] != 0) nonzero.push_back(i);
     }
+    std::copy(q_, q_ + c_, g);
+    subtract_scaled_rows(G_, c_, nonzero, b, g);
   }
 
   void pass(const std::vector<int64_t>& coords, double* b, double* g) const {

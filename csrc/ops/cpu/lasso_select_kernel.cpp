@@ -7,6 +7,7 @@
 // full gradient is rebuilt once per check instead of once per move.
 #include <algorithm>
 #include <cmath>
+#include <utility>
 #include <vector>
 
 #include "../lasso_select_path.h"
@@ -78,19 +79,16 @@ class WorkingSetSolver {
       if (in_w_[i]) next_w_.push_back(i);
     const int64_t w = static_cast<int64_t>(next_w_.size());
     if (next_w_ != W_) {  // G[W, W] again only when W changed (consecutive bracket solves often share it)
+      gather_working_gram();
       W_.swap(next_w_);
       uw_.clear();
       for (int64_t r = 0; r < w; ++r)
         if (p_[W_[r]] == 0) uw_.push_back(r);  // U and W both increasing: pinv(G_UU) keeps its order
-      Gw_.resize(w * w);
       qw_.resize(w);
       pw_.resize(w);
       bw_.resize(w);
       gw_.resize(w);
       for (int64_t r = 0; r < w; ++r) {
-        const double* row = G_ + W_[r] * c_;
-        double* dst = Gw_.data() + r * w;
-        for (int64_t s = 0; s < w; ++s) dst[s] = row[W_[s]];
         qw_[r] = q_[W_[r]];
         pw_[r] = p_[W_[r]];
       }
@@ -104,16 +102,52 @@ class WorkingSetSolver {
     return res.sweeps;
   }
 
-  // g = q - G b from scratch (G symmetric: one contiguous row per non-zero b_i).
-  void rebuild_gradient(const double* b, double* g) const {
-    std::copy(q_, q_ + c_, g);
-    for (int64_t i = 0; i < c_; ++i) {
-      if (b[i] == 0) continue;
-      const double* row = G_ + i * c_;
-      const double bi = b[i];
-#pragma omp simd
-      for (int64_t j = 0; j < c_; ++j) g[j] -= bi * row[j];
+  // G[next_w_, next_w_] into Gw_ (old W_ and its Gw_ still in place). Consecutive working sets share most
+  // coordinates: an entry whose row and column were both in the old set is copied from the old compact
+  // matrix, in runs of consecutive old columns (a memcpy), instead of gathered one by one from the rows of G.
+  void gather_working_gram() {
+    const int64_t w = static_cast<int64_t>(next_w_.size()), w_old = static_cast<int64_t>(W_.size());
+    old_pos_.assign(w, -1);
+    for (int64_t r = 0, o = 0; r < w; ++r) {  // both increasing: a merge
+      while (o < w_old && W_[o] < next_w_[r]) ++o;
+      if (o < w_old && W_[o] == next_w_[r]) old_pos_[r] = o;
     }
+    // The column runs are the same for every row: [s, t) new columns = old columns from old_pos_[s] on, or a
+    // single new column (old_pos_ -1).
+    runs_.clear();
+    for (int64_t s = 0; s < w;) {
+      int64_t t = s + 1;
+      if (old_pos_[s] >= 0)
+        while (t < w && old_pos_[t] == old_pos_[t - 1] + 1) ++t;
+      runs_.push_back({s, t});
+      s = t;
+    }
+    next_gw_.resize(w * w);
+    for (int64_t r = 0; r < w; ++r) {
+      const double* g_row = G_ + next_w_[r] * c_;
+      double* dst = next_gw_.data() + r * w;
+      if (old_pos_[r] < 0) {
+        for (int64_t s = 0; s < w; ++s) dst[s] = g_row[next_w_[s]];
+        continue;
+      }
+      const double* old_row = Gw_.data() + old_pos_[r] * w_old;
+      for (const auto& [s, t] : runs_) {
+        if (old_pos_[s] < 0)
+          dst[s] = g_row[next_w_[s]];
+        else
+          std::copy(old_row + old_pos_[s], old_row + old_pos_[s] + (t - s), dst + s);
+      }
+    }
+    Gw_.swap(next_gw_);
+  }
+
+  // g = q - G b from scratch (G symmetric: row i is column i).
+  void rebuild_gradient(const double* b, double* g) {
+    std::copy(q_, q_ + c_, g);
+    nonzero_.clear();
+    for (int64_t i = 0; i < c_; ++i)
+      if (b[i] != 0) nonzero_.push_back(i);
+    subtract_scaled_rows(G_, c_, nonzero_, b, g);
   }
 
   const double *G_, *q_, *p_;
@@ -123,8 +157,9 @@ class WorkingSetSolver {
   const double* pinv_;
   CpuLassoSolver full_;  // the full problem: gaps, liveness, the start point
   std::vector<char> in_w_;
-  std::vector<int64_t> W_, next_w_, uw_;
-  std::vector<double> Gw_, qw_, pw_, bw_, gw_;
+  std::vector<int64_t> W_, next_w_, uw_, old_pos_, nonzero_;
+  std::vector<std::pair<int64_t, int64_t>> runs_;
+  std::vector<double> Gw_, next_gw_, qw_, pw_, bw_, gw_;
 };
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lasso_select_cpu(

@@ -26,9 +26,18 @@ struct LassoPrepared {
 inline void lasso_check_values_cpu(const LassoPrepared& in, const char* op) {
   auto all_finite = [](const at::Tensor& t) {
     const double* v = t.data_ptr<double>();
-    double acc = 0;  // x * 0 is NaN exactly for NaN and +-Inf; a plain vectorisable reduction
-#pragma omp simd reduction(+ : acc)
-    for (int64_t i = 0; i < t.numel(); ++i) acc += v[i] * 0.0;
+    const int64_t n = t.numel();
+    // x * 0 is NaN exactly for NaN and +-Inf. 16 partial sums: four independent vector chains, so the scan
+    // runs at load speed instead of at the latency of one chain of adds.
+    double part[16] = {};
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+#pragma omp simd
+      for (int k = 0; k < 16; ++k) part[k] += v[i + k] * 0.0;
+    }
+    double acc = 0;
+    for (; i < n; ++i) acc += v[i] * 0.0;
+    for (int k = 0; k < 16; ++k) acc += part[k];
     return acc == 0;
   };
   TORCH_CHECK_VALUE(all_finite(in.G), op, ": G contains NaN or Inf");

@@ -161,24 +161,24 @@ inline std::vector<int64_t> rank_selection(const PathPoint& pt, const PathCoordi
   return order;
 }
 
-// Symmetry of G to rtol * max|G| on 8 blocks of 8 consecutive rows, evenly spaced (each row against its
-// column; a block's 8 column entries share a cache line): a sanity check against a matrix that is not a Gram
-// matrix (lasso_select reads row i as column i), at O(64 c) instead of O(c^2).
+// Symmetry of G to rtol * max_i G_ii (for a Gram matrix, the largest entry) on 8 blocks of 8 consecutive rows,
+// evenly spaced (each row against its column; a block's 8 column entries share a cache line): a sanity check
+// against a matrix that is not a Gram matrix (lasso_select reads row i as column i), at O(64 c), not O(c^2).
 inline bool gram_is_symmetric_cpu(const at::Tensor& G, double rtol) {
   const int64_t c = G.size(0);
   const double* a = G.data_ptr<double>();
+  double scale = 0;
+  for (int64_t i = 0; i < c; ++i) scale = std::max(scale, std::abs(a[i * c + i]));
+  const double tol = rtol * scale;
   constexpr int64_t kBlocks = 8, kRows = 8;
-  double scale = 0, diff = 0;
+  int64_t bad = 0;
   for (int64_t blk = 0; blk < kBlocks; ++blk) {
     const int64_t i0 = std::min(blk * c / kBlocks, std::max<int64_t>(c - kRows, 0));
     const int64_t i1 = std::min(c, i0 + kRows);
     for (int64_t j = 0; j < c; ++j)
-      for (int64_t i = i0; i < i1; ++i) {
-        scale = std::max(scale, std::abs(a[i * c + j]));
-        diff = std::max(diff, std::abs(a[i * c + j] - a[j * c + i]));
-      }
+      for (int64_t i = i0; i < i1; ++i) bad += !(std::abs(a[i * c + j] - a[j * c + i]) <= tol);
   }
-  return diff <= rtol * scale;
+  return bad == 0;
 }
 
 // Argument checks of lasso_select on top of lasso_prepare's (which also gives U and pinv(G_UU)).
@@ -203,7 +203,13 @@ inline LassoPrepared lasso_select_prepare(const at::Tensor& G, const at::Tensor&
     TORCH_CHECK_VALUE((in.G - in.G.t()).abs().max().item<double>() <= kSymmetryRtol * scale,
                       "lasso_select: G must be symmetric");
   }
-  const int64_t penalised = (in.penalty > 0).sum().item<int64_t>();
+  int64_t penalised = 0;
+  if (in.penalty.is_cpu()) {
+    const double* p = in.penalty.data_ptr<double>();
+    for (int64_t i = 0, n = in.penalty.numel(); i < n; ++i) penalised += p[i] > 0;
+  } else {
+    penalised = (in.penalty > 0).sum().item<int64_t>();
+  }
   TORCH_CHECK_VALUE(k >= 0 && k <= penalised, "lasso_select: k must be in [0, ", penalised,
               "] (the number of penalised coordinates), got ", k);
   return in;

@@ -19,11 +19,12 @@ from ._checks import all_finite, is_symmetric
 from ..ops.lasso import lasso_select, unpenalized_coordinates, unpenalized_pinv
 
 
-def _check_gram(G: Tensor, q: Tensor, penalty: Optional[Tensor], values: bool = True
-                ) -> Tuple[Tensor, Tensor, Tensor]:
+def _check_gram(G: Tensor, q: Tensor, penalty: Optional[Tensor], values: bool = True, ones: bool = True
+                ) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
     """Shapes and penalties (always) and the values of G and q (finite, symmetric G; with ``values``) of a
     Gram problem, as float64. ``values=False`` leaves the O(c^2) checks to the op that consumes the problem
-    (:func:`gnnaccel.ops.lasso_select` makes the same ones in one pass)."""
+    (:func:`gnnaccel.ops.lasso_select` makes the same ones in one pass). A missing penalty comes back as all
+    ones, or as None with ``ones=False``."""
     if not isinstance(G, Tensor) or G.dim() != 2 or G.shape[0] != G.shape[1]:
         raise ValueError(f"G must be a square matrix, got shape {list(getattr(G, 'shape', []))}")
     c = G.shape[0]
@@ -37,7 +38,7 @@ def _check_gram(G: Tensor, q: Tensor, penalty: Optional[Tensor], values: bool = 
     if values and c and not is_symmetric(G):
         raise ValueError("G must be symmetric")
     if penalty is None:
-        p = torch.ones(c, dtype=torch.float64, device=G.device)
+        p = torch.ones(c, dtype=torch.float64, device=G.device) if ones else None
     else:
         if not isinstance(penalty, Tensor) or penalty.shape != (c,):
             raise ValueError(f"penalty must have shape [{c}], got {list(getattr(penalty, 'shape', []))}")
@@ -183,17 +184,19 @@ def select_channels(G: Tensor, q: Tensor, k: int, penalty: Optional[Tensor] = No
     is large (batched scheme, layer 0: half of 2 x #features coordinates). ``info["beta"]`` is the full beta
     either way.
     """
-    G, q, p = _check_gram(G, q, penalty, values=False)
-    penalised = p > 0
-    k = _check_k(k, int(penalised.sum()))
+    G, q, p = _check_gram(G, q, penalty, values=False, ones=False)
+    num_penalised = G.shape[0] if p is None else int((p > 0).sum())
+    k = _check_k(k, num_penalised)
     if not 0 < path_ratio < 1:
         raise ValueError(f"path_ratio must be in (0, 1), got {path_ratio}")
+    if y_sq is not None:
+        y_sq = float(y_sq)
+        if not (math.isfinite(y_sq) and y_sq >= 0):
+            raise ValueError(f"y_sq must be finite and >= 0, got {y_sq}")
     # (a default y_sq of a non-finite G is left to the op, whose message names G)
-    y_sq_t = G.sum() if y_sq is None else torch.as_tensor(float(y_sq), dtype=torch.float64)
-    if y_sq is not None and (not bool(torch.isfinite(y_sq_t)) or float(y_sq_t) < 0):
-        raise ValueError(f"y_sq must be finite and >= 0, got {float(y_sq_t)}")
-    if eliminate_unpenalized and not bool(penalised.all()):
+    if eliminate_unpenalized and num_penalised < G.shape[0]:
         G, q, p = _check_gram(G, q, p)  # the reduction factorises G: its values first
+        y_sq_t = G.sum() if y_sq is None else torch.tensor(y_sq, dtype=torch.float64)
         t0 = time.perf_counter()
         red = UnpenalizedReduction(G, q, p, y_sq_t)
         reduce_s = time.perf_counter() - t0
@@ -209,8 +212,8 @@ def select_channels(G: Tensor, q: Tensor, k: int, penalty: Optional[Tensor] = No
             return chosen, info_r
         return chosen
     chosen, beta, lam, nnz, solves, sweeps = lasso_select(
-        G, q, k, p, y_sq_t.to(G.device), tol=tol, path_ratio=path_ratio, max_bisections=max_bisections,
-        max_sweeps=max_sweeps, lambda_min_ratio=lambda_min_ratio)
+        G, q, k, p, y_sq, tol=tol, path_ratio=path_ratio, max_bisections=max_bisections, max_sweeps=max_sweeps,
+        lambda_min_ratio=lambda_min_ratio)
     if return_info:
         return chosen, {"lam": float(lam), "beta": beta, "nnz": int(nnz), "solves": int(solves),
                         "sweeps": int(sweeps)}

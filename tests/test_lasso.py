@@ -361,6 +361,8 @@ def test_select_bad_inputs_raise_clear_errors():
         lasso_select(G, q, 2, penalty=-torch.ones(4, dtype=torch.float64))
     with pytest.raises(ValueError, match="path_ratio"):
         lasso_select(G, q, 2, path_ratio=1.0)
+    with pytest.raises(ValueError, match="lambda_min_ratio"):  # 0 would let a rank-deficient path run forever
+        lasso_select(G, q, 2, lambda_min_ratio=0.0)
     with pytest.raises(ValueError, match="y_sq must be finite"):
         lasso_select(G, q, 2, y_sq=float("nan"))
     with pytest.raises(RuntimeError, match="G must be square"):

@@ -7,11 +7,12 @@
 // penalised coordinates), penalty [c] or None (all 1; 0 = unpenalised: always in the model, never counted in
 // k nor returned), y_sq 0-dim (||Y||^2: the stopping rule of every solve is gap <= tol * y_sq),
 // unpenalized_pinv [u, u] or None (as lasso_cd), tol, path_ratio in (0, 1), max_bisections, max_sweeps (per
-// solve), lambda_min_ratio.
+// solve), lambda_min_ratio in (0, 1).
 // Path (lasso_select_path.h): start at the unpenalised optimum and lambda_max = max |g_i| / p_i over alive
-// penalised i; multiply lambda by path_ratio until >= k penalised coordinates are non-zero (giving up below
-// lambda_max * lambda_min_ratio), then bisect in log lambda to land on exactly k (or as close above as the
-// path allows, after max_bisections). Each solve warm-starts from the last solution with fewer than k.
+// penalised i; step lambda down (by path_ratio at most) until >= k penalised coordinates are non-zero (giving
+// up below lambda_max * lambda_min_ratio), then narrow the bracket in log lambda (regula falsi alternating
+// with bisection) until exactly k, a bracket 0.1% wide, or max_bisections solves. Each solve warm-starts from
+// the last solution with fewer than k.
 // Outputs: chosen [k] int64 (increasing: the k largest |beta| among penalised alive coordinates; when fewer are
 // non-zero, the rest by |gradient| / penalty, then by index), beta [c] (dtype of G) at the chosen lambda, lam
 // 0-dim (dtype of G), nnz, solves, sweeps (0-dim int64).

@@ -189,7 +189,7 @@ inline LassoPrepared lasso_select_prepare(const at::Tensor& G, const at::Tensor&
                                           double lambda_min_ratio) {
   TORCH_CHECK_VALUE(path_ratio > 0 && path_ratio < 1, "lasso_select: path_ratio must be in (0, 1), got ", path_ratio);
   TORCH_CHECK_VALUE(max_bisections >= 0, "lasso_select: max_bisections must be >= 0, got ", max_bisections);
-  TORCH_CHECK_VALUE(lambda_min_ratio >= 0 && lambda_min_ratio < 1, "lasso_select: lambda_min_ratio must be in [0, 1), got ",
+  TORCH_CHECK_VALUE(lambda_min_ratio > 0 && lambda_min_ratio < 1, "lasso_select: lambda_min_ratio must be in (0, 1), got ",
               lambda_min_ratio);
   TORCH_CHECK(G.dim() == 2, "lasso_select: G must be 2-D, got shape ", G.sizes());
   const at::Tensor zero = at::zeros({}, G.options());

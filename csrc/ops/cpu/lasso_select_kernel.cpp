@@ -52,10 +52,13 @@ class WorkingSetSolver {
       in_w_[i] = full_.alive(i) && (b[i] != 0 || p_[i] == 0 || std::abs(g[i]) > lam * p_[i]);
     double tol_sub = 0.5 * tol_abs_;
     int64_t sweeps = 0;
+    bool all_coordinates = false;
     while (true) {
       sweeps += solve_working_set(lam, tol_sub, max_sweeps_ - sweeps, b);
       rebuild_gradient(b, g);
-      if (full_.gaps(b, g).full <= tol_abs_ || sweeps >= max_sweeps_) break;
+      // On all coordinates the subproblem is the problem: its converged gap is final (the rebuilt gradient
+      // may differ from the solver's running one by rounding only).
+      if (all_coordinates || full_.gaps(b, g).full <= tol_abs_ || sweeps >= max_sweeps_) break;
       bool grew = false;
       for (int64_t i = 0; i < c_; ++i) {
         if (!in_w_[i] && full_.alive(i) && p_[i] > 0 && std::abs(g[i]) > lam * p_[i]) {
@@ -66,6 +69,7 @@ class WorkingSetSolver {
       if (!grew) {
         for (int64_t i = 0; i < c_; ++i) in_w_[i] = full_.alive(i);
         tol_sub = tol_abs_;
+        all_coordinates = true;
       }
     }
     return sweeps;

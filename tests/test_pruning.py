@@ -556,3 +556,18 @@ def test_choose_ridge_matches_explicit_cross_validation(form, with_cross, genera
         choose_ridge(folds[:1], keeps, ws, form=form)
     with pytest.raises(ValueError, match="candidates"):
         choose_ridge(folds, keeps, ws, form=form, candidates=[-1.0])
+
+
+@pytest.mark.parametrize("r", [1, 7, 1100])  # 1100: the blocked path (4 x 4 blocks, 10 products)
+def test_symmetric_upper_update_equals_dense_product(r, generator):
+    from gnnaccel.pruning._symmetric import add_upper_product_, mirror_upper_
+
+    A = torch.randn(30, r, generator=generator, dtype=F64)
+    M = torch.randn(r, r, generator=generator, dtype=F64)
+    C0 = M + M.T
+    C = C0.clone()
+    add_upper_product_(C, A, A, alpha=-0.5)
+    add_upper_product_(C, A, 2 * A)  # A' (2A) is symmetric too
+    mirror_upper_(C)
+    torch.testing.assert_close(C, C0 + 1.5 * A.T @ A, rtol=1e-12, atol=1e-10)
+    assert torch.equal(C, C.T)

@@ -8,7 +8,7 @@ upper ones, so the result is exactly symmetric.
 """
 from __future__ import annotations
 
-from typing import List
+from typing import List, Tuple
 
 from torch import Tensor
 
@@ -23,13 +23,17 @@ def _spans(r: int, blocks: int) -> List[slice]:
     return [slice(a, b) for a, b in zip(edges[:-1], edges[1:]) if b > a]
 
 
+def upper_blocks(r: int, blocks: int = BLOCKS) -> List[Tuple[slice, slice]]:
+    """The (rows, columns) slices of the blocks on and above the diagonal of an r x r matrix."""
+    spans = _spans(r, blocks)
+    return [(si, sj) for i, si in enumerate(spans) for sj in spans[i:]]
+
+
 def add_upper_product_(C: Tensor, A: Tensor, B: Tensor, alpha: float = 1.0, blocks: int = BLOCKS) -> None:
     """``C[i, j] += alpha * (A' B)[i, j]`` for the blocks on and above the diagonal; the blocks below are left
     as they are (call :func:`mirror_upper_` once the accumulation is done)."""
-    spans = _spans(C.shape[0], blocks)
-    for i, si in enumerate(spans):
-        for sj in spans[i:]:
-            C[si, sj].addmm_(A[:, si].T, B[:, sj], alpha=alpha)
+    for si, sj in upper_blocks(C.shape[0], blocks):
+        C[si, sj].addmm_(A[:, si].T, B[:, sj], alpha=alpha)
 
 
 def mirror_upper_(C: Tensor, blocks: int = BLOCKS) -> Tensor:

@@ -67,7 +67,8 @@ def _build_transpose(rowptr: Tensor, src: Tensor, num_src: int) -> _Transpose:
 # runs the backward on the same graph every step, and the stable sort by source is about a quarter of a
 # training step of a 2-layer GraphSAGE on a 4M-edge graph. Keyed by id(col) with weak references (a tensor's
 # == is elementwise, so a WeakKeyDictionary cannot hold tensors), so an entry dies with its graph; the version
-# counters catch in-place edits. Not used while tracing (fake or functional tensors).
+# counters catch in-place edits. It holds ~24 bytes per edge while the graph lives (the price of not sorting
+# every step). Not used while tracing (fake or functional tensors).
 _TRANSPOSES: Dict[int, tuple] = {}
 
 

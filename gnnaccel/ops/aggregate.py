@@ -72,17 +72,18 @@ def _build_transpose(rowptr: Tensor, src: Tensor, num_src: int) -> _Transpose:
 _TRANSPOSES: Dict[int, tuple] = {}
 
 
-def _transpose(rowptr: Tensor, col: Tensor, num_src: int) -> _Transpose:
+def _transpose(rowptr: Tensor, col: Tensor, src: Tensor, num_src: int) -> _Transpose:
+    """The transpose of the graph (rowptr, col); ``src`` is col as int64, which the caller already has."""
     if type(col) is not Tensor or type(rowptr) is not Tensor or torch.compiler.is_compiling():
-        return _build_transpose(rowptr, col.long(), num_src)
+        return _build_transpose(rowptr, src, num_src)
     try:
         stamp = (rowptr._version, col._version, num_src)
     except RuntimeError:  # inference tensors keep no version counter: do not memoise
-        return _build_transpose(rowptr, col.long(), num_src)
+        return _build_transpose(rowptr, src, num_src)
     hit = _TRANSPOSES.get(id(col))
     if hit is not None and hit[0]() is col and hit[1]() is rowptr and hit[2] == stamp:
         return hit[3]
-    result = _build_transpose(rowptr, col.long(), num_src)
+    result = _build_transpose(rowptr, src, num_src)
     if hit is None or hit[0]() is not col:
         weakref.finalize(col, _TRANSPOSES.pop, id(col), None)
     _TRANSPOSES[id(col)] = (weakref.ref(col), weakref.ref(rowptr), stamp, result)
@@ -112,7 +113,7 @@ def _backward(ctx, grad_out, _grad_arg):
         if rows is not None:
             # out = P @ agg(x) with P selecting rows: pull the gradient back onto the full row set first.
             grad_out = grad_out.new_zeros(num_rows, channels).index_add_(0, rows.long(), grad_out)
-        tr = _transpose(rowptr, col, ctx.num_src)
+        tr = _transpose(rowptr, col, src, ctx.num_src)
         row = tr.row
         scale = torch.ones(num_edges, dtype=grad_out.dtype, device=grad_out.device)
         if ctx.reduce == "mean":

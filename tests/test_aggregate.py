@@ -15,7 +15,10 @@ TOL = {torch.float32: dict(rtol=1e-5, atol=1e-5), torch.float64: dict(rtol=1e-12
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("index_dtype", [torch.int32, torch.int64])
 @pytest.mark.parametrize("weighted", [False, True])
-@pytest.mark.parametrize("channels", [17, 64, 100])  # the CPU kernel tiles 256-byte blocks: below, exact, remainder
+# The CPU kernel's row loop: 256-byte tiles, then 64-byte tiles where they cover the rest, then a generic pass.
+# float32 / float64: 16 = small tiles, 17 and 24 = generic / (generic, 3 small), 64 = tile(s), 80 = tile + small,
+# 100 = tile + generic.
+@pytest.mark.parametrize("channels", [16, 17, 24, 64, 80, 100])
 def test_matches_dense_reference(reduce, dtype, index_dtype, weighted, channels, generator):
     n = 60
     edge_index = random_edge_index(n, 400, generator, power_law=True, hub=True)

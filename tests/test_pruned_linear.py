@@ -217,7 +217,7 @@ def _projected_reference(edge_index, n, xw, root, b, reduce, edge_weight=None, r
                          [(True, False, False, torch.int64, True), (False, True, False, torch.int32, True),
                           (True, True, True, torch.int64, False), (True, False, True, torch.int32, True),
                           (False, False, False, torch.int64, False)])
-@pytest.mark.parametrize("d", [5, 64, 100])  # below, exactly and beyond the kernel's 256-byte tile
+@pytest.mark.parametrize("d", [5, 16, 64, 80, 100])  # the row loop's tile paths (see test_aggregate.py)
 def test_sage_projected_matches_dense(reduce, dtype, root, weighted, use_rows, index_dtype, bias, d, generator):
     n = 300  # the last 5 nodes have no edges (root term and bias only)
     edge_index = random_edge_index(n - 5, 2000, generator, power_law=True, hub=True)
@@ -247,9 +247,10 @@ def test_sage_projected_equals_project_then_aggregate(generator):
 
 
 @pytest.mark.parametrize("use_rows", [False, True])
-def test_sage_projected_reads_column_blocks_of_a_wider_matrix(use_rows, generator):
+@pytest.mark.parametrize("d", [16, 70])  # small tiles / tile + generic pass, each at row stride 2D
+def test_sage_projected_reads_column_blocks_of_a_wider_matrix(use_rows, d, generator):
     """xw and root may be the two halves of one [N, 2D] GEMM output (row stride 2D): same result as copies."""
-    n, d = 150, 70
+    n = 150
     edge_index = random_edge_index(n, 1200, generator, power_law=True, hub=True)
     g = Graph.from_edge_index(edge_index, n)
     both = torch.randn(n, 2 * d, generator=generator, dtype=torch.float64)

@@ -34,7 +34,7 @@ std::tuple<at::Tensor, at::Tensor> aggregate_cpu(const at::Tensor& rowptr, const
       auto run = [&](auto reduce_tag, auto weighted_tag) {
         constexpr Reduce RR = decltype(reduce_tag)::value;
         constexpr bool W = decltype(weighted_tag)::value;
-                if (with_arg) {
+        if (with_arg) {
           if constexpr (RR == Reduce::kMax || RR == Reduce::kMin) {
             aggregate_rows<scalar_t, index_t, RR, W, true>(rp, cl, x.data_ptr<scalar_t>(), w, rw, num_out,
                                                            num_graph_rows, x.size(0), col.numel(), channels, channels,

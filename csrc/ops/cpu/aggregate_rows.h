@@ -61,6 +61,13 @@ void aggregate_rows(const index_t* rowptr, const index_t* col, const scalar_t* x
                     const Epilogue& epilogue = Epilogue(), const char* op_name = "aggregate") {
   using acc_t = scalar_t;  // float32 accumulates in float32 as torch.sparse.mm does; float64 in float64
   constexpr int64_t kTile = 256 / sizeof(scalar_t);
+  constexpr int64_t kSmallTile = 64 / sizeof(scalar_t);
+  constexpr bool kTiled = (R == Reduce::kSum || R == Reduce::kMean) && !kArg;
+  // What a row's first tile pass reads of each source row, which the cross-row prefetch asks for; 0 when the
+  // generic pass comes first (it then prefetches the next rows itself).
+  int64_t first_tile_bytes = 0;
+  if (kTiled && channels >= kTile) first_tile_bytes = kTile * sizeof(scalar_t);
+  else if (kTiled && channels >= kSmallTile && channels % kSmallTile == 0) first_tile_bytes = kSmallTile * sizeof(scalar_t);
   std::atomic<int> error{0};  // 1: bad rowptr, 2: bad col, 3: bad rows
 
   // Work partition: for the full graph, cut rows where the cumulative (edges + rows) crosses equal shares.
@@ -101,41 +108,52 @@ void aggregate_rows(const index_t* rowptr, const index_t* col, const scalar_t* x
           continue;
         }
         int64_t c_done = 0;
-        if constexpr ((R == Reduce::kSum || R == Reduce::kMean) && !kArg) {
-          // Full tiles of kTile channels accumulate in registers; the remainder takes the generic path below.
-          for (; c_done + kTile <= channels; c_done += kTile) {
-            acc_t tile[kTile];
-            for (int64_t k = 0; k < kTile; ++k) tile[k] = acc_t(0);
-            const bool last_pass = c_done + kTile == channels;
+        if constexpr (kTiled) {
+          // Full tiles accumulate in registers: 256-byte tiles, then 64-byte ones (a 16-channel float layer,
+          // the output layer of most models); the remainder takes the generic path below.
+          auto tile_pass = [&](auto width_tag) {
+            constexpr int64_t kW = decltype(width_tag)::value;
+            acc_t tile[kW];
+            for (int64_t k = 0; k < kW; ++k) tile[k] = acc_t(0);
+            const bool last_pass = c_done + kW == channels;
             for (int64_t e = begin; e < end; ++e) {
               const int64_t pe = e + kPrefetchDistance;
               if (pe < end) {
                 const int64_t ahead = col[pe];
-                if (ahead >= 0 && ahead < num_src) prefetch_bytes(x + ahead * x_stride + c_done, kTile * sizeof(scalar_t));
+                if (ahead >= 0 && ahead < num_src) prefetch_bytes(x + ahead * x_stride + c_done, kW * sizeof(scalar_t));
               } else if (last_pass && pe < next_rows_edge_end) {
                 const int64_t ahead = col[pe];  // a later row's edge: its first tile
-                if (ahead >= 0 && ahead < num_src) prefetch_bytes(x + ahead * x_stride, kTile * sizeof(scalar_t));
+                if (ahead >= 0 && ahead < num_src) prefetch_bytes(x + ahead * x_stride, first_tile_bytes);
               }
               const int64_t j = col[e];
               if (j < 0 || j >= num_src) { error = 2; break; }
               const scalar_t* xr = x + j * x_stride + c_done;
               const acc_t we = kWeighted ? acc_t(w[e]) : acc_t(1);
 #pragma omp simd
-              for (int64_t k = 0; k < kTile; ++k) tile[k] += kWeighted ? we * xr[k] : xr[k];
+              for (int64_t k = 0; k < kW; ++k) tile[k] += kWeighted ? we * xr[k] : xr[k];
             }
-            for (int64_t k = 0; k < kTile; ++k) {
+            for (int64_t k = 0; k < kW; ++k) {
               scalar_t v = static_cast<scalar_t>(Reducer<acc_t, R>::write(tile[k], end - begin));
               if constexpr (Epilogue::kActive) v += epilogue.template operator()<scalar_t>(r, c_done + k);
               out_row[c_done + k] = v;
             }
+            c_done += kW;
+          };
+          while (c_done + kTile <= channels) tile_pass(std::integral_constant<int64_t, kTile>{});
+          // Small tiles only where they cover the rest: a tile pass plus a remainder pass would read the row's
+          // edges once more than the generic pass alone.
+          if ((channels - c_done) % kSmallTile == 0) {
+            while (c_done < channels) tile_pass(std::integral_constant<int64_t, kSmallTile>{});
           }
           if (c_done == channels) continue;
         }
         for (int64_t c = c_done; c < channels; ++c) acc[c] = Reducer<acc_t, R>::init();
         if constexpr (kArg) std::fill(best.begin(), best.end(), int64_t(-1));
         for (int64_t e = begin; e < end; ++e) {
-          if (e + kPrefetchDistance < end) {
-            const int64_t ahead = col[e + kPrefetchDistance];
+          const int64_t pe = e + kPrefetchDistance;
+          if (pe < end || (first_tile_bytes == 0 && pe < next_rows_edge_end)) {
+            // (narrow rows, no tile pass before this one: also the next rows' first edges)
+            const int64_t ahead = col[pe];
             if (ahead >= 0 && ahead < num_src) {
               prefetch_bytes(x + ahead * x_stride + c_done, (channels - c_done) * sizeof(scalar_t));
             }

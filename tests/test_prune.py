@@ -8,6 +8,7 @@ from gnnaccel import Graph
 from gnnaccel.datasets import synthetic
 from gnnaccel.inference import full_inference
 from gnnaccel.models import GCN, GraphSAGE, SAINTGraphSAGE, from_pyg
+from gnnaccel.nn import GCNConv
 from gnnaccel.pruning import finetune, layer_second_moment
 from gnnaccel.pruning.report import keep_ratio_sweep, logit_relative_error
 from gnnaccel.train import train
@@ -286,6 +287,12 @@ def _dense_branches(conv, h, ei, n):
     if hasattr(conv, "lin_self"):  # SAINTConv: [h W_self || mean_agg(h) W_neigh]
         return [(h, conv.lin_self.weight.double().T, 0),
                 (dense_aggregate(ei, n, h, "mean"), conv.lin_neigh.weight.double().T, conv.self_channels)]
+    if isinstance(conv, GCNConv):  # normalised by PyG's gcn_norm, the reference of that layer
+        from torch_geometric.nn.conv.gcn_conv import gcn_norm
+
+        assert conv.normalize
+        norm_ei, norm_w = gcn_norm(ei, None, n, add_self_loops=True, dtype=torch.float64)
+        return [(dense_aggregate(norm_ei, n, h, "sum", norm_w), conv.lin.weight.double().T, 0)]
     return [(h, conv.lin.weight.double().T, 0)]  # Dense
 
 
@@ -296,10 +303,17 @@ def _dense_linear(branches, d):
     return Y
 
 
-def _reference_sequential(model, ei, n, x, info, rows):
-    """Float64 dense reference of the sequential refit: every layer's kept weights by an explicit lstsq on
-    materialised activations of the (reference) pruned model, target = the unpruned layer's pre-activation
-    output on the kept output channels; returns the reference pruned model's output on all nodes."""
+def _lstsq_fit(Z, Y, rows, fit_bias):
+    """Z @ W (+ intercept) fitted by an explicit lstsq on the calibration rows, evaluated on every row."""
+    A = torch.cat([Z, torch.ones(Z.shape[0], 1, dtype=Z.dtype)], 1) if fit_bias else Z
+    return A @ torch.linalg.lstsq(A[rows], Y[rows]).solution
+
+
+def _reference_sequential(model, ei, n, x, info, rows, fit_bias):
+    """Float64 dense reference of the sequential refit: every layer's kept weights (and, with ``fit_bias``, an
+    intercept added to its bias) by an explicit lstsq on materialised activations of the (reference) pruned
+    model, target = the unpruned layer's pre-activation output on the kept output channels; returns the
+    reference pruned model's output on all nodes."""
     L = len(model.convs)
     h_old, h_new = x.double(), x.double()
     for l, conv in enumerate(model.convs):
@@ -324,11 +338,9 @@ def _reference_sequential(model, ei, n, x, info, rows):
         Ynew = torch.zeros(n, out_keep.numel(), dtype=torch.float64)
         if len(names) == 2 and not torch.equal(cols[0], cols[1]):  # concat: each branch its own columns
             for Zb, cb in zip(Zk, cols):
-                Wb = torch.linalg.lstsq(Zb[rows], Y[rows][:, cb]).solution
-                Ynew[:, cb] += Zb @ Wb
+                Ynew[:, cb] += _lstsq_fit(Zb, Y[:, cb], rows, fit_bias)
         else:  # sum form: all branches jointly
-            Zs = torch.cat(Zk, 1)
-            Ynew += Zs @ torch.linalg.lstsq(Zs[rows], Y[rows]).solution
+            Ynew += _lstsq_fit(torch.cat(Zk, 1), Y, rows, fit_bias)
         b = (conv._bias() if hasattr(conv, "_bias") else
              (conv.lin_l.bias if hasattr(conv, "lin_l") else conv.lin.bias)).double()
         pre_new = Ynew + b[out_keep]
@@ -341,20 +353,22 @@ def _reference_sequential(model, ei, n, x, info, rows):
 
 @pytest.mark.parametrize("kind", ["sage", "saint"])
 @pytest.mark.parametrize("scheme", ["full", "batched"])
-def test_sequential_refit_matches_dense_lstsq_reference(kind, scheme, generator):
+@pytest.mark.parametrize("fit_bias", [True, False])
+def test_sequential_refit_matches_dense_lstsq_reference(kind, scheme, fit_bias, generator):
     graph, ei = make_graph(generator)
     n = graph.num_nodes
     model = MODELS[kind](10, 16, 5, num_layers=3 if kind == "sage" else 2).double().eval()
     x = torch.randn(n, 10, generator=generator, dtype=torch.float64)
     rows = torch.sort(torch.randperm(n, generator=generator)[:90]).values
     pruned = gnnaccel.prune(model, graph, x, keep=0.5, scheme=scheme, calib_nodes=rows, ridge=0.0,
-                            refit="sequential", progress=False)
-    local = gnnaccel.prune(model, graph, x, keep=0.5, scheme=scheme, calib_nodes=rows, ridge=0.0, progress=False)
+                            refit="sequential", fit_bias=fit_bias, progress=False)
+    local = gnnaccel.prune(model, graph, x, keep=0.5, scheme=scheme, calib_nodes=rows, ridge=0.0,
+                           fit_bias=fit_bias, progress=False)
     info = pruned.pruning_info
     assert info["refit"] == "sequential" and local.pruning_info["refit"] == "local"
     for a, b in zip(info["layers"], local.pruning_info["layers"]):  # the refit does not change the selection
         assert all(torch.equal(a["kept"][nm], b["kept"][nm]) for nm in a["kept"])
-    ref, unpruned = _reference_sequential(model, ei, n, x, info, rows)
+    ref, unpruned = _reference_sequential(model, ei, n, x, info, rows, fit_bias)
     torch.testing.assert_close(unpruned, forward(model, graph, x), rtol=1e-10, atol=1e-10)  # reference sanity
     out = forward(pruned, graph, x)
     assert rel(out, ref) < 1e-8
@@ -367,7 +381,7 @@ def test_sequential_refit_matches_dense_lstsq_reference(kind, scheme, generator)
     last = model.convs[-1]
     bias = (last.lin_l.bias if hasattr(last, "lin_l") else last.lin.bias).detach().double()
     assert info["layers"][-1]["output_rel_error_sequential"] == pytest.approx(
-        float((out[rows] - unpruned[rows]).norm() / (unpruned[rows] - bias).norm()), rel=1e-6)
+        float(((out[rows] - unpruned[rows]).norm() / (unpruned[rows] - bias).norm()).detach()), rel=1e-6)
 
 
 @pytest.mark.parametrize("kind", ["sage", "gcn", "saint"])
@@ -415,3 +429,90 @@ def test_ridge_auto_picks_a_candidate_per_refit_layer(refit_mode, generator):
             gnnaccel.prune(model, graph, x, ridge=bad, progress=False)
     with pytest.raises(ValueError, match="at least 3"):
         gnnaccel.prune(model, graph, x, ridge="auto", calib_nodes=torch.tensor([0, 1]), progress=False)
+
+
+def _layer_input(model, graph, x, l):
+    h = x
+    with torch.no_grad():
+        for i in range(l):
+            h = model.layer(i, h, graph)
+    return h.double()
+
+
+@pytest.mark.parametrize("kind", ["sage", "gcn", "saint"])
+@pytest.mark.parametrize("fit_bias", [True, False])
+def test_local_refit_matches_dense_lstsq_with_and_without_intercept(kind, fit_bias, generator):
+    """Each pruned layer, fed the unpruned model's input restricted to its kept channels, gives the explicit
+    lstsq fit (with an intercept when fit_bias) of the unpruned layer's output on its kept output channels."""
+    graph, ei = make_graph(generator)
+    n = graph.num_nodes
+    model = MODELS[kind](10, 16, 5, num_layers=3 if kind != "saint" else 2).double().eval()
+    with torch.no_grad():  # post-ReLU inputs with clearly non-zero means: what the intercept is for
+        for conv in model.convs[:-1]:
+            conv.scale_outputs(torch.ones(conv.out_channels, dtype=torch.float64),
+                               torch.rand(conv.out_channels, generator=generator, dtype=torch.float64))
+    x = torch.randn(n, 10, generator=generator, dtype=torch.float64)
+    rows = torch.sort(torch.randperm(n, generator=generator)[:100]).values
+    pruned = gnnaccel.prune(model, graph, x, keep=0.5, calib_nodes=rows, ridge=0.0, fit_bias=fit_bias,
+                            progress=False)
+    info = pruned.pruning_info
+    assert info["fit_bias"] is fit_bias
+    L = len(model.convs)
+    for l in range(1, L):
+        kept = info["layers"][l]["kept"][info["layers"][l]["branches"][0]]
+        out_keep = (info["layers"][l + 1]["kept"][info["layers"][l + 1]["branches"][0]] if l + 1 < L
+                    else torch.arange(model.convs[l].out_channels))
+        h = _layer_input(model, graph, x, l)
+        old = _dense_branches(model.convs[l], h, ei, n)
+        d = model.convs[l].out_channels
+        Y = _dense_linear(old, d)[:, out_keep]
+        new = _dense_branches(pruned.convs[l], h[:, kept], ei, n)
+        got = _dense_linear(new, pruned.convs[l].out_channels) + pruned.convs[l].linear_parts().bias.double()
+        b = model.convs[l].linear_parts().bias.double()[out_keep]
+        if len(old) == 2 and old[1][2] != 0:  # concat: each branch fits its own output columns
+            ref = torch.zeros_like(Y)
+            for (Z, W, start), (_, _, new_start) in zip(old, new):
+                cb = torch.zeros(d, dtype=torch.bool)
+                cb[start:start + W.shape[1]] = True
+                cb = cb[out_keep]
+                ref[:, cb] = _lstsq_fit(Z[:, kept], Y[:, cb], rows, fit_bias)
+        else:
+            ref = _lstsq_fit(torch.cat([Z[:, kept] for Z, _, _ in old], 1), Y, rows, fit_bias)
+        assert rel(got, ref + b) < 1e-8, l
+    if fit_bias:  # on the same channels (magnitude selection) the intercept can only lower the calibration error
+        errors = [gnnaccel.prune(model, graph, x, keep=0.5, calib_nodes=rows, ridge=0.0, fit_bias=fb,
+                                 method="magnitude", progress=False).pruning_info["layers"][-1]["output_rel_error"]
+                  for fb in (True, False)]
+        assert errors[0] <= errors[1] + 1e-12
+
+
+def test_next_layer_objective_selects_on_the_gram_of_what_the_next_layer_reads(generator):
+    """objective="next_layer": layer 1's LASSO runs on the Gram of the channel contributions mapped through
+    layer 2's (pruned) branch weights, built here from materialised, centred float64 branch inputs."""
+    from gnnaccel.pruning import select_channels
+
+    graph, ei = make_graph(generator)
+    n = graph.num_nodes
+    model = MODELS["sage"](10, 24, 5, num_layers=3).double().eval()
+    x = torch.randn(n, 10, generator=generator, dtype=torch.float64)
+    pruned = gnnaccel.prune(model, graph, x, keep=0.25, ridge=0.0, progress=False)
+    layer_obj = gnnaccel.prune(model, graph, x, keep=0.25, ridge=0.0, objective="layer", progress=False)
+    info = pruned.pruning_info
+    assert info["objective"] == "next_layer" and layer_obj.pruning_info["objective"] == "layer"
+    # layer 2 is the last: same selection and weights in both
+    assert torch.equal(info["layers"][2]["kept"]["neigh"], layer_obj.pruning_info["layers"][2]["kept"]["neigh"])
+    out_keep = info["layers"][2]["kept"]["neigh"]
+    M = torch.cat([b.weight.detach().double() for b in pruned.convs[2].linear_parts().branches], 1)
+    h = _layer_input(model, graph, x, 1)
+    branches = _dense_branches(model.convs[1], h, ei, n)
+    C = torch.zeros(24, n, M.shape[1], dtype=torch.float64)  # contribution of each input channel
+    for Z, W, _ in branches:
+        Zc = Z - Z.mean(0)
+        C += Zc.T.unsqueeze(2) * (W[:, out_keep] @ M).unsqueeze(1)
+    G = torch.einsum("inm,jnm->ij", C, C) / n
+    expected = select_channels(G, G.sum(1), 6, y_sq=G.sum())
+    assert torch.equal(info["layers"][1]["kept"]["neigh"], expected)
+    with pytest.raises(ValueError, match="objective must be one of"):
+        gnnaccel.prune(model, graph, x, objective="logits", progress=False)
+    with pytest.raises(TypeError, match="fit_bias must be a bool"):
+        gnnaccel.prune(model, graph, x, fit_bias="yes", progress=False)

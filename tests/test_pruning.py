@@ -92,6 +92,7 @@ def test_second_moment_streaming_equals_one_shot(generator):
     torch.testing.assert_close(acc.moment, one.moment, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(acc.moment, Z.float().double().T @ Z.float().double() / 333, rtol=1e-12, atol=1e-12)
     assert acc.sum.dtype == F64
+    torch.testing.assert_close(acc.mean, Z.float().double().mean(0), rtol=1e-12, atol=1e-12)
     with pytest.raises(ValueError, match="18"):
         acc.update(Z[:, :5])
     with pytest.raises(ValueError, match="same number of rows"):
@@ -100,6 +101,21 @@ def test_second_moment_streaming_equals_one_shot(generator):
         acc.update(torch.full((2, 18), float("nan")))
     with pytest.raises(ValueError, match="no rows"):
         SecondMoment(3).moment
+    with pytest.raises(ValueError, match="no rows"):
+        SecondMoment(3).mean
+
+
+def test_about_mean_is_the_covariance_and_pools_over_folds(generator):
+    from gnnaccel.pruning.refit import about_mean
+
+    A = torch.randn(200, 6, generator=generator, dtype=F64) + 3.0
+    B = torch.randn(200, 4, generator=generator, dtype=F64) - 1.0
+    ma, mb = A.mean(0), B.mean(0)
+    torch.testing.assert_close(about_mean(A.T @ B / 200, ma, mb), (A - ma).T @ (B - mb) / 200)
+    folds = [torch.arange(0, 70), torch.arange(70, 200)]  # unequal folds: each about the *global* means
+    for f in folds:
+        got = about_mean(A[f].T @ B[f] / f.numel(), ma, mb, A[f].mean(0), B[f].mean(0))
+        torch.testing.assert_close(got, (A[f] - ma).T @ (B[f] - mb) / f.numel())
 
 
 @pytest.mark.parametrize("k", [0, 1, 5, 17, 40])

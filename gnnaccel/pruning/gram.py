@@ -36,7 +36,8 @@ class SecondMoment:
 
     ``update(Z)`` takes the stacked branch inputs of a batch [rows, B*c] (or the branch inputs as separate
     tensors ``update(Z_self, Z_neigh)``, stacked in that order). Memory O((B*c)^2), never O(n*c).
-    ``moment`` is S / n, the matrix :func:`gram_from_moments` and :func:`refit` expect.
+    ``moment`` is S / n, the matrix :func:`gram_from_moments` and :func:`refit` expect; ``mean`` the column
+    means of Z (what the refit's bias absorbs, see :func:`~gnnaccel.pruning.refit.about_mean`).
     """
 
     def __init__(self, num_columns: int, device: Union[str, torch.device, None] = None):
@@ -45,6 +46,7 @@ class SecondMoment:
         self.num_columns = num_columns
         # Z'Z accumulated on the blocks on and above the diagonal only (5/8 of a GEMM per batch); `sum` mirrors.
         self._upper = torch.zeros(num_columns, num_columns, dtype=torch.float64, device=device)
+        self._column_sum = torch.zeros(num_columns, dtype=torch.float64, device=device)
         self.count = 0
 
     def update(self, *branch_inputs: Tensor) -> "SecondMoment":
@@ -65,6 +67,7 @@ class SecondMoment:
         if not all_finite(z):
             raise ValueError("batch contains NaN or Inf activations")
         add_upper_product_(self._upper, z, z)
+        self._column_sum += z.sum(dim=0)
         self.count += z.shape[0]
         return self
 
@@ -78,6 +81,13 @@ class SecondMoment:
         if self.count == 0:
             raise ValueError("no rows accumulated yet")
         return mirror_upper_(self._upper / self.count)
+
+    @property
+    def mean(self) -> Tensor:
+        """Column means of the stacked inputs [B*c]."""
+        if self.count == 0:
+            raise ValueError("no rows accumulated yet")
+        return self._column_sum / self.count
 
 
 def _check_moment(S: Tensor) -> Tensor:

@@ -7,9 +7,14 @@ For layer l (input h_l, branches b with inputs Z_b = P_b h_l and weights W_b):
    ``branch_inputs(graph, h_l, rows=chunk)`` from the *unpruned* model's activations (memory O(c^2)).
 2. Target: the layer's unpruned pre-activation output restricted to the output channels the next layer keeps
    (``prune_outputs(K_{l+1})`` has already removed the others; everything after it is per channel).
-3. Selection of k = round(keep_l * c) input channels (LASSO path / greedy / random / magnitude).
-4. Ridge least-squares refit of the kept rows from S, installed with ``load_pruned``; the previous layer then
-   drops its output channels outside K_l.
+3. Selection of k = round(keep_l * c) input channels (LASSO path / greedy / random / magnitude). With
+   ``objective="next_layer"`` (default) the LASSO and greedy measure the output error in the metric of the
+   next layer's (already pruned and refit) weights: an error in an output channel the next layer barely
+   reads costs little. Only the selection changes (the least-squares refit is the same in any metric).
+4. Ridge least-squares refit of the kept rows from S, with an intercept (``fit_bias=True``, default, for
+   layers that have a bias: moments about the calibration mean, and the bias absorbs the mean of what the
+   dropped channels contributed), installed with ``load_pruned``; the previous layer then drops its output
+   channels outside K_l.
 5. Optionally (``refit="sequential"``) an error-compensating pass from input to output: each layer whose
    input changed is refit again from the pruned upstream model's activations (see :func:`prune`).
 
@@ -29,14 +34,15 @@ from typing import Dict, List, Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
-from .gram import SecondMoment, branch_penalty, gram_from_moments, split_branch_coordinates
+from .gram import SecondMoment, _placed_weights, branch_penalty, gram_from_moments, split_branch_coordinates
 from ._checks import all_finite
-from .refit import choose_ridge, output_relative_error, refit as refit_kept
+from .refit import about_mean, bias_shift, choose_ridge, output_relative_error, refit as refit_kept
 from .select import select_channels, select_greedy, select_magnitude, select_random
 
 SCHEMES = ("full", "batched")
 METHODS = ("lasso", "greedy", "random", "magnitude")
 REFITS = ("local", "sequential")
+OBJECTIVES = ("next_layer", "layer")
 RIDGE_FOLDS = 3  # cross-validation folds of the calibration rows for ridge="auto"
 _PROTOCOL = ("linear_parts", "branch_inputs", "load_pruned", "prune_outputs")
 
@@ -126,9 +132,10 @@ def _calibration_rows(calib_nodes, n: int, device, seed: int) -> Tensor:
 
 
 def layer_second_moment(conv: nn.Module, graph, h: Tensor, rows: Tensor, batch_size: int = 8192,
-                        progress: bool = True, desc: str = "calibrate") -> Tensor:
+                        progress: bool = True, desc: str = "calibrate", with_mean: bool = False):
     """S = Z'Z / n of the stacked branch inputs (in the order of ``conv.linear_parts().branches``) over
-    ``rows``, streamed ``batch_size`` rows at a time. float64 [B*c, B*c]."""
+    ``rows``, streamed ``batch_size`` rows at a time. float64 [B*c, B*c]; with ``with_mean`` the pair
+    (S, column means of Z [B*c])."""
     names = [b.name for b in conv.linear_parts().branches]
     acc = None
     with torch.inference_mode(), _progress(rows.numel(), progress, desc) as bar:
@@ -140,7 +147,26 @@ def layer_second_moment(conv: nn.Module, graph, h: Tensor, rows: Tensor, batch_s
                 acc = SecondMoment(sum(p.shape[1] for p in parts), device=h.device)
             acc.update(*parts)
             bar.update(chunk.numel())
-    return acc.moment
+    return (acc.moment, acc.mean) if with_mean else acc.moment
+
+
+def _pooled(folds: List[tuple]) -> tuple:
+    """Row-count weighted means of per-fold statistics: folds are (n_f, stat_1, stat_2, ...)."""
+    n = sum(f[0] for f in folds)
+    return tuple(sum(f[0] * f[j] for f in folds) / n for j in range(1, len(folds[0])))
+
+
+def _next_layer_metric(convs, l: int, d: int) -> Optional[Tensor]:
+    """[d, m]: the branch weights of layer l + 1 side by side, rows = the d outputs of layer l it reads,
+    scaled to a mean squared row norm of 1 (the LASSO's scale stays that of the plain objective). None for
+    the last layer and for a next layer whose weights are all zero."""
+    if l + 1 >= len(convs):
+        return None
+    M = torch.cat([b.weight.detach().double().cpu() for b in convs[l + 1].linear_parts().branches], dim=1)
+    if M.shape[0] != d:
+        raise RuntimeError(f"layer {l + 1} reads {M.shape[0]} input channels but layer {l} has {d} outputs")
+    energy = float((M * M).sum())
+    return None if energy == 0 else M * (d / energy) ** 0.5
 
 
 def _select(method: str, S: Tensor, weights: List[Tensor], form: str, cols: List[Tensor], k: int,
@@ -190,11 +216,14 @@ def _cross_moments(conv_new: nn.Module, conv_old: nn.Module, graph, h_new: Tenso
                    keeps: List[Tensor], names: List[str], c: int, batch_size: int, progress: bool, desc: str):
     """Second moment of the pruned layer's branch inputs (from the pruned upstream model, placed at their
     kept channels in the stacked [B*c] frame), their cross moment with the unpruned layer's branch inputs and
-    the latter's own moment, streamed over ``rows``: (S_new, T, S_old), each / n, float64 [B*c, B*c]."""
+    the latter's own moment, streamed over ``rows``: (S_new, T, S_old), each / n, float64 [B*c, B*c], then
+    the column means of both inputs (mean_new, mean_old) [B*c]."""
     B = len(names)
     dev = h_old.device
     S_new = torch.zeros(B * c, B * c, dtype=torch.float64, device=dev)
     T, S_old = torch.zeros_like(S_new), torch.zeros_like(S_new)
+    sum_new = torch.zeros(B * c, dtype=torch.float64, device=dev)
+    sum_old = torch.zeros_like(sum_new)
     placed = torch.cat([b * c + keeps[b].to(dev) for b in range(B)])
     with torch.inference_mode(), _progress(rows.numel(), progress, desc) as bar:
         for start in range(0, rows.numel(), batch_size):
@@ -210,9 +239,11 @@ def _cross_moments(conv_new: nn.Module, conv_old: nn.Module, graph, h_new: Tenso
             S_new[placed.unsqueeze(1), placed.unsqueeze(0)] += z_new.T @ z_new
             T[placed] += z_new.T @ z_old
             S_old.addmm_(z_old.T, z_old)
+            sum_new[placed] += z_new.sum(0)
+            sum_old += z_old.sum(0)
             bar.update(chunk.numel())
     n = rows.numel()
-    return S_new / n, T / n, S_old / n
+    return S_new / n, T / n, S_old / n, sum_new / n, sum_old / n
 
 
 def _fold_rows(rows: Tensor, seed: int) -> List[Tensor]:
@@ -227,7 +258,8 @@ def _sequential_refit(model: nn.Module, original: nn.Module, graph, inputs: List
     """Error-compensating refit, input to output: each layer whose input differs from the unpruned model's
     (some upstream layer was refit) is refit by ridge least squares from the *pruned* upstream model's
     activations to the unpruned layer's pre-activation output on the kept output channels:
-    W' = (S'_JJ + ridge)^-1 (Z'_J'Z / n) W, with the moments streamed over the calibration rows."""
+    W' = (S'_JJ + ridge)^-1 (Z'_J'Z / n) W, with the moments streamed over the calibration rows (about their
+    means, and the bias refit too, where the local pass fitted the layer's bias)."""
     convs, L = model.convs, len(model.convs)
     h_new, changed = inputs[0], False
     for l in range(L):
@@ -249,22 +281,39 @@ def _sequential_refit(model: nn.Module, original: nn.Module, graph, inputs: List
                     raise RuntimeError(f"layer {l}: branch {br.name!r} output columns of the pruned layer do not "
                                        "match the unpruned layer's kept output channels")
             desc = f"refit layer {l + 1}/{L}"
+            fit_bias = info["fit_bias"]
+
+            def centred(S_new_f, T_f, S_old_f, mean_new_f, mean_old_f):
+                if not fit_bias:
+                    return S_new_f, T_f, S_old_f
+                return (about_mean(S_new_f, mean_new, mean_new, mean_new_f, mean_new_f),
+                        about_mean(T_f, mean_new, mean_old, mean_new_f, mean_old_f),
+                        about_mean(S_old_f, mean_old, mean_old, mean_old_f, mean_old_f))
+
             if ridge == "auto":
                 folds = [(fr.numel(),) + tuple(m.cpu() for m in _cross_moments(
                     conv, conv0, graph, h_new, inputs[l], fr, keeps, names, c, batch_size, progress, desc))
                     for fr in _fold_rows(rows, seed)]
-                S_new, T, S_old = (sum(f[0] * f[j] for f in folds) / rows.numel() for j in (1, 2, 3))
-                ridge_l, info["ridge_cv_sequential"] = choose_ridge(folds, keeps, targets, parts.form, tcols)
+                S_new_raw, T_raw, S_old_raw, mean_new, mean_old = _pooled(folds)
+                ridge_l, info["ridge_cv_sequential"] = choose_ridge(
+                    [(f[0],) + centred(*f[1:]) for f in folds], keeps, targets, parts.form, tcols)
             else:
-                S_new, T, S_old = (m.cpu() for m in _cross_moments(conv, conv0, graph, h_new, inputs[l], rows,
-                                                                     keeps, names, c, batch_size, progress, desc))
+                S_new_raw, T_raw, S_old_raw, mean_new, mean_old = (m.cpu() for m in _cross_moments(
+                    conv, conv0, graph, h_new, inputs[l], rows, keeps, names, c, batch_size, progress, desc))
                 ridge_l = ridge
+            S_new, T, S_old = centred(S_new_raw, T_raw, S_old_raw, mean_new, mean_old)
             info["ridge_sequential"] = ridge_l
             new_weights = refit_kept(S_new, keeps, targets, parts.form, ridge_l, tcols, cross=T)
-            for br, w in zip(parts.branches, new_weights):
-                br.weight.copy_(w.to(br.weight.dtype))
+            bias = None if parts.bias is None else parts.bias.detach().double().cpu()
+            if fit_bias:  # the unpruned layer's bias on the kept outputs, plus the mean the refit misses
+                bias = (parts0.bias.detach().double().cpu()[out_keep]
+                        + bias_shift(mean_old, targets, new_weights, keeps, parts.form, tcols, new_mean=mean_new))
+            # layers >= 1 keep one channel set for all branches: their current inputs, in place
+            conv.load_pruned({n: torch.arange(conv.in_channels) for n in names},
+                             {n: w for n, w in zip(names, new_weights)}, bias)
             info["output_rel_error_sequential"] = output_relative_error(
-                S_old, targets, new_weights, keeps, parts.form, tcols, new_moment=S_new, cross=T)
+                S_old, targets, new_weights, keeps, parts.form, tcols, new_moment=S_new, cross=T,
+                norm_moment=S_old_raw)
         else:
             info["output_rel_error_sequential"] = info["output_rel_error"]
         changed = changed or info["k"] < info["in_channels"]
@@ -275,7 +324,8 @@ def _sequential_refit(model: nn.Module, original: nn.Module, graph, inputs: List
 @torch.no_grad()
 def prune(model: nn.Module, graph, x: Tensor, keep: KeepSpec = 0.25, scheme: str = "full", calib_nodes=None,
           method: str = "lasso", progress: bool = True, batch_size: int = 8192, ridge: Union[float, str] = 1e-6,
-          seed: int = 0, solver_kwargs: Optional[dict] = None, refit: str = "local") -> nn.Module:
+          seed: int = 0, solver_kwargs: Optional[dict] = None, refit: str = "local", fit_bias: bool = True,
+          objective: str = "next_layer") -> nn.Module:
     """A pruned copy of ``model`` (eval mode, BatchNorm folded) with physically smaller weights.
 
     ``graph``: a :class:`gnnaccel.Graph` (or edge_index / sparse adjacency), ``x`` the node features.
@@ -300,6 +350,12 @@ def prune(model: nn.Module, graph, x: Tensor, keep: KeepSpec = 0.25, scheme: str
     the same in both; layers whose input is unchanged (layer 0, and the layers before the first refit one,
     e.g. both layers of a 2-layer model in scheme full) keep the local refit, which is then the same.
 
+    ``fit_bias``: refit each layer's bias with its weights (least squares with an intercept, from the moments
+    about the calibration mean); layers without a bias keep none. ``objective``: what the LASSO / greedy
+    selection of layer l reconstructs: ``"next_layer"`` its kept outputs as the (already pruned) layer l + 1
+    reads them, i.e. the output error in the metric of layer l + 1's stacked branch weights; ``"layer"`` its
+    kept outputs with every channel weighted alike. The last layer has no next layer: both are the same there.
+
     ``ridge``: the refit's ridge relative to the mean diagonal of the kept channels' moment, or ``"auto"``:
     per layer the candidate of :data:`gnnaccel.pruning.refit.RIDGE_CANDIDATES` with the lowest
     ``RIDGE_FOLDS``-fold cross-validated output error on the calibration nodes (from per-fold moments, no
@@ -319,6 +375,10 @@ def prune(model: nn.Module, graph, x: Tensor, keep: KeepSpec = 0.25, scheme: str
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if refit not in REFITS:
         raise ValueError(f"refit must be one of {REFITS}, got {refit!r}")
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    if not isinstance(fit_bias, bool):
+        raise TypeError(f"fit_bias must be a bool, got {type(fit_bias).__name__}")
     if isinstance(ridge, str):
         if ridge != "auto":
             raise ValueError(f"ridge must be a number >= 0 or 'auto', got {ridge!r}")
@@ -373,8 +433,9 @@ def prune(model: nn.Module, graph, x: Tensor, keep: KeepSpec = 0.25, scheme: str
             else:  # no self branch to keep whole (GCN): the raw features stay, as in scheme full
                 ratio = 1.0
         k = max(1, int(round(ratio * c)))
+        layer_fits_bias = fit_bias and parts.bias is not None
         info = {"layer": l, "type": type(conv).__name__, "in_channels": c, "keep_ratio": ratio, "k": k,
-                "branches": names, "form": parts.form}
+                "branches": names, "form": parts.form, "fit_bias": layer_fits_bias}
         if k >= c:  # nothing to select, and a refit on every channel would only reproduce the weights
             info.update(kept={n: torch.arange(c) for n in names}, output_rel_error=0.0)
             layers_info[l] = info
@@ -383,26 +444,36 @@ def prune(model: nn.Module, graph, x: Tensor, keep: KeepSpec = 0.25, scheme: str
         desc = f"calibrate layer {l + 1}/{L}"
         try:
             if ridge == "auto":
-                fold_S = [(fr.numel(), layer_second_moment(conv, g, h, fr, batch_size, progress, desc).cpu())
-                          for fr in _fold_rows(rows, seed)]
-                S = sum(n_f * S_f for n_f, S_f in fold_S) / rows.numel()
+                stats = [(fr.numel(),) + tuple(t.cpu() for t in layer_second_moment(
+                    conv, g, h, fr, batch_size, progress, desc, with_mean=True)) for fr in _fold_rows(rows, seed)]
+                S_raw, mean = _pooled(stats)
+                fold_S = [(n_f, about_mean(S_f, mean, mean, m_f, m_f) if layer_fits_bias else S_f)
+                          for n_f, S_f, m_f in stats]
             else:
-                S = layer_second_moment(conv, g, h, rows, batch_size, progress, desc)
+                S_raw, mean = (t.cpu() for t in layer_second_moment(conv, g, h, rows, batch_size, progress, desc,
+                                                                    with_mean=True))
         except ValueError as exc:
             raise ValueError(f"{name}: {exc}") from exc
-        weights = [b.weight.detach().double() for b in parts.branches]
+        # With an intercept everything below runs on the moment about the calibration mean.
+        S = about_mean(S_raw, mean, mean) if layer_fits_bias else S_raw
+        weights = [b.weight.detach().double().cpu() for b in parts.branches]
         cols = [b.cols.cpu() for b in parts.branches]
-        S = S.cpu()
-        weights = [w.cpu() for w in weights]
-        keeps = _select(method, S, weights, parts.form, cols, k, seed + l, self_branch, solver_kwargs)
+        sel_weights, sel_form, sel_cols = weights, parts.form, cols
+        metric = _next_layer_metric(convs, l, parts.out_channels) if objective == "next_layer" else None
+        if metric is not None and method in ("lasso", "greedy"):  # output columns -> what layer l + 1 reads
+            placed, _, _ = _placed_weights(weights, parts.form, cols)
+            sel_weights, sel_form, sel_cols = [w @ metric for w in placed], "sum", None
+        keeps = _select(method, S, sel_weights, sel_form, sel_cols, k, seed + l, self_branch, solver_kwargs)
         if ridge == "auto":
             ridge_l, info["ridge_cv"] = choose_ridge(fold_S, keeps, weights, parts.form, cols)
         else:
             ridge_l = ridge
         info["ridge"] = ridge_l
         new_weights = refit_kept(S, keeps, weights, parts.form, ridge_l, cols)
-        err = output_relative_error(S, weights, new_weights, keeps, parts.form, cols)
+        err = output_relative_error(S, weights, new_weights, keeps, parts.form, cols, norm_moment=S_raw)
         bias = None if parts.bias is None else parts.bias.detach().clone()
+        if layer_fits_bias:
+            bias = bias.double().cpu() + bias_shift(mean, weights, new_weights, keeps, parts.form, cols)
         conv.load_pruned({n: kb for n, kb in zip(names, keeps)}, {n: w for n, w in zip(names, new_weights)}, bias)
         if self_branch is None and l > 0:
             convs[l - 1].prune_outputs(keeps[0])
@@ -411,7 +482,8 @@ def prune(model: nn.Module, graph, x: Tensor, keep: KeepSpec = 0.25, scheme: str
     if refit == "sequential":
         _sequential_refit(model, original, g, inputs, rows, layers_info, ridge, batch_size, progress, seed)
     model.pruning_info = {"scheme": scheme, "method": method, "keep": ratios, "calib_nodes": int(rows.numel()),
-                          "ridge": ridge, "refit": refit, "layers": layers_info}
+                          "ridge": ridge, "refit": refit, "fit_bias": fit_bias, "objective": objective,
+                          "layers": layers_info}
     return model.eval()
 
 

@@ -4,7 +4,12 @@
        = (S_JJ + ridge I)^-1 S_{J,all} W_all       J = stacked kept rows (b*c + K_b), W_all = [W~_0; W~_1; ...]
 
 Branches writing shared output columns are solved jointly (sum form); branches with disjoint columns
-(concat form) separately, which is the same solution at a smaller cost. The bias is left unchanged.
+(concat form) separately, which is the same solution at a smaller cost.
+
+With an intercept (what ``gnnaccel.prune`` does by default, ``fit_bias=True``) the same formulas run on the
+moments about the calibration mean, :func:`about_mean`, and the bias absorbs the mean of what the dropped
+channels contributed, :func:`bias_shift`. Post-ReLU inputs have large means, so a dropped channel's mean
+contribution is a constant offset of the output that the kept channels can only partly imitate.
 """
 from __future__ import annotations
 
@@ -119,20 +124,64 @@ def refit(S: Tensor, keep_per_branch: KeepSpec, weights: Sequence[Tensor], form:
     return new
 
 
+def about_mean(moment: Tensor, mean_a: Tensor, mean_b: Tensor, fold_mean_a: Optional[Tensor] = None,
+               fold_mean_b: Optional[Tensor] = None) -> Tensor:
+    """E[(a - mu_a)(b - mu_b)'] from the raw moment ``moment`` = E[a b'] and the means: the moment the refit
+    with an intercept uses. For a fold of the calibration rows (``moment``, ``fold_mean_*`` over the fold)
+    the deviations are still taken from the global means ``mean_*``, so that the folds' moments, weighted
+    by their row counts, add up to the global one."""
+    fa = mean_a if fold_mean_a is None else fold_mean_a
+    fb = mean_b if fold_mean_b is None else fold_mean_b
+    out = moment.double() - torch.outer(fa.double(), mean_b.double()) - torch.outer(mean_a.double(), fb.double())
+    return out + torch.outer(mean_a.double(), mean_b.double())
+
+
+def bias_shift(mean: Tensor, weights: Sequence[Tensor], new_weights: Sequence[Tensor], keep_per_branch: KeepSpec,
+               form: str = "sum", branch_cols: Optional[Sequence[Tensor]] = None,
+               new_mean: Optional[Tensor] = None) -> Tensor:
+    """What the bias gains when the refit has an intercept [d]: sum_b mean_b W_b - sum_b mean'_{b,K_b} W'_b,
+    i.e. the mean output of the unpruned branches minus that of the refit kept channels over the calibration
+    rows (``mean``: column means of the stacked inputs [B*c]; ``new_mean``: those of the refit's inputs placed
+    in the same frame, default ``mean``)."""
+    placed, cols, d = _placed_weights(weights, form, branch_cols)
+    B, c = len(placed), placed[0].shape[0]
+    keeps = _keep_lists(keep_per_branch, B, c)
+    mean = mean.double().cpu()
+    new_mean = mean if new_mean is None else new_mean.double().cpu()
+    if mean.shape != (B * c,) or new_mean.shape != (B * c,):
+        raise ValueError(f"means must have shape [{B * c}], got {list(mean.shape)} and {list(new_mean.shape)}")
+    shift = mean @ torch.cat(placed, 0).cpu()
+    for b in range(B):
+        shift[cols[b]] -= new_mean[b * c + keeps[b]] @ new_weights[b].double().cpu()
+    return shift
+
+
 def output_relative_error(S: Tensor, weights: Sequence[Tensor], new_weights: Sequence[Tensor],
                           keep_per_branch: KeepSpec, form: str = "sum",
                           branch_cols: Optional[Sequence[Tensor]] = None, new_moment: Optional[Tensor] = None,
-                          cross: Optional[Tensor] = None) -> float:
+                          cross: Optional[Tensor] = None, norm_moment: Optional[Tensor] = None) -> float:
     """||Y - Y'||_F / ||Y||_F on the calibration rows, from S alone: Y = sum_b Z_b W_b (all channels),
     Y' = sum_b Z_{b,K_b} W'_b (kept channels, new weights).
 
     With other inputs Z' for Y' (the error-compensating refit): ``new_moment`` = Z''Z' / n and ``cross`` =
     Z''Z / n (both [B*c, B*c], Z' placed in the stacked frame), S = Z'Z / n; then
-    ||Y - Y'||^2 / n = tr(W'S W) - 2 tr(W''cross W) + tr(W''new_moment W')."""
+    ||Y - Y'||^2 / n = tr(W'S W) - 2 tr(W''cross W) + tr(W''new_moment W').
+    ``norm_moment``: the moment ||Y|| is taken from, when it is not ``S`` (a refit with an intercept passes
+    moments about the mean, whose error is what remains after the bias shift, and the raw moment here)."""
     num, den = _error_terms(S, weights, new_weights, keep_per_branch, form, branch_cols, new_moment, cross)
+    if norm_moment is not None:
+        den = _output_energy(_check_moment(norm_moment), weights, form, branch_cols)
     if den <= 0:
         return 0.0 if num <= 0 else float("inf")
     return max(num, 0.0) ** 0.5 / den ** 0.5
+
+
+def _output_energy(S: Tensor, weights: Sequence[Tensor], form: str, branch_cols) -> float:
+    """||Y||^2 / n = tr(W_all' S W_all)."""
+    placed, _, _ = _placed_weights(weights, form, branch_cols)
+    _stacked_shape(S, placed)
+    W_all = torch.cat(placed, 0).to(S.device)
+    return float((W_all * (S @ W_all)).sum())
 
 
 def _error_terms(S, weights, new_weights, keep_per_branch, form, branch_cols, new_moment, cross):

@@ -64,7 +64,7 @@ void aggregate_rows(const index_t* rowptr, const index_t* col, const scalar_t* x
   constexpr int64_t kSmallTile = 64 / sizeof(scalar_t);
   constexpr bool kTiled = (R == Reduce::kSum || R == Reduce::kMean) && !kArg;
   // What a row's first tile pass reads of each source row, which the cross-row prefetch asks for; 0 when the
-  // generic pass comes first (it then prefetches the next rows itself).
+  // generic pass is a row's first (and only) pass.
   int64_t first_tile_bytes = 0;
   if (kTiled && channels >= kTile) first_tile_bytes = kTile * sizeof(scalar_t);
   else if (kTiled && channels >= kSmallTile && channels % kSmallTile == 0) first_tile_bytes = kSmallTile * sizeof(scalar_t);
@@ -151,11 +151,16 @@ void aggregate_rows(const index_t* rowptr, const index_t* col, const scalar_t* x
         if constexpr (kArg) std::fill(best.begin(), best.end(), int64_t(-1));
         for (int64_t e = begin; e < end; ++e) {
           const int64_t pe = e + kPrefetchDistance;
-          if (pe < end || (first_tile_bytes == 0 && pe < next_rows_edge_end)) {
-            // (narrow rows, no tile pass before this one: also the next rows' first edges)
+          if (pe < end) {
             const int64_t ahead = col[pe];
             if (ahead >= 0 && ahead < num_src) {
               prefetch_bytes(x + ahead * x_stride + c_done, (channels - c_done) * sizeof(scalar_t));
+            }
+          } else if (pe < next_rows_edge_end) {
+            // A later row's edge (this pass is always a row's last): what that row's first pass reads.
+            const int64_t ahead = col[pe];
+            if (ahead >= 0 && ahead < num_src) {
+              prefetch_bytes(x + ahead * x_stride, first_tile_bytes > 0 ? first_tile_bytes : channels * sizeof(scalar_t));
             }
           }
           const int64_t j = col[e];

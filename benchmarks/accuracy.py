@@ -101,7 +101,8 @@ def run(args):
                         try:
                             pruned = gnnaccel.prune(model, data.graph, data.x, keep=keep, scheme=scheme,
                                                     method=method, calib_nodes=calib, progress=False,
-                                                    refit=args.refit, ridge=args.ridge)
+                                                    refit=args.refit, ridge=args.ridge, fit_bias=args.fit_bias,
+                                                    objective=args.objective)
                         except MemoryError as exc:
                             print(f"  skip {scheme} {keep} {method}: {exc}")
                             continue
@@ -112,7 +113,8 @@ def run(args):
                                "f1_pruned": f1_micro(out[mask], data.y[mask]),
                                "logit_rel_error": logit_relative_error(base[mask], out[mask]),
                                "f1_finetuned": float("nan"), "dead_share": dead, "prune_s": t_prune,
-                               "refit": args.refit, "ridge": args.ridge, "calib_nodes": int(calib.numel())}
+                               "refit": args.refit, "ridge": args.ridge, "calib_nodes": int(calib.numel()),
+                               "fit_bias": args.fit_bias, "objective": args.objective}
                         if method == "lasso" and args.finetune_epochs > 0:
                             finetune(pruned, data, epochs=args.finetune_epochs, lr=args.finetune_lr)
                             ft = full_inference(pruned, data.graph, data.x, progress=False)
@@ -250,7 +252,7 @@ def plot(rows, args, path):
     multi = any(e["seeds"] > 1 for e in summary.values())
     for j, ds in enumerate(datasets):
         n_seeds = max(e["seeds"] for e in summary.values() if e["dataset"] == ds)
-        for kind, ls in (("GraphSAGE", "-"), ("SAINTGraphSAGE", "--")):
+        for kind, ls, short in (("GraphSAGE", "-", "SAGE"), ("SAINTGraphSAGE", "--", "SAINT")):
             for mi, m in enumerate(args.methods):
                 pts = sorted((e["keep"], e["f1_pruned"], e["logit_rel_error"]) for e in summary.values()
                              if e["dataset"] == ds and e["model"] == kind and e["method"] == m)
@@ -259,11 +261,11 @@ def plot(rows, args, path):
                 ks = [p[0] for p in pts]
                 if n_seeds == 1:
                     axes[0, j].plot(ks, [p[1][0] for p in pts], ls, color=styles[m], marker="o", ms=3,
-                                    label=f"{kind[:4]} {m}")
+                                    label=f"{short} {m}")
                     axes[1, j].plot(ks, [p[2][0] for p in pts], ls, color=styles[m], marker="o", ms=3)
                     continue
                 xs = [k * 2 ** (0.04 * (mi - (len(args.methods) - 1) / 2)) for k in ks]
-                for i, label in ((0, f"{kind[:4]} {m}"), (1, None)):
+                for i, label in ((0, f"{short} {m}"), (1, None)):
                     axes[i, j].errorbar(xs, [p[1 + i][0] for p in pts], yerr=[p[1 + i][1] for p in pts],
                                         fmt=ls, color=styles[m], marker="o", ms=3, capsize=2, elinewidth=0.8,
                                         label=label)
@@ -299,6 +301,10 @@ def main(argv=None):
     p.add_argument("--calib", type=int, default=8000, help="max calibration nodes (sampled from non-test nodes)")
     p.add_argument("--calib-mode", choices=["sample", "train"], default="sample",
                    help="calibration nodes: up to --calib sampled non-test nodes, or the training nodes")
+    p.add_argument("--no-fit-bias", dest="fit_bias", action="store_false",
+                   help="refit without an intercept (gnnaccel.prune(fit_bias=False))")
+    p.add_argument("--objective", choices=["next_layer", "layer"], default="next_layer",
+                   help="selection objective of gnnaccel.prune")
     p.add_argument("--refit", choices=["local", "sequential"], default="local",
                    help="gnnaccel.prune refit mode (sequential = error-compensating, input to output)")
     p.add_argument("--ridge", type=lambda v: v if v == "auto" else float(v), default=1e-6,

@@ -313,7 +313,7 @@ def _sequential_refit(model: nn.Module, original: nn.Module, graph, inputs: List
                              {n: w for n, w in zip(names, new_weights)}, bias)
             info["output_rel_error_sequential"] = output_relative_error(
                 S_old, targets, new_weights, keeps, parts.form, tcols, new_moment=S_new, cross=T,
-                norm_moment=S_old_raw)
+                norm_moment=S_old_raw if fit_bias else None)
         else:
             info["output_rel_error_sequential"] = info["output_rel_error"]
         changed = changed or info["k"] < info["in_channels"]
@@ -470,7 +470,8 @@ def prune(model: nn.Module, graph, x: Tensor, keep: KeepSpec = 0.25, scheme: str
             ridge_l = ridge
         info["ridge"] = ridge_l
         new_weights = refit_kept(S, keeps, weights, parts.form, ridge_l, cols)
-        err = output_relative_error(S, weights, new_weights, keeps, parts.form, cols, norm_moment=S_raw)
+        err = output_relative_error(S, weights, new_weights, keeps, parts.form, cols,
+                                    norm_moment=S_raw if layer_fits_bias else None)
         bias = None if parts.bias is None else parts.bias.detach().clone()
         if layer_fits_bias:
             bias = bias.double().cpu() + bias_shift(mean, weights, new_weights, keeps, parts.form, cols)

@@ -176,12 +176,16 @@ def output_relative_error(S: Tensor, weights: Sequence[Tensor], new_weights: Seq
     return max(num, 0.0) ** 0.5 / den ** 0.5
 
 
+def _quadratic(S: Tensor, W: Tensor) -> float:
+    """tr(W' S W): ||Z W||^2 / n for S = Z'Z / n."""
+    return float((W * (S @ W)).sum())
+
+
 def _output_energy(S: Tensor, weights: Sequence[Tensor], form: str, branch_cols) -> float:
-    """||Y||^2 / n = tr(W_all' S W_all)."""
+    """||Y||^2 / n of the unpruned output."""
     placed, _, _ = _placed_weights(weights, form, branch_cols)
     _stacked_shape(S, placed)
-    W_all = torch.cat(placed, 0).to(S.device)
-    return float((W_all * (S @ W_all)).sum())
+    return _quadratic(S, torch.cat(placed, 0).to(S.device))
 
 
 def _error_terms(S, weights, new_weights, keep_per_branch, form, branch_cols, new_moment, cross):
@@ -203,16 +207,15 @@ def _error_terms(S, weights, new_weights, keep_per_branch, form, branch_cols, ne
                              f"got {list(nb.shape)}")
         rows = (b * c + keeps[b]).to(S.device)
         W_new[rows.unsqueeze(1), cols[b].to(S.device).unsqueeze(0)] = nb
-    den = float((W_all * (S @ W_all)).sum())
+    den = _quadratic(S, W_all)
     if new_moment is None:
-        E = W_all - W_new
-        num = float((E * (S @ E)).sum())
+        num = _quadratic(S, W_all - W_new)
     else:
         Sn, T = _check_moment(new_moment).to(S.device), cross.double().to(S.device)
         if Sn.shape != S.shape or T.shape != S.shape:
             raise ValueError(f"new_moment and cross must be {list(S.shape)} like S, got {list(Sn.shape)} and "
                              f"{list(T.shape)}")
-        num = den - 2 * float((W_new * (T @ W_all)).sum()) + float((W_new * (Sn @ W_new)).sum())
+        num = den - 2 * float((W_new * (T @ W_all)).sum()) + _quadratic(Sn, W_new)
     return num, den
 
 

@@ -459,8 +459,9 @@ def prune(model: nn.Module, graph, x: Tensor, keep: KeepSpec = 0.25, scheme: str
         weights = [b.weight.detach().double().cpu() for b in parts.branches]
         cols = [b.cols.cpu() for b in parts.branches]
         sel_weights, sel_form, sel_cols = weights, parts.form, cols
-        metric = _next_layer_metric(convs, l, parts.out_channels) if objective == "next_layer" else None
-        if metric is not None and method in ("lasso", "greedy"):  # output columns -> what layer l + 1 reads
+        metric = (_next_layer_metric(convs, l, parts.out_channels)
+                  if objective == "next_layer" and method in ("lasso", "greedy") else None)
+        if metric is not None:  # output columns -> what layer l + 1 reads
             placed, _, _ = _placed_weights(weights, parts.form, cols)
             sel_weights, sel_form, sel_cols = [w @ metric for w in placed], "sum", None
         keeps = _select(method, S, sel_weights, sel_form, sel_cols, k, seed + l, self_branch, solver_kwargs)

@@ -124,15 +124,21 @@ def test_max_sweeps_zero_and_all_dead():
     assert torch.equal(beta, torch.zeros(4, dtype=torch.float64)) and float(gap) == 0
 
 
-def _opcheck_samples(generator):
+def _opcheck_problem(generator):
+    """The small problem the opcheck samples of both LASSO ops use: 12 channels, one dead (index 2), and a
+    penalty that leaves coordinate 0 unpenalised. Returns G, q, y_sq (a float64 0-d tensor), penalty."""
     X, y = _data(generator, n=40, c=12, dead=(2,))
     G, q, y_sq = _gram(X, y)
-    lam = torch.tensor(0.05 * float(q.abs().max()), dtype=torch.float64)
     p = torch.ones(12, dtype=torch.float64)
     p[0] = 0
-    yield (G, q, lam, torch.zeros(12, dtype=torch.float64), None, torch.tensor(y_sq, dtype=torch.float64), None,
-           1e-10, 1000)
-    yield (G.float(), q.float(), lam.float(), torch.ones(12), p.float(), torch.tensor(y_sq), None, 1e-8, 50)
+    return G, q, torch.tensor(y_sq, dtype=torch.float64), p
+
+
+def _opcheck_samples(generator):
+    G, q, y_sq, p = _opcheck_problem(generator)
+    lam = torch.tensor(0.05 * float(q.abs().max()), dtype=torch.float64)
+    yield (G, q, lam, torch.zeros(12, dtype=torch.float64), None, y_sq, None, 1e-10, 1000)
+    yield (G.float(), q.float(), lam.float(), torch.ones(12), p.float(), y_sq.float(), None, 1e-8, 50)
 
 
 def test_opcheck(generator):
@@ -313,13 +319,9 @@ def test_select_rank_deficient_and_degenerate_problems():
 
 
 def _select_opcheck_samples(generator):
-    X, y = _data(generator, n=40, c=12, dead=(2,))
-    G, q, y_sq = _gram(X, y)
-    p = torch.ones(12, dtype=torch.float64)
-    p[0] = 0
-    y_sq_t = torch.tensor(y_sq, dtype=torch.float64)
-    yield (G, q, 4, None, y_sq_t, None, 1e-10, 0.6, 30, 1000, 1e-7)
-    yield (G.float(), q.float(), 3, p.float(), y_sq_t.float(), None, 1e-8, 0.5, 5, 100, 1e-5)
+    G, q, y_sq, p = _opcheck_problem(generator)
+    yield (G, q, 4, None, y_sq, None, 1e-10, 0.6, 30, 1000, 1e-7)
+    yield (G.float(), q.float(), 3, p.float(), y_sq.float(), None, 1e-8, 0.5, 5, 100, 1e-5)
 
 
 def test_select_opcheck(generator):

@@ -114,7 +114,10 @@ def run(args):
                                "logit_rel_error": logit_relative_error(base[mask], out[mask]),
                                "f1_finetuned": float("nan"), "dead_share": dead, "prune_s": t_prune,
                                "refit": args.refit, "ridge": args.ridge, "calib_nodes": int(calib.numel()),
-                               "fit_bias": args.fit_bias, "objective": args.objective}
+                               "fit_bias": args.fit_bias, "objective": args.objective,
+                               # per layer, the selection method="auto" ended up with (or the method itself)
+                               "layer_methods": "/".join(str(layer.get("method", method))
+                                                         for layer in pruned.pruning_info["layers"])}
                         if method == "lasso" and args.finetune_epochs > 0:
                             finetune(pruned, data, epochs=args.finetune_epochs, lr=args.finetune_lr)
                             ft = full_inference(pruned, data.graph, data.x, progress=False)
@@ -245,7 +248,7 @@ def plot(rows, args, path):
     # Scheme full when it was run, else the scheme that was (a --schemes batched run still gets its plot).
     scheme = "full" if any(r["scheme"] == "full" for r in rows) else rows[0]["scheme"]
     fig, axes = plt.subplots(2, len(datasets), figsize=(3.6 * len(datasets), 6), squeeze=False)
-    styles = {"lasso": "C0", "greedy": "C1", "random": "C2", "magnitude": "C3"}
+    styles = {"lasso": "C0", "greedy": "C1", "random": "C2", "magnitude": "C3", "auto": "C4"}
     # Several seeds: plot the seed means with +- std error bars, the methods nudged apart along x.
     summary = {(e["dataset"], e["model"], e["method"], e["keep"]): e
                for e in seed_summary([r for r in rows if r["scheme"] == scheme])}

@@ -78,7 +78,7 @@ def demo_full_inference(data, hidden: int, epochs: int, progress: bool):
 
 
 def demo_pruning(model, data, progress: bool) -> None:
-    _section("3. Channel pruning (LASSO selection + least-squares refit, no retraining)")
+    _section("3. Channel pruning (selection method 'auto' + least-squares refit, no retraining)")
     try:
         from .pruning.report import keep_ratio_sweep
     except ImportError:

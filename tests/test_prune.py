@@ -53,8 +53,10 @@ def plant_informative_channels(model, k, generator):
 
 
 @pytest.mark.parametrize("kind", ["sage", "gcn", "saint"])
-@pytest.mark.parametrize("method", ["lasso", "greedy"])
+@pytest.mark.parametrize("method", ["lasso", "auto"])
 def test_exact_recovery_of_planted_channels(kind, method, generator):
+    """(Greedy alone, forward selection then single swaps, misses the planted set on a few draws out of 30:
+    a local optimum; "auto" keeps the better of it and the swap-refined LASSO selection.)"""
     graph, _ = make_graph(generator)
     model = MODELS[kind](10, 24, 5, num_layers=3 if kind != "saint" else 2).double().eval()
     informative = plant_informative_channels(model, 6, generator)
@@ -495,8 +497,9 @@ def test_next_layer_objective_selects_on_the_gram_of_what_the_next_layer_reads(g
     n = graph.num_nodes
     model = MODELS["sage"](10, 24, 5, num_layers=3).double().eval()
     x = torch.randn(n, 10, generator=generator, dtype=torch.float64)
-    pruned = gnnaccel.prune(model, graph, x, keep=0.25, ridge=0.0, progress=False)
-    layer_obj = gnnaccel.prune(model, graph, x, keep=0.25, ridge=0.0, objective="layer", progress=False)
+    pruned = gnnaccel.prune(model, graph, x, keep=0.25, ridge=0.0, method="lasso", progress=False)
+    layer_obj = gnnaccel.prune(model, graph, x, keep=0.25, ridge=0.0, objective="layer", method="lasso",
+                               progress=False)
     info = pruned.pruning_info
     assert info["objective"] == "next_layer" and layer_obj.pruning_info["objective"] == "layer"
     # layer 2 is the last: same selection and weights in both
@@ -516,3 +519,70 @@ def test_next_layer_objective_selects_on_the_gram_of_what_the_next_layer_reads(g
         gnnaccel.prune(model, graph, x, objective="logits", progress=False)
     with pytest.raises(TypeError, match="fit_bias must be a bool"):
         gnnaccel.prune(model, graph, x, fit_bias="yes", progress=False)
+
+
+
+@pytest.mark.parametrize("kind", ["sage", "saint"])
+def test_greedy_selects_on_the_centred_refit_objective_in_the_next_layer_metric(kind, generator):
+    """method="greedy": layer 1's selection is the forward selection on the moment of its materialised,
+    centred float64 branch inputs (fit_bias) with its kept output columns as targets and layer 2's pruned
+    branch weights as the metric (objective "next_layer"); select_greedy itself is checked against brute
+    force in test_pruning."""
+    from gnnaccel.pruning import select_greedy
+
+    graph, ei = make_graph(generator)
+    n = graph.num_nodes
+    model = MODELS[kind](10, 24, 5, num_layers=3 if kind == "sage" else 2).double().eval()
+    x = torch.randn(n, 10, generator=generator, dtype=torch.float64)
+    pruned = gnnaccel.prune(model, graph, x, keep=0.25, method="greedy", progress=False)
+    info = pruned.pruning_info["layers"]
+    out_keep = next(iter(info[2]["kept"].values()))
+    M = torch.cat([b.weight.detach().double() for b in pruned.convs[2].linear_parts().branches], 1)
+    branches = _dense_branches(model.convs[1], _layer_input(model, graph, x, 1), ei, n)
+    Z = torch.cat([Zb.detach() for Zb, _, _ in branches], 1)
+    Z = Z - Z.mean(0)
+    d = sum(W.shape[1] for _, W, _ in branches) if kind == "saint" else branches[0][1].shape[1]
+    placed = []
+    for _, W, start in branches:  # each branch's weight in the layer's output columns, kept columns only
+        full = torch.zeros(W.shape[0], d, dtype=torch.float64)
+        full[:, start:start + W.shape[1]] = W.detach()
+        placed.append(full[:, out_keep])
+    cols = None
+    if kind == "saint":  # concat form: each branch its own (kept) columns, refit separately
+        cols = [torch.nonzero(w.abs().sum(0) > 0).flatten() for w in placed]
+        placed = [w[:, cl] for w, cl in zip(placed, cols)]
+    expected = select_greedy(Z.T @ Z / n, placed, 6, "sum" if cols is None else "concat", cols, metric=M)
+    assert all(torch.equal(kb, expected[0]) for kb in info[1]["kept"].values())
+    assert pruned.convs[1].in_channels == 6
+
+
+def test_auto_method_runs_greedy_where_calibration_rows_outnumber_the_regressors(generator):
+    """method="auto" (default): on a layer with at least AUTO_GREEDY_ROWS_PER_REGRESSOR calibration rows per
+    kept input coordinate the better of greedy and the swap-refined LASSO selection, the LASSO path
+    elsewhere; pruning_info records the method of each layer."""
+    from gnnaccel.pruning.prune import AUTO_GREEDY_ROWS_PER_REGRESSOR as RATIO
+
+    graph, _ = make_graph(generator)
+    model = MODELS["sage"](10, 16, 4, num_layers=2).double().eval()
+    x = torch.randn(graph.num_nodes, 10, generator=generator, dtype=torch.float64)
+    # scheme batched, keep 1/4: layer 0 refits 10 self + 2 neighbour coordinates, layer 1 2 x 4
+    rows = torch.arange(RATIO * 12 - 1)  # enough rows for layer 1 (8 regressors) only, not for layer 0 (12)
+    auto = gnnaccel.prune(model, graph, x, keep=0.25, scheme="batched", calib_nodes=rows, progress=False)
+    greedy = gnnaccel.prune(model, graph, x, keep=0.25, scheme="batched", calib_nodes=rows, method="greedy",
+                            progress=False)
+    info = auto.pruning_info
+    assert info["method"] == "auto"
+    first, second = (layer["method"] for layer in info["layers"])
+    assert first == "lasso" and second in ("greedy", "lasso+swaps")
+    lasso = gnnaccel.prune(model, graph, x, keep=0.25, scheme="batched", calib_nodes=rows, method="lasso",
+                           progress=False)
+    if second == "greedy":
+        assert torch.equal(info["layers"][1]["kept"]["neigh"], greedy.pruning_info["layers"][1]["kept"]["neigh"])
+    # the one kept leaves the lower refit error on the calibration rows (the last layer: no metric)
+    errors = {name: p.pruning_info["layers"][1]["output_rel_error"] for name, p in
+              (("auto", auto), ("greedy", greedy), ("lasso", lasso))}
+    assert errors["auto"] <= min(errors["greedy"], errors["lasso"]) * (1 + 1e-9)
+    everything = gnnaccel.prune(model, graph, x, keep=0.25, scheme="batched", progress=False)  # 120 rows
+    assert all(layer["method"] in ("greedy", "lasso+swaps") for layer in everything.pruning_info["layers"])
+    with pytest.raises(ValueError, match="method must be one of"):
+        gnnaccel.prune(model, graph, x, method="forward", progress=False)

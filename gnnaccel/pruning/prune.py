@@ -40,7 +40,16 @@ from .refit import about_mean, bias_shift, choose_ridge, output_relative_error, 
 from .select import select_channels, select_greedy, select_magnitude, select_random
 
 SCHEMES = ("full", "batched")
-METHODS = ("lasso", "greedy", "random", "magnitude")
+METHODS = ("auto", "lasso", "greedy", "random", "magnitude")
+# method="auto": on a layer whose calibration rows number at least this many times the refit's regressors
+# (the layer's kept input coordinates), the better (lower refit error on the calibration rows) of greedy and
+# the LASSO selection refined by swaps; the plain LASSO path elsewhere. Greedy scores candidates by the
+# refit's error on the calibration rows, which is a fair estimate of the error on other nodes only when the
+# rows outnumber the regressors well; where they do not (the batched scheme's raw-feature layer on a small
+# graph: Cora 1433 + 358 regressors for 1708 rows) it picks features that fit those rows, and the LASSO
+# generalises better. Greedy still won at 2.1 rows per regressor (Amazon Computers, 2000 calibration rows for
+# 767 + 192 regressors; benchmarks/RESULTS.md, "Forward selection on the refit objective").
+AUTO_GREEDY_ROWS_PER_REGRESSOR = 2
 REFITS = ("local", "sequential")
 OBJECTIVES = ("next_layer", "layer")
 RIDGE_FOLDS = 3  # cross-validation folds of the calibration rows for ridge="auto"
@@ -170,9 +179,30 @@ def _next_layer_metric(convs, l: int, d: int) -> Optional[Tensor]:
 
 
 def _select(method: str, S: Tensor, weights: List[Tensor], form: str, cols: List[Tensor], k: int,
-            seed: int, self_branch: Optional[int], solver_kwargs) -> List[Tensor]:
-    """Kept input channels per branch. ``self_branch`` not None: batched layer 0, that branch keeps all."""
+            seed: int, self_branch: Optional[int], solver_kwargs, metric: Optional[Tensor] = None,
+            ridge: float = 1e-6, record: Optional[dict] = None) -> List[Tensor]:
+    """Kept input channels per branch. ``self_branch`` not None: batched layer 0, that branch keeps all.
+    ``metric`` [d, m] (objective "next_layer"): the output error counts as the next layer reads it.
+    ``"best"``: greedy, and the LASSO selection refined by the same swaps; the one leaving the lower refit
+    error on the calibration rows (its name goes to ``record["selection"]``)."""
     B, c = len(weights), weights[0].shape[0]
+    if method in ("greedy", "best"):
+        if k >= c:
+            return [torch.arange(c)] * B
+        kk = k if self_branch is None else k * (B - 1)
+        kw = dict(metric=metric, keep_whole=self_branch, ridge=ridge, return_explained=True)
+        forward, explained = select_greedy(S, weights, kk, form, cols, **kw)
+        if method == "greedy":
+            return forward
+        lasso = _select("lasso", S, weights, form, cols, k, seed, self_branch, solver_kwargs, metric, ridge)
+        refined, explained_lasso = select_greedy(S, weights, kk, form, cols, initial=lasso, **kw)
+        best_is_lasso = explained_lasso >= explained
+        if record is not None:
+            record["selection"] = "lasso+swaps" if best_is_lasso else "greedy"
+        return refined if best_is_lasso else forward
+    if metric is not None:  # the LASSO's Gram in the metric: each branch's output mapped through it
+        placed, _, _ = _placed_weights(weights, form, cols)
+        weights, form, cols = [w @ metric for w in placed], "sum", None
     if self_branch is None:
         if k >= c:
             sel = torch.arange(c)
@@ -182,8 +212,7 @@ def _select(method: str, S: Tensor, weights: List[Tensor], form: str, cols: List
             sel = select_magnitude(weights, k)
         else:
             G, q, y_sq = gram_from_moments(S, weights, form, "channel", cols)
-            sel = (select_channels(G, q, k, y_sq=y_sq, **solver_kwargs) if method == "lasso"
-                   else select_greedy(G, q, k))
+            sel = select_channels(G, q, k, y_sq=y_sq, **solver_kwargs)
         return [sel] * B
     penalised = [b for b in range(B) if b != self_branch]
     if k >= c:
@@ -196,8 +225,7 @@ def _select(method: str, S: Tensor, weights: List[Tensor], form: str, cols: List
         G, q, y_sq = gram_from_moments(S, weights, form, "branch", cols)
         penalty = branch_penalty(c, B, (self_branch,))
         kk = k * len(penalised)
-        coords = (select_channels(G, q, kk, penalty=penalty, y_sq=y_sq, **solver_kwargs) if method == "lasso"
-                  else select_greedy(G, q, kk, penalty=penalty))
+        coords = select_channels(G, q, kk, penalty=penalty, y_sq=y_sq, **solver_kwargs)
         split = split_branch_coordinates(coords, c, B)
         sel_by_branch = {b: split[b] for b in penalised}
     return [torch.arange(c) if b == self_branch else sel_by_branch[b] for b in range(B)]
@@ -323,7 +351,7 @@ def _sequential_refit(model: nn.Module, original: nn.Module, graph, inputs: List
 
 @torch.no_grad()
 def prune(model: nn.Module, graph, x: Tensor, keep: KeepSpec = 0.25, scheme: str = "full", calib_nodes=None,
-          method: str = "lasso", progress: bool = True, batch_size: int = 8192, ridge: Union[float, str] = 1e-6,
+          method: str = "auto", progress: bool = True, batch_size: int = 8192, ridge: Union[float, str] = 1e-6,
           seed: int = 0, solver_kwargs: Optional[dict] = None, refit: str = "local", fit_bias: bool = True,
           objective: str = "next_layer") -> nn.Module:
     """A pruned copy of ``model`` (eval mode, BatchNorm folded) with physically smaller weights.
@@ -339,9 +367,16 @@ def prune(model: nn.Module, graph, x: Tensor, keep: KeepSpec = 0.25, scheme: str
     training nodes against 64 * 2 kept regressors overfit: test-logit error 0.72 at keep 1/4 (GraphSAGE,
     scheme full; F1 0.677) against 0.23 (F1 0.770) with 1708 sampled non-test nodes. A labelled subset is
     never needed; pass a mask only to hold nodes out (e.g. the test nodes when measuring). ``method``:
-    ``"lasso"`` (the LASSO
-    path with exact budget), ``"greedy"`` (forward selection on the same Gram), ``"random"`` or
-    ``"magnitude"`` (row norm of the weights); all share the ridge least-squares refit.
+    ``"lasso"`` (the LASSO path with exact budget), ``"greedy"`` (forward selection on the refit's own
+    objective: each step keeps the channel whose addition most lowers the error the least-squares refit
+    leaves, :func:`~gnnaccel.pruning.select_greedy`), ``"random"`` or ``"magnitude"`` (row norm of the
+    weights); all share the ridge least-squares refit. ``"auto"`` (default): on every layer whose calibration
+    rows number at least :data:`AUTO_GREEDY_ROWS_PER_REGRESSOR` times its kept input coordinates (every
+    hidden layer in practice), both greedy and the LASSO selection refined by greedy's swaps, keeping the
+    one whose refit leaves the lower error on the calibration rows (``pruning_info`` records
+    ``"greedy"`` or ``"lasso+swaps"`` per layer); elsewhere the plain LASSO (the batched scheme's
+    raw-feature layer on a small graph, where the refit error on too few rows would favour features that
+    fit just those rows). See benchmarks/RESULTS.md, "Forward selection on the refit objective".
     ``refit``: ``"local"`` refits each layer from the *unpruned* model's inputs (step 4 of the module doc);
     ``"sequential"`` (error-compensating) then runs once more from input to output and refits every layer
     whose input has changed (an upstream layer was refit) from the *pruned* upstream model's activations to
@@ -363,8 +398,9 @@ def prune(model: nn.Module, graph, x: Tensor, keep: KeepSpec = 0.25, scheme: str
     regressors are not much fewer than the calibration nodes (the batched scheme's raw-feature layer 0 on
     small graphs), where the default 1e-6 interpolates the calibration nodes.
 
-    The result carries ``pruning_info``: scheme, method, calibration size and, per layer, the kept input
-    channels of each branch (indices into the *unpruned* layer input), the ratio and the relative error of
+    The result carries ``pruning_info``: scheme, method, calibration size and, per layer, the method used
+    (``"method"``), the kept input channels of each branch (indices into the *unpruned* layer input), the
+    ratio and the relative error of
     the layer's (target-restricted) pre-activation output on the calibration nodes, computed from S
     (with ``refit="sequential"`` also ``output_rel_error_sequential``: the same error with the pruned
     upstream model's inputs, i.e. what the pruned model actually computes on those nodes).
@@ -458,13 +494,16 @@ def prune(model: nn.Module, graph, x: Tensor, keep: KeepSpec = 0.25, scheme: str
         S = about_mean(S_raw, mean, mean) if layer_fits_bias else S_raw
         weights = [b.weight.detach().double().cpu() for b in parts.branches]
         cols = [b.cols.cpu() for b in parts.branches]
-        sel_weights, sel_form, sel_cols = weights, parts.form, cols
+        layer_method = method
+        if method == "auto":
+            regressors = len(names) * k if self_branch is None else c + (len(names) - 1) * k
+            layer_method = ("best" if rows.numel() >= AUTO_GREEDY_ROWS_PER_REGRESSOR * regressors
+                            else "lasso")
         metric = (_next_layer_metric(convs, l, parts.out_channels)
-                  if objective == "next_layer" and method in ("lasso", "greedy") else None)
-        if metric is not None:  # output columns -> what layer l + 1 reads
-            placed, _, _ = _placed_weights(weights, parts.form, cols)
-            sel_weights, sel_form, sel_cols = [w @ metric for w in placed], "sum", None
-        keeps = _select(method, S, sel_weights, sel_form, sel_cols, k, seed + l, self_branch, solver_kwargs)
+                  if objective == "next_layer" and layer_method in ("lasso", "greedy", "best") else None)
+        keeps = _select(layer_method, S, weights, parts.form, cols, k, seed + l, self_branch, solver_kwargs,
+                        metric, ridge if isinstance(ridge, float) and ridge > 0 else 1e-6, info)
+        info["method"] = info.pop("selection", layer_method)
         if ridge == "auto":
             ridge_l, info["ridge_cv"] = choose_ridge(fold_S, keeps, weights, parts.form, cols)
         else:

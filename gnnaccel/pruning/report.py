@@ -29,7 +29,7 @@ def time_full_inference(model, graph, x: Tensor, repeats: int = 3, chunk_size=No
 
 
 def keep_ratio_sweep(model, data, ratios: Sequence[float] = (1 / 2, 1 / 4, 1 / 8), scheme: str = "full",
-                     method: str = "lasso", calib_nodes=None, mask=None, repeats: int = 3,
+                     method: str = "auto", calib_nodes=None, mask=None, repeats: int = 3,
                      progress: bool = False, **prune_kwargs) -> List[dict]:
     """Prune ``model`` at each ratio and measure it against the unpruned model on ``data`` (a GraphData).
 

@@ -1,22 +1,26 @@
 """Channel selection under an exact budget: LASSO path (the method), greedy forward selection, and the
 random / magnitude baselines.
 
-All Gram-based selectors work on (G, q) from :func:`gnnaccel.pruning.gram_from_moments`; ``penalty`` marks
-unpenalised coordinates (0), which are always kept and are NOT counted in ``k`` -- the returned indices are
-the ``k`` selected penalised coordinates only (sorted). Dead coordinates (G_ii <= 0) can never enter a
-LASSO solution; they are only returned when fewer than ``k`` alive coordinates exist.
+The LASSO works on (G, q) from :func:`gnnaccel.pruning.gram_from_moments`, where a kept channel's
+contribution can only be rescaled; ``penalty`` marks unpenalised coordinates (0), which are always kept and
+are NOT counted in ``k`` -- the returned indices are the ``k`` selected penalised coordinates only (sorted).
+Dead coordinates (G_ii <= 0) can never enter a LASSO solution; they are only returned when fewer than ``k``
+alive coordinates exist. The greedy selection (:func:`select_greedy`) works on the second moment S and the
+weights directly and scores a candidate by the error of the least-squares refit that follows the selection.
 """
 from __future__ import annotations
 
 import math
 import time
-from typing import Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
 
 from ._checks import all_finite, is_symmetric
 from ._symmetric import add_upper_product_, mirror_upper_
+from .gram import _check_moment, _placed_weights, _stacked_shape
+from .refit import _column_groups
 from ..ops.lasso import lasso_select, unpenalized_coordinates, unpenalized_pinv
 
 
@@ -205,52 +209,358 @@ def select_channels(G: Tensor, q: Tensor, k: int, penalty: Optional[Tensor] = No
     return chosen
 
 
-def select_greedy(G: Tensor, q: Tensor, k: int, penalty: Optional[Tensor] = None) -> Tensor:
-    """Forward selection on the same Gram: repeatedly add the coordinate that most reduces the refit
-    objective min_{beta_K} 1/2 b'Gb - q'b (the residual ||Y - sum_{i in K} beta_i C_i||^2 / 2n).
+def select_greedy(S: Tensor, weights: Sequence[Tensor], k: int, form: str = "sum",
+                  branch_cols: Optional[Sequence[Tensor]] = None, metric: Optional[Tensor] = None,
+                  keep_whole: Optional[int] = None, ridge: float = 1e-6, max_swaps: Optional[int] = None,
+                  initial: Optional[Sequence[Tensor]] = None, return_explained: bool = False):
+    """Forward selection on the refit objective: repeatedly keep the input channel whose addition most
+    reduces the error the least-squares refit (:func:`gnnaccel.pruning.refit`) leaves, computed from ``S``.
 
-    Adding j to K reduces it by g_j^2 / s_j, with g = q - G[:, K] beta_K the current gradient and s_j the
-    Schur complement G_jj - G_jK G_KK^-1 G_Kj. Both are kept up to date by a Cholesky (Gram-Schmidt) row
-    update V <- [V; v], v = (G_j: - V[:, j]'V) / sqrt(s_j): O(c |K|) per step. Unpenalised coordinates are
-    in K from the start and not counted in ``k`` (the selection runs on the :class:`UnpenalizedReduction`,
-    whose G' diagonal and q' are exactly the Schur complements and gradient after adding them); returns the
-    sorted ``k`` penalised picks.
+    For kept coordinates J of a column group (branches writing shared output columns, refit jointly; a
+    concat-form branch is its own group) the refit leaves ||(I - P_J) Y_g M_g||^2 / n =
+    tr(T_g' S_gg^-1 T_g) - tr(T_J' S_JJ^-1 T_J) with T = S W_all[:, cols_g] M_g, P_J the projection onto
+    the kept inputs and M_g the rows of ``metric`` [d, m] for the group's columns (the identity without
+    one). The objective is the sum over groups (cross-group terms of a metric are left out: the refit
+    cannot trade error between groups). Adding channel j (its coordinates a in every group) lowers it by
+    tr(R_a' D_a^-1 R_a), R = the residual cross moment T - S_:J S_JJ^-1 T_J and D_a the Schur complement
+    of S on a given J; both are kept up to date by Cholesky row updates V <- [V; L_a^-1 (S_a: - V_:a'V)]
+    with L_a L_a' = D_a: O(|J| p) per step and group of p coordinates. Unlike the LASSO's Gram (each kept
+    channel only rescaled), this is the error of the refit that follows the selection.
+
+    Then swaps: while exchanging one kept unit for one dropped unit lowers the objective (by more than
+    ``SWAP_RTOL`` of what the kept units explain), make the best such exchange, at most ``max_swaps``
+    times (default ``k``). Forward selection alone can keep a channel that looked best early and is
+    redundant once others are in (it then misses an output that k channels reproduce exactly); the swaps
+    end in a set no single exchange improves. Each round scores all k x (units - k) exchanges from the
+    explicit inverse of the kept block (a removal is a rank-``nb`` update of the residual and of every
+    unit's Schur block), kept up to date by rank-``nb`` updates.
+
+    ``initial`` (kept channels per branch, e.g. a LASSO selection): skip the forward selection and refine
+    that set by swaps. ``return_explained``: also return what the kept set explains, tr(T_J' S_JJ^-1 T_J)
+    summed over groups (the objective is the output energy minus this, so of two selections of one layer
+    the one explaining more leaves the lower refit error).
+
+    ``S`` [B*c, B*c]: moment of the stacked branch inputs (about the mean for a refit with an intercept);
+    ``weights`` [c, d_b] per branch, ``form`` / ``branch_cols`` as in :func:`gram_from_moments`. ``ridge``
+    (relative to each group's mean diagonal) keeps every Schur complement positive definite (dead
+    channels then gain nothing and come last, by index). ``keep_whole``: index of a branch kept whole (the
+    batched scheme's self branch): its coordinates are in J from the start (eliminated up front by a
+    Schur complement), and every other branch selects ``k`` channels on its own (coordinates chosen
+    jointly, ``k`` per branch on average as in :func:`select_channels`' branch layout: ``k * (B - 1)`` in
+    all). Returns the kept channel indices per branch, sorted (scheme full: the same for every branch).
     """
-    G, q, p = _check_gram(G, q, penalty)
-    c = G.shape[0]
-    penalised = p > 0
-    k = _check_k(k, int(penalised.sum()))
-    if not bool(penalised.all()):
-        # After the unpenalised block, the Schur diagonal and the gradient are exactly those of the reduced
-        # problem: run the forward selection there (one matrix product instead of |U| row updates).
-        red = UnpenalizedReduction(G, q, p, G.sum())
-        return torch.sort(red.kept[select_greedy(red.G, red.q, k, red.penalty)]).values
-    diag = G.diagonal().clone()
-    eps = 1e-12 * float(diag.max()) if c else 0.0
-    schur = diag.clone()
-    g = q.clone()
-    selected = torch.zeros(c, dtype=torch.bool)
-    rows = []
-    V = torch.zeros(0, c, dtype=torch.float64)
+    S = _check_moment(S)
+    placed, cols, d = _placed_weights(weights, form, branch_cols)
+    B, c = _stacked_shape(S, placed)
+    if keep_whole is not None and not (isinstance(keep_whole, int) and 0 <= keep_whole < B and B > 1):
+        raise ValueError(f"keep_whole must be a branch index in [0, {B}) of a layer with several branches, "
+                         f"got {keep_whole!r}")
+    if not (isinstance(ridge, (int, float)) and ridge > 0 and math.isfinite(ridge)):
+        raise ValueError(f"ridge must be a finite number > 0 (it keeps the Schur complements positive "
+                         f"definite), got {ridge!r}")
+    penalised = [b for b in range(B) if b != keep_whole]
+    num_units = c * len(penalised) if keep_whole is not None else c
+    k = _check_k(k, num_units)
+    if max_swaps is None:
+        max_swaps = k
+    if isinstance(max_swaps, bool) or not isinstance(max_swaps, int) or max_swaps < 0:
+        raise ValueError(f"max_swaps must be an int >= 0, got {max_swaps!r}")
+    if metric is not None:
+        if not isinstance(metric, Tensor) or metric.dim() != 2 or metric.shape[0] != d:
+            raise ValueError(f"metric must be [{d}, m] (rows = the layer's output columns), got "
+                             f"{list(getattr(metric, 'shape', []))}")
+        if not all_finite(metric):
+            raise ValueError("metric contains NaN or Inf")
+        metric = metric.double().to(S.device)
+    if not all_finite(S):
+        raise ValueError("S contains NaN or Inf (non-finite activations?)")
+    W_all = torch.cat(placed, 0).to(S.device)
+    groups = []
+    for group in _column_groups(cols):
+        gcols = torch.unique(torch.cat([cols[b] for b in group])).to(S.device)
+        target = W_all[:, gcols] if metric is None else W_all[:, gcols] @ metric[gcols]
+        state = _GreedyGroup(S, target, group, c, penalised, keep_whole, ridge)
+        if state.units.numel():
+            groups.append(state)
+    if initial is None:
+        picks = _forward(groups, k, num_units)
+    else:
+        picks = _units_of_keeps(initial, keep_whole, penalised, B, c, k)
+    prepared = False
+    if max_swaps and 0 < k < num_units and groups:
+        for state in groups:
+            state.prepare_swaps(picks)
+        prepared = True
+        picks = _swap_refine(groups, picks, num_units, max_swaps, SWAP_RTOL * _explained(groups))
+    if return_explained and not prepared:
+        for state in groups:
+            state.prepare_swaps(picks)
+    picks = torch.tensor(picks, dtype=torch.long)
+    if keep_whole is None:
+        keeps = [torch.sort(picks).values] * B
+    else:
+        keeps = []
+        for b in range(B):
+            if b == keep_whole:
+                keeps.append(torch.arange(c))
+            else:
+                p = penalised.index(b)
+                mine = picks[(picks >= p * c) & (picks < (p + 1) * c)] - p * c
+                keeps.append(torch.sort(mine).values)
+    return (keeps, _explained(groups)) if return_explained else keeps
 
-    def add(j):
-        nonlocal V, g
-        if float(schur[j]) > eps:
-            v = (G[j] - V[:, j] @ V) / math.sqrt(float(schur[j]))
-            g = g - v * (float(g[j]) / math.sqrt(float(schur[j])))
-            schur.sub_(v * v)
-            schur.clamp_(min=0)
-            V = torch.cat([V, v.unsqueeze(0)])
-        selected[j] = True
 
+def _forward(groups: List["_GreedyGroup"], k: int, num_units: int) -> List[int]:
+    """Forward selection of ``k`` units (see :func:`select_greedy`)."""
+    chosen = torch.zeros(num_units, dtype=torch.bool)
     picks = []
     for _ in range(k):
-        score = torch.where(schur > eps, g * g / schur.clamp_min(eps), torch.zeros_like(g))
-        score[selected | ~penalised] = -1.0
-        j = int(torch.argmax(score))  # argmax returns the first maximum: ties go to the lower index
-        picks.append(j)
-        add(j)
-    return torch.sort(torch.tensor(picks, dtype=torch.long)).values
+        gain = torch.zeros(num_units, dtype=torch.float64, device=groups[0].A.device if groups else "cpu")
+        for state in groups:
+            gain.index_add_(0, state.units, state.gains())
+        gain = gain.cpu()
+        gain[chosen] = -math.inf
+        u = int(torch.argmax(gain))  # the first maximum: ties (e.g. dead channels) go to the lower index
+        chosen[u] = True
+        picks.append(u)
+        for state in groups:
+            state.add(u)
+    return picks
+
+
+def _units_of_keeps(initial: Sequence[Tensor], keep_whole: Optional[int], penalised: List[int], B: int, c: int,
+                    k: int) -> List[int]:
+    """Unit ids of a starting selection given as kept channels per branch (as :func:`select_greedy` returns)."""
+    if len(initial) != B:
+        raise ValueError(f"initial must hold one kept-channel tensor per branch ({B}), got {len(initial)}")
+    initial = [torch.as_tensor(kb, dtype=torch.long).flatten().cpu() for kb in initial]
+    if any(kb.numel() and (int(kb.min()) < 0 or int(kb.max()) >= c) for kb in initial):
+        raise ValueError(f"initial holds channel indices outside [0, {c})")
+    if keep_whole is None:
+        units = torch.as_tensor(initial[0], dtype=torch.long).flatten()
+        if any(not torch.equal(torch.sort(torch.as_tensor(kb, dtype=torch.long).flatten()).values,
+                               torch.sort(units).values) for kb in initial):
+            raise ValueError("initial: every branch must keep the same channels (one unit = one channel)")
+    else:
+        units = torch.cat([penalised.index(b) * c + torch.as_tensor(initial[b], dtype=torch.long).flatten()
+                           for b in penalised])
+    if units.numel() != k or torch.unique(units).numel() != k:
+        raise ValueError(f"initial must select {k} distinct units, got {units.numel()} "
+                         f"({torch.unique(units).numel()} distinct)")
+    return units.tolist()
+
+
+def _explained(groups: List["_GreedyGroup"]) -> float:
+    """What the kept units explain, summed over groups: tr(T_J' A_JJ^-1 T_J) from the prepared states."""
+    total = 0.0
+    for state in groups:
+        if state.J:
+            J = torch.tensor(state.J, dtype=torch.long, device=state.A.device)
+            total += float((state.beta * state.T[J]).sum())
+    return total
+
+
+# A swap must lower the refit objective by more than this share of what the kept units explain (rounding
+# must not make two equivalent sets trade places forever).
+SWAP_RTOL = 1e-9
+
+
+def _swap_refine(groups: List["_GreedyGroup"], picks: List[int], num_units: int, max_swaps: int,
+                 tol: float) -> List[int]:
+    """Best-improvement single exchanges (see :func:`select_greedy`) from states prepared for ``picks``;
+    returns the new picks."""
+    picks = list(picks)
+    for _ in range(max_swaps):
+        # net[j, i]: how much the objective falls when kept unit picks[i] leaves and unit j enters
+        net = torch.zeros(num_units, len(picks), dtype=torch.float64, device=groups[0].A.device)
+        for state in groups:
+            state.add_swap_scores(net, picks)
+        net = net.cpu()
+        net[torch.tensor(picks)] = -math.inf
+        flat = int(torch.argmax(net))  # first maximum: ties go to the lower unit, then the earlier pick
+        j, i = divmod(flat, len(picks))
+        if not float(net[j, i]) > tol:
+            break
+        for state in groups:
+            state.swap(picks[i], j)
+        picks[i] = j
+    return picks
+
+
+def _cholesky_pd(D: Tensor) -> Tensor:
+    """Cholesky factor of a small Schur block that is positive definite up to rounding (the ridge keeps it
+    so); rounding that tips it over gets a diagonal shift of the size of that rounding."""
+    L, info = torch.linalg.cholesky_ex(D)
+    if int(info) != 0:
+        shift = 1e-12 * float(D.diagonal().abs().max()) + 1e-300
+        L = torch.linalg.cholesky(D + shift * torch.eye(D.shape[0], dtype=D.dtype, device=D.device))
+    return L
+
+
+class _GreedyGroup:
+    """Forward-selection state of one column group (see :func:`select_greedy`): its coordinates' moment
+    (ridge added; the kept-whole branch eliminated), the residual cross moment R, the Schur diagonal blocks
+    D of every unit and the Cholesky rows V of the kept coordinates."""
+
+    def __init__(self, S: Tensor, target: Tensor, group: List[int], c: int, penalised: List[int],
+                 keep_whole: Optional[int], ridge: float):
+        dev = S.device
+        coords = torch.cat([b * c + torch.arange(c, device=dev) for b in group])
+        A = S[coords.unsqueeze(1), coords]
+        scale = float(A.diagonal().mean())
+        A.diagonal().add_(ridge * scale if scale > 0 else ridge)
+        T = S[coords] @ target
+        if keep_whole in group:  # condition on the kept-whole branch: Schur complement of its block
+            w = group.index(keep_whole)
+            U = torch.arange(w * c, (w + 1) * c, device=dev)
+            P = torch.cat([torch.arange(0, w * c), torch.arange((w + 1) * c, len(group) * c)]).to(dev)
+            L = torch.linalg.cholesky(A[U.unsqueeze(1), U])
+            X = torch.linalg.solve_triangular(L, torch.cat([A[U.unsqueeze(1), P], T[U]], 1), upper=False)
+            XP, XT = X[:, :P.numel()], X[:, P.numel():]
+            A_P = A[P.unsqueeze(1), P]
+            add_upper_product_(A_P, XP, XP, alpha=-1.0)
+            mirror_upper_(A_P)
+            A, T = A_P, T[P] - XP.T @ XT
+            group = [b for b in group if b != keep_whole]
+        self.A, self.R, self.T = A, T, T
+        if keep_whole is None:  # a unit is a channel: one coordinate in each branch of the group
+            self.units = torch.arange(c, device=dev)
+            self.coords = (torch.arange(c, device=dev).unsqueeze(1)
+                           + c * torch.arange(len(group), device=dev).unsqueeze(0))
+        else:  # a unit is one (penalised branch, channel) coordinate, numbered penalised.index(b) * c + j
+            self.units = torch.tensor([penalised.index(b) * c + j for b in group for j in range(c)],
+                                      dtype=torch.long, device=dev)
+            self.coords = torch.arange(len(group) * c, device=dev).unsqueeze(1)
+        self.row_of_unit = {int(u): i for i, u in enumerate(self.units.tolist())}
+        self.D = A[self.coords.unsqueeze(2), self.coords.unsqueeze(1)].clone()  # [units, nb, nb]
+        self.V = A.new_zeros(0, A.shape[0])
+        self.taken = torch.zeros(self.units.numel(), dtype=torch.bool, device=dev)
+
+    def gains(self, mask_taken: bool = True) -> Tensor:
+        r = self.R[self.coords]  # [units, nb, m]
+        if self.coords.shape[1] == 1:
+            out = (r[:, 0] * r[:, 0]).sum(1) / self.D[:, 0, 0]
+        else:
+            L, info = torch.linalg.cholesky_ex(self.D)
+            y = torch.linalg.solve_triangular(L, r, upper=False)
+            out = (y * y).sum((1, 2))
+            out[info != 0] = 0
+        if mask_taken:
+            out[self.taken] = 0
+        return out
+
+    def add(self, unit: int):
+        i = self.row_of_unit.get(unit)
+        if i is None:
+            return
+        a = self.coords[i]
+        rows = self.A[a] - self.V[:, a].T @ self.V  # the Schur rows S_a: - S_aJ S_JJ^-1 S_J:
+        L = _cholesky_pd(rows[:, a])
+        new = torch.linalg.solve_triangular(L, rows, upper=False)
+        self.R = self.R - new.T @ torch.linalg.solve_triangular(L, self.R[a], upper=False)
+        part = new[:, self.coords]  # [nb, units, nb]
+        self.D -= torch.einsum("iuj,iuk->ujk", part, part)
+        self.V = torch.cat([self.V, new])
+        self.taken[i] = True
+
+    def prepare_swaps(self, chosen_units: List[int]):
+        """Explicit-inverse form of the kept set J (the chosen units' coordinates here), kept up to date by
+        rank-nb updates through the swaps: W = A_JJ^-1, beta = W T_J, E = A_:J W, R = T - E T_J and the
+        Schur blocks D = A_jj - A_jJ W A_Jj of every unit j. ``J`` lists the kept coordinates in the order
+        of W's rows; ``slot[u]`` the rows of unit u."""
+        self.J = [int(x) for u in chosen_units if u in self.row_of_unit
+                  for x in self.coords[self.row_of_unit[u]].tolist()]
+        J = torch.tensor(self.J, dtype=torch.long, device=self.A.device)
+        self.W = torch.cholesky_inverse(_cholesky_pd(self.A[J.unsqueeze(1), J])) if self.J else \
+            self.A.new_zeros(0, 0)
+        self.beta = self.W @ self.T[J]
+        self.E = self.A[:, J] @ self.W
+        self.R = self.T - self.E @ self.T[J]
+        c = self.coords  # [units, nb]
+        self.D = self.A[c.unsqueeze(2), c.unsqueeze(1)] - self.E[c] @ self.A[c.unsqueeze(2), J.view(1, 1, -1)] \
+            .transpose(1, 2)
+
+    def _slot(self, unit: int) -> Optional[Tensor]:
+        i = self.row_of_unit.get(unit)
+        if i is None:
+            return None
+        first = self.J.index(int(self.coords[i, 0]))
+        return torch.arange(first, first + self.coords.shape[1], device=self.A.device)
+
+    def add_swap_scores(self, net: Tensor, picks: List[int]):
+        """net[j, i] += (gain of unit j once picks[i] has left) - (what picks[i] explained), this group's
+        part. A removal of a (its rows of W) changes R by E_:a W_aa^-1 beta_a and D_j by
+        E_ja W_aa^-1 E_ja'; units absent from this group add nothing."""
+        nb = self.coords.shape[1]
+        rows = self.units
+        if nb == 1:  # vectorised over every (unit, removal) pair
+            cols = [i for i, u in enumerate(picks) if u in self.row_of_unit]
+            slots = torch.tensor([self.J.index(int(self.coords[self.row_of_unit[picks[i]], 0])) for i in cols],
+                                 dtype=torch.long, device=self.A.device)
+            w = self.W[slots, slots]  # [r]
+            b = self.beta[slots]  # [r, m]
+            Rc = self.R[self.coords[:, 0]]  # [units, m]
+            Ec = self.E[self.coords[:, 0]][:, slots]  # [units, r]
+            D = self.D[:, 0, 0]
+            base = (Rc * Rc).sum(1) / D  # gain of each unit with nothing removed
+            num = (Rc * Rc).sum(1, keepdim=True) + 2 * Ec * (Rc @ b.T) / w + Ec * Ec * ((b * b).sum(1) / (w * w))
+            den = D.unsqueeze(1) + Ec * Ec / w
+            gain = num / den - ((b * b).sum(1) / w)  # [units, r]
+            cols_t = torch.tensor(cols, dtype=torch.long, device=self.A.device)
+            part = base.unsqueeze(1).expand(-1, len(picks)).clone()
+            part[:, cols_t] = gain
+            net.index_add_(0, rows, part)
+            return
+        base = None
+        for i, u in enumerate(picks):
+            a = self._slot(u)
+            if a is None:  # picks[i] is not in this group: j just enters it
+                base = self.gains(mask_taken=False) if base is None else base
+                net[:, i].index_add_(0, rows, base)
+                continue
+            L = _cholesky_pd(self.W[a.unsqueeze(1), a])
+            ya = torch.linalg.solve_triangular(L, self.beta[a], upper=False)  # W_aa^-1/2 beta_a
+            Ea = torch.linalg.solve_triangular(L, self.E[:, a].T, upper=False).T  # E_:a W_aa^-1/2
+            rc = (self.R + Ea @ ya)[self.coords]
+            Ec = Ea[self.coords]  # [units, nb, nb]
+            Lc, info = torch.linalg.cholesky_ex(self.D + Ec @ Ec.transpose(1, 2))
+            y = torch.linalg.solve_triangular(Lc, rc, upper=False)
+            gain = (y * y).sum((1, 2))
+            gain[info != 0] = 0
+            net[:, i].index_add_(0, rows, gain - float((ya * ya).sum()))
+
+    def swap(self, out_unit: int, in_unit: int):
+        """Replace ``out_unit`` by ``in_unit`` in J: a rank-nb removal, then a bordering addition."""
+        a = self._slot(out_unit)
+        if a is not None:
+            keep = torch.ones(len(self.J), dtype=torch.bool, device=self.A.device)
+            keep[a] = False
+            Winv_aa = torch.linalg.inv(self.W[a.unsqueeze(1), a])
+            W_ra = self.W[keep][:, a]
+            self.R = self.R + self.E[:, a] @ (Winv_aa @ self.beta[a])
+            Ec = self.E[self.coords][:, :, a]  # [units, nb, nb_out]
+            self.D = self.D + Ec @ Winv_aa @ Ec.transpose(1, 2)
+            self.beta = self.beta[keep] - W_ra @ (Winv_aa @ self.beta[a])
+            self.E = self.E[:, keep] - self.E[:, a] @ (Winv_aa @ W_ra.T)
+            self.W = self.W[keep][:, keep] - W_ra @ Winv_aa @ W_ra.T
+            self.J = [x for x, k in zip(self.J, keep.tolist()) if k]
+        i = self.row_of_unit.get(in_unit)
+        if i is None:
+            return
+        b = self.coords[i]
+        J = torch.tensor(self.J, dtype=torch.long, device=self.A.device)
+        u = self.W @ self.A[J.unsqueeze(1), b]  # [|J|, nb]
+        s_inv = torch.linalg.inv(self.D[i])
+        v = self.A[:, b] - self.E @ self.A[J.unsqueeze(1), b]  # Schur columns [p, nb]
+        r_b = self.R[b]
+        self.beta = torch.cat([self.beta - u @ (s_inv @ r_b), s_inv @ r_b])
+        self.R = self.R - v @ (s_inv @ r_b)
+        self.E = torch.cat([self.E - v @ s_inv @ u.T, v @ s_inv], 1)
+        self.W = torch.cat([torch.cat([self.W + u @ s_inv @ u.T, -u @ s_inv], 1),
+                            torch.cat([-s_inv @ u.T, s_inv], 1)])
+        vc = v[self.coords]  # [units, nb, nb]
+        self.D = self.D - vc @ s_inv @ vc.transpose(1, 2)
+        self.J = self.J + b.tolist()
 
 
 def select_random(num_channels: int, k: int, seed: int = 0) -> Tensor:

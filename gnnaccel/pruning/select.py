@@ -388,13 +388,22 @@ def _swap_refine(groups: List["_GreedyGroup"], picks: List[int], num_units: int,
 
 
 def _cholesky_pd(D: Tensor) -> Tensor:
-    """Cholesky factor of a small Schur block that is positive definite up to rounding (the ridge keeps it
-    so); rounding that tips it over gets a diagonal shift of the size of that rounding."""
+    """Cholesky factors of (a batch of) small Schur blocks that are positive definite up to rounding (the
+    ridge keeps them so); rounding that tips one over gets a diagonal shift of the size of that rounding."""
     L, info = torch.linalg.cholesky_ex(D)
-    if int(info) != 0:
-        shift = 1e-12 * float(D.diagonal().abs().max()) + 1e-300
-        L = torch.linalg.cholesky(D + shift * torch.eye(D.shape[0], dtype=D.dtype, device=D.device))
+    if bool((info != 0).any()):
+        shift = 1e-12 * float(D.diagonal(dim1=-2, dim2=-1).abs().max()) + 1e-300
+        L = torch.linalg.cholesky(D + shift * torch.eye(D.shape[-1], dtype=D.dtype, device=D.device))
     return L
+
+
+def _trace_solve(D: Tensor, Q: Tensor) -> Tensor:
+    """tr(D^-1 Q) over batches of small nb x nb blocks (D positive definite; 0 where it is not)."""
+    if D.shape[-1] == 1:
+        return (Q[..., 0, 0] / D[..., 0, 0]).nan_to_num(0.0, posinf=0.0, neginf=0.0)
+    L, info = torch.linalg.cholesky_ex(D)
+    out = torch.cholesky_solve(Q, L).diagonal(dim1=-2, dim2=-1).sum(-1)
+    return out.masked_fill(info != 0, 0.0)
 
 
 class _GreedyGroup:
@@ -436,17 +445,11 @@ class _GreedyGroup:
         self.V = A.new_zeros(0, A.shape[0])
         self.taken = torch.zeros(self.units.numel(), dtype=torch.bool, device=dev)
 
-    def gains(self, mask_taken: bool = True) -> Tensor:
+    def gains(self) -> Tensor:
+        """What adding each unit would explain, tr(D_u^-1 R_u R_u'); 0 for the kept ones."""
         r = self.R[self.coords]  # [units, nb, m]
-        if self.coords.shape[1] == 1:
-            out = (r[:, 0] * r[:, 0]).sum(1) / self.D[:, 0, 0]
-        else:
-            L, info = torch.linalg.cholesky_ex(self.D)
-            y = torch.linalg.solve_triangular(L, r, upper=False)
-            out = (y * y).sum((1, 2))
-            out[info != 0] = 0
-        if mask_taken:
-            out[self.taken] = 0
+        out = _trace_solve(self.D, r @ r.transpose(1, 2))
+        out[self.taken] = 0
         return out
 
     def add(self, unit: int):
@@ -489,45 +492,34 @@ class _GreedyGroup:
 
     def add_swap_scores(self, net: Tensor, picks: List[int]):
         """net[j, i] += (gain of unit j once picks[i] has left) - (what picks[i] explained), this group's
-        part. A removal of a (its rows of W) changes R by E_:a W_aa^-1 beta_a and D_j by
-        E_ja W_aa^-1 E_ja'; units absent from this group add nothing."""
-        nb = self.coords.shape[1]
-        rows = self.units
-        if nb == 1:  # vectorised over every (unit, removal) pair
-            cols = [i for i, u in enumerate(picks) if u in self.row_of_unit]
-            slots = torch.tensor([self.J.index(int(self.coords[self.row_of_unit[picks[i]], 0])) for i in cols],
-                                 dtype=torch.long, device=self.A.device)
-            w = self.W[slots, slots]  # [r]
-            b = self.beta[slots]  # [r, m]
-            Rc = self.R[self.coords[:, 0]]  # [units, m]
-            Ec = self.E[self.coords[:, 0]][:, slots]  # [units, r]
-            D = self.D[:, 0, 0]
-            base = (Rc * Rc).sum(1) / D  # gain of each unit with nothing removed
-            num = (Rc * Rc).sum(1, keepdim=True) + 2 * Ec * (Rc @ b.T) / w + Ec * Ec * ((b * b).sum(1) / (w * w))
-            den = D.unsqueeze(1) + Ec * Ec / w
-            gain = num / den - ((b * b).sum(1) / w)  # [units, r]
-            cols_t = torch.tensor(cols, dtype=torch.long, device=self.A.device)
-            part = base.unsqueeze(1).expand(-1, len(picks)).clone()
-            part[:, cols_t] = gain
-            net.index_add_(0, rows, part)
-            return
-        base = None
-        for i, u in enumerate(picks):
-            a = self._slot(u)
-            if a is None:  # picks[i] is not in this group: j just enters it
-                base = self.gains(mask_taken=False) if base is None else base
-                net[:, i].index_add_(0, rows, base)
-                continue
-            L = _cholesky_pd(self.W[a.unsqueeze(1), a])
-            ya = torch.linalg.solve_triangular(L, self.beta[a], upper=False)  # W_aa^-1/2 beta_a
-            Ea = torch.linalg.solve_triangular(L, self.E[:, a].T, upper=False).T  # E_:a W_aa^-1/2
-            rc = (self.R + Ea @ ya)[self.coords]
-            Ec = Ea[self.coords]  # [units, nb, nb]
-            Lc, info = torch.linalg.cholesky_ex(self.D + Ec @ Ec.transpose(1, 2))
-            y = torch.linalg.solve_triangular(Lc, rc, upper=False)
-            gain = (y * y).sum((1, 2))
-            gain[info != 0] = 0
-            net[:, i].index_add_(0, rows, gain - float((ya * ya).sum()))
+        part, for every pair at once. Removing a (its rows of W; L L' = W_aa, y = L^-1 beta_a,
+        F = E_:a L^-T) raises the objective by ||y||^2 and changes R_j to R_j + F_j y and D_j to
+        D_j + F_j F_j'; the gain of j is then tr(D_j^-1 R_j R_j') with those. Written with the nb x nb
+        products R_j R_j', R_j y' and y y' so that nothing [units, picks, m] is formed. Picks absent from
+        this group leave it unchanged (j's plain gain, no loss)."""
+        dev = self.A.device
+        c = self.coords  # [units, nb]
+        nb = c.shape[1]
+        Rc = self.R[c]  # [units, nb, m]
+        RR = Rc @ Rc.transpose(1, 2)  # [units, nb, nb]
+        present = [i for i, u in enumerate(picks) if u in self.row_of_unit]
+        base = _trace_solve(self.D, RR)  # the gain of each unit with nothing removed
+        part = base.unsqueeze(1).expand(-1, len(picks)).clone()
+        if present:
+            first = {x: pos for pos, x in enumerate(self.J)}
+            slots = torch.tensor([[first[int(x)] for x in c[self.row_of_unit[picks[i]]].tolist()] for i in present],
+                                 dtype=torch.long, device=dev)  # [r, nb]
+            L = _cholesky_pd(self.W[slots.unsqueeze(2), slots.unsqueeze(1)])  # [r, nb, nb]
+            y = torch.linalg.solve_triangular(L, self.beta[slots], upper=False)  # [r, nb, m]
+            F = torch.linalg.solve_triangular(L, self.E[:, slots].permute(1, 2, 0), upper=False)  # [r, nb, p]
+            Fc = F[:, :, c].permute(2, 0, 3, 1)  # [units, r, nb_j, nb_i]
+            Cr = torch.einsum("ujm,rkm->urjk", Rc, y)  # R_j y_i'
+            Q = (RR.unsqueeze(1) + Fc @ Cr.transpose(2, 3) + Cr @ Fc.transpose(2, 3)
+                 + Fc @ (y @ y.transpose(1, 2)).unsqueeze(0) @ Fc.transpose(2, 3))
+            Dr = self.D.unsqueeze(1) + Fc @ Fc.transpose(2, 3)
+            part[:, torch.tensor(present, dtype=torch.long, device=dev)] = (
+                _trace_solve(Dr, Q) - (y * y).sum((1, 2)).unsqueeze(0))
+        net.index_add_(0, self.units, part)
 
     def swap(self, out_unit: int, in_unit: int):
         """Replace ``out_unit`` by ``in_unit`` in J: a rank-nb removal, then a bordering addition."""

@@ -217,7 +217,8 @@ def write(rows, args):
     return md
 
 
-_STR_FIELDS = {"dataset", "model", "scheme", "method", "refit", "ridge"}
+_STR_FIELDS = {"dataset", "model", "scheme", "method", "refit", "ridge", "objective", "layer_methods"}
+_BOOL_FIELDS = {"fit_bias"}
 _INT_FIELDS = {"seed", "calib_nodes"}
 
 
@@ -228,8 +229,8 @@ def read_csvs(paths):
     for path in paths:
         with open(path, newline="") as f:
             for raw in csv.DictReader(f):
-                r = {k: (v if k in _STR_FIELDS else int(float(v)) if k in _INT_FIELDS else float(v))
-                     for k, v in raw.items()}
+                r = {k: (v if k in _STR_FIELDS else v == "True" if k in _BOOL_FIELDS
+                         else int(float(v)) if k in _INT_FIELDS else float(v)) for k, v in raw.items()}
                 r.setdefault("seed", 0)
                 key = tuple(r[k] for k in ("dataset", "model", "seed", "scheme", "keep", "method"))
                 if key in rows:

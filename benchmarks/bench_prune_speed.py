@@ -73,7 +73,7 @@ def test_pruned(benchmark, config, scheme):
 
 @pytest.mark.parametrize("scheme", ["full", "batched"])
 def test_prune_call(benchmark, config, scheme):
-    """gnnaccel.prune() itself (calibration on 20k nodes, LASSO, refit), one timed call."""
+    """gnnaccel.prune() itself (calibration on 20k nodes, default selection method, refit), one timed call."""
     data, model, _ = _prepare(config)
     benchmark.group = f"prune() {config}"
     benchmark.extra_info.update(graph=config, impl=f"prune {scheme}")

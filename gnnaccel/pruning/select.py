@@ -401,6 +401,11 @@ def _trace_solve(D: Tensor, Q: Tensor) -> Tensor:
     """tr(D^-1 Q) over batches of small nb x nb blocks (D positive definite; 0 where it is not)."""
     if D.shape[-1] == 1:
         return (Q[..., 0, 0] / D[..., 0, 0]).nan_to_num(0.0, posinf=0.0, neginf=0.0)
+    if D.shape[-1] == 2:  # closed form (two-branch layers): batched 2 x 2 factorisations are slow in torch
+        a, b, c = D[..., 0, 0], D[..., 0, 1], D[..., 1, 1]
+        det = a * c - b * b
+        out = (c * Q[..., 0, 0] - b * (Q[..., 0, 1] + Q[..., 1, 0]) + a * Q[..., 1, 1]) / det
+        return out.masked_fill(~((a > 0) & (det > 0)), 0.0)
     L, info = torch.linalg.cholesky_ex(D)
     out = torch.cholesky_solve(Q, L).diagonal(dim1=-2, dim2=-1).sum(-1)
     return out.masked_fill(info != 0, 0.0)

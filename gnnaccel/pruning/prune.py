@@ -48,7 +48,7 @@ METHODS = ("auto", "lasso", "greedy", "random", "magnitude")
 # rows outnumber the regressors well; where they do not (the batched scheme's raw-feature layer on a small
 # graph: Cora 1433 + 358 regressors for 1708 rows) it picks features that fit those rows, and the LASSO
 # generalises better. Greedy still won at 2.1 rows per regressor (Amazon Computers, 2000 calibration rows for
-# 767 + 192 regressors; benchmarks/RESULTS.md, "Forward selection on the refit objective").
+# 767 + 192 regressors; benchmarks/RESULTS.md, "Greedy selection on the refit's own error").
 AUTO_GREEDY_ROWS_PER_REGRESSOR = 2
 REFITS = ("local", "sequential")
 OBJECTIVES = ("next_layer", "layer")
@@ -376,7 +376,7 @@ def prune(model: nn.Module, graph, x: Tensor, keep: KeepSpec = 0.25, scheme: str
     one whose refit leaves the lower error on the calibration rows (``pruning_info`` records
     ``"greedy"`` or ``"lasso+swaps"`` per layer); elsewhere the plain LASSO (the batched scheme's
     raw-feature layer on a small graph, where the refit error on too few rows would favour features that
-    fit just those rows). See benchmarks/RESULTS.md, "Forward selection on the refit objective".
+    fit just those rows). See benchmarks/RESULTS.md, "Greedy selection on the refit's own error".
     ``refit``: ``"local"`` refits each layer from the *unpruned* model's inputs (step 4 of the module doc);
     ``"sequential"`` (error-compensating) then runs once more from input to output and refits every layer
     whose input has changed (an upstream layer was refit) from the *pruned* upstream model's activations to
@@ -502,7 +502,7 @@ def prune(model: nn.Module, graph, x: Tensor, keep: KeepSpec = 0.25, scheme: str
         metric = (_next_layer_metric(convs, l, parts.out_channels)
                   if objective == "next_layer" and layer_method in ("lasso", "greedy", "best") else None)
         keeps = _select(layer_method, S, weights, parts.form, cols, k, seed + l, self_branch, solver_kwargs,
-                        metric, ridge if isinstance(ridge, float) and ridge > 0 else 1e-6, info)
+                        metric, float(ridge) if not isinstance(ridge, str) and ridge > 0 else 1e-6, info)
         info["method"] = info.pop("selection", layer_method)
         if ridge == "auto":
             ridge_l, info["ridge_cv"] = choose_ridge(fold_S, keeps, weights, parts.form, cols)

@@ -475,7 +475,7 @@ class _GreedyGroup:
         """Explicit-inverse form of the kept set J (the chosen units' coordinates here), kept up to date by
         rank-nb updates through the swaps: W = A_JJ^-1, beta = W T_J, E = A_:J W, R = T - E T_J and the
         Schur blocks D = A_jj - A_jJ W A_Jj of every unit j. ``J`` lists the kept coordinates in the order
-        of W's rows; ``slot[u]`` the rows of unit u."""
+        of W's rows (:meth:`_slot` gives a kept unit's rows)."""
         self.J = [int(x) for u in chosen_units if u in self.row_of_unit
                   for x in self.coords[self.row_of_unit[u]].tolist()]
         J = torch.tensor(self.J, dtype=torch.long, device=self.A.device)
@@ -504,7 +504,6 @@ class _GreedyGroup:
         this group leave it unchanged (j's plain gain, no loss)."""
         dev = self.A.device
         c = self.coords  # [units, nb]
-        nb = c.shape[1]
         Rc = self.R[c]  # [units, nb, m]
         RR = Rc @ Rc.transpose(1, 2)  # [units, nb, nb]
         present = [i for i, u in enumerate(picks) if u in self.row_of_unit]

@@ -1,11 +1,12 @@
 """gnnaccel.pruning: Gram construction against explicit rank-1 blocks, exact-budget selection, planted
-support recovery, greedy vs brute force on the refit objective, refit against lstsq on explicit inputs, baselines, bad inputs."""
+support recovery, greedy vs brute force on the refit objective, refit against lstsq on explicit inputs,
+baselines, bad inputs."""
 import pytest
 import torch
 
 from gnnaccel.pruning import (SecondMoment, branch_penalty, cross_linear_term, gram_from_moments, lambda_max,
-                              output_relative_error, refit, select_channels, select_greedy, select_magnitude,
-                              select_random, split_branch_coordinates)
+                              output_relative_error, refit, select_channels, select_greedy, select_greedy_or_refined,
+                              select_magnitude, select_random, split_branch_coordinates)
 from gnnaccel.ops import lasso_cd
 from gnnaccel.ops.lasso import lasso_duality_gap, lasso_objective
 
@@ -359,6 +360,23 @@ def test_greedy_swaps_on_a_larger_correlated_layer(form, generator):
         for u in units:
             if u not in swapped:
                 assert objective(swapped[:i] + [u] + swapped[i + 1:]) >= value * (1 - 1e-7)
+
+
+@pytest.mark.parametrize("keep_whole", [None, 0])
+def test_greedy_or_refined_is_the_better_of_the_two_selections(keep_whole, generator):
+    """One setup for both starts gives what two select_greedy calls give: the selection explaining more,
+    the refined start on ties (the start's own refinement compared with forward + swaps)."""
+    zs, ws = _layer(generator, n=150, c=12, widths=(5, 5))
+    S = torch.cat(zs, 1).T @ torch.cat(zs, 1) / 150
+    kw = dict(keep_whole=keep_whole, ridge=1e-6)
+    for k in (2, 4, 7):
+        chosen = torch.randperm(12, generator=generator)[:k].sort().values
+        start = [chosen] * 2 if keep_whole is None else [torch.arange(12), chosen]
+        keeps, start_won = select_greedy_or_refined(S, ws, k, start, **kw)
+        forward, e_forward = select_greedy(S, ws, k, return_explained=True, **kw)
+        refined, e_start = select_greedy(S, ws, k, initial=start, return_explained=True, **kw)
+        assert start_won == (e_start >= e_forward)
+        assert all(torch.equal(a, b) for a, b in zip(keeps, refined if start_won else forward))
 
 
 def test_greedy_three_branches_with_one_kept_whole(generator):

@@ -14,10 +14,11 @@ Typical use for one layer (scheme full)::
 from .gram import (SecondMoment, branch_penalty, cross_linear_term, gram_from_moments,
                    split_branch_coordinates)
 from .refit import output_relative_error, refit
-from .select import lambda_max, select_channels, select_greedy, select_magnitude, select_random
+from .select import (lambda_max, select_channels, select_greedy, select_greedy_or_refined, select_magnitude,
+                     select_random)
 from .prune import finetune, layer_second_moment, prune
 from . import report
 
 __all__ = ["SecondMoment", "gram_from_moments", "cross_linear_term", "branch_penalty", "split_branch_coordinates",
-           "select_channels", "select_greedy", "select_random", "select_magnitude", "lambda_max", "refit",
-           "output_relative_error", "prune", "finetune", "layer_second_moment", "report"]
+           "select_channels", "select_greedy", "select_greedy_or_refined", "select_random", "select_magnitude",
+           "lambda_max", "refit", "output_relative_error", "prune", "finetune", "layer_second_moment", "report"]

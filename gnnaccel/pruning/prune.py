@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from .gram import SecondMoment, _placed_weights, branch_penalty, gram_from_moments, split_branch_coordinates
 from ._checks import all_finite
 from .refit import about_mean, bias_shift, choose_ridge, output_relative_error, refit as refit_kept
-from .select import select_channels, select_greedy, select_magnitude, select_random
+from .select import select_channels, select_greedy, select_greedy_or_refined, select_magnitude, select_random
 
 SCHEMES = ("full", "batched")
 METHODS = ("auto", "lasso", "greedy", "random", "magnitude")
@@ -190,16 +190,14 @@ def _select(method: str, S: Tensor, weights: List[Tensor], form: str, cols: List
         if k >= c:
             return [torch.arange(c)] * B
         kk = k if self_branch is None else k * (B - 1)
-        kw = dict(metric=metric, keep_whole=self_branch, ridge=ridge, return_explained=True)
-        forward, explained = select_greedy(S, weights, kk, form, cols, **kw)
+        kw = dict(metric=metric, keep_whole=self_branch, ridge=ridge)
         if method == "greedy":
-            return forward
+            return select_greedy(S, weights, kk, form, cols, **kw)
         lasso = _select("lasso", S, weights, form, cols, k, seed, self_branch, solver_kwargs, metric, ridge)
-        refined, explained_lasso = select_greedy(S, weights, kk, form, cols, initial=lasso, **kw)
-        best_is_lasso = explained_lasso >= explained
+        keeps, lasso_won = select_greedy_or_refined(S, weights, kk, lasso, form, cols, **kw)
         if record is not None:
-            record["selection"] = "lasso+swaps" if best_is_lasso else "greedy"
-        return refined if best_is_lasso else forward
+            record["selection"] = "lasso+swaps" if lasso_won else "greedy"
+        return keeps
     if metric is not None:  # the LASSO's Gram in the metric: each branch's output mapped through it
         placed, _, _ = _placed_weights(weights, form, cols)
         weights, form, cols = [w @ metric for w in placed], "sum", None

@@ -249,65 +249,98 @@ def select_greedy(S: Tensor, weights: Sequence[Tensor], k: int, form: str = "sum
     jointly, ``k`` per branch on average as in :func:`select_channels`' branch layout: ``k * (B - 1)`` in
     all). Returns the kept channel indices per branch, sorted (scheme full: the same for every branch).
     """
-    S = _check_moment(S)
-    placed, cols, d = _placed_weights(weights, form, branch_cols)
-    B, c = _stacked_shape(S, placed)
-    if keep_whole is not None and not (isinstance(keep_whole, int) and 0 <= keep_whole < B and B > 1):
-        raise ValueError(f"keep_whole must be a branch index in [0, {B}) of a layer with several branches, "
-                         f"got {keep_whole!r}")
-    if not (isinstance(ridge, (int, float)) and ridge > 0 and math.isfinite(ridge)):
-        raise ValueError(f"ridge must be a finite number > 0 (it keeps the Schur complements positive "
-                         f"definite), got {ridge!r}")
-    penalised = [b for b in range(B) if b != keep_whole]
-    num_units = c * len(penalised) if keep_whole is not None else c
-    k = _check_k(k, num_units)
-    if max_swaps is None:
-        max_swaps = k
-    if isinstance(max_swaps, bool) or not isinstance(max_swaps, int) or max_swaps < 0:
-        raise ValueError(f"max_swaps must be an int >= 0, got {max_swaps!r}")
-    if metric is not None:
-        if not isinstance(metric, Tensor) or metric.dim() != 2 or metric.shape[0] != d:
-            raise ValueError(f"metric must be [{d}, m] (rows = the layer's output columns), got "
-                             f"{list(getattr(metric, 'shape', []))}")
-        if not all_finite(metric):
-            raise ValueError("metric contains NaN or Inf")
-        metric = metric.double().to(S.device)
-    if not all_finite(S):
-        raise ValueError("S contains NaN or Inf (non-finite activations?)")
-    W_all = torch.cat(placed, 0).to(S.device)
-    groups = []
-    for group in _column_groups(cols):
-        gcols = torch.unique(torch.cat([cols[b] for b in group])).to(S.device)
-        target = W_all[:, gcols] if metric is None else W_all[:, gcols] @ metric[gcols]
-        state = _GreedyGroup(S, target, group, c, penalised, keep_whole, ridge)
-        if state.units.numel():
-            groups.append(state)
-    if initial is None:
-        picks = _forward(groups, k, num_units)
-    else:
-        picks = _units_of_keeps(initial, keep_whole, penalised, B, c, k)
-    prepared = False
-    if max_swaps and 0 < k < num_units and groups:
-        for state in groups:
-            state.prepare_swaps(picks)
-        prepared = True
-        picks = _swap_refine(groups, picks, num_units, max_swaps, SWAP_RTOL * _explained(groups))
-    if return_explained and not prepared:
-        for state in groups:
-            state.prepare_swaps(picks)
-    picks = torch.tensor(picks, dtype=torch.long)
-    if keep_whole is None:
-        keeps = [torch.sort(picks).values] * B
-    else:
+    sel = _GreedySelection(S, weights, k, form, branch_cols, metric, keep_whole, ridge, max_swaps)
+    picks = sel.forward() if initial is None else sel.units_of(initial)
+    picks, explained = sel.refine(picks, return_explained)
+    return (sel.keeps_of(picks), explained) if return_explained else sel.keeps_of(picks)
+
+
+def select_greedy_or_refined(S: Tensor, weights: Sequence[Tensor], k: int, start: Sequence[Tensor],
+                             form: str = "sum", branch_cols: Optional[Sequence[Tensor]] = None,
+                             metric: Optional[Tensor] = None, keep_whole: Optional[int] = None,
+                             ridge: float = 1e-6, max_swaps: Optional[int] = None) -> Tuple[List[Tensor], bool]:
+    """The better of :func:`select_greedy` and ``start`` (kept channels per branch, e.g. the LASSO's
+    selection) refined by the same swaps: the one whose refit explains more (``start`` on ties), and
+    whether it was ``start``'s. Same as two :func:`select_greedy` calls (``initial=start`` in the second),
+    but the per-group moments and the kept-whole elimination are built once."""
+    sel = _GreedySelection(S, weights, k, form, branch_cols, metric, keep_whole, ridge, max_swaps)
+    forward, explained = sel.refine(sel.forward(), True)
+    refined, explained_start = sel.refine(sel.units_of(start), True)
+    start_won = explained_start >= explained
+    return sel.keeps_of(refined if start_won else forward), start_won
+
+
+class _GreedySelection:
+    """Arguments of :func:`select_greedy` checked, and the states of its column groups."""
+
+    def __init__(self, S, weights, k, form, branch_cols, metric, keep_whole, ridge, max_swaps):
+        S = _check_moment(S)
+        placed, cols, d = _placed_weights(weights, form, branch_cols)
+        B, c = _stacked_shape(S, placed)
+        if keep_whole is not None and not (isinstance(keep_whole, int) and 0 <= keep_whole < B and B > 1):
+            raise ValueError(f"keep_whole must be a branch index in [0, {B}) of a layer with several branches, "
+                             f"got {keep_whole!r}")
+        if not (isinstance(ridge, (int, float)) and ridge > 0 and math.isfinite(ridge)):
+            raise ValueError(f"ridge must be a finite number > 0 (it keeps the Schur complements positive "
+                             f"definite), got {ridge!r}")
+        self.B, self.c, self.keep_whole = B, c, keep_whole
+        self.penalised = [b for b in range(B) if b != keep_whole]
+        self.num_units = c * len(self.penalised) if keep_whole is not None else c
+        self.k = _check_k(k, self.num_units)
+        self.max_swaps = self.k if max_swaps is None else max_swaps
+        if isinstance(self.max_swaps, bool) or not isinstance(self.max_swaps, int) or self.max_swaps < 0:
+            raise ValueError(f"max_swaps must be an int >= 0, got {max_swaps!r}")
+        if metric is not None:
+            if not isinstance(metric, Tensor) or metric.dim() != 2 or metric.shape[0] != d:
+                raise ValueError(f"metric must be [{d}, m] (rows = the layer's output columns), got "
+                                 f"{list(getattr(metric, 'shape', []))}")
+            if not all_finite(metric):
+                raise ValueError("metric contains NaN or Inf")
+            metric = metric.double().to(S.device)
+        if not all_finite(S):
+            raise ValueError("S contains NaN or Inf (non-finite activations?)")
+        W_all = torch.cat(placed, 0).to(S.device)
+        self.groups = []
+        for group in _column_groups(cols):
+            gcols = torch.unique(torch.cat([cols[b] for b in group])).to(S.device)
+            target = W_all[:, gcols] if metric is None else W_all[:, gcols] @ metric[gcols]
+            state = _GreedyGroup(S, target, group, c, self.penalised, keep_whole, ridge)
+            if state.units.numel():
+                self.groups.append(state)
+
+    def forward(self) -> List[int]:
+        return _forward(self.groups, self.k, self.num_units)
+
+    def units_of(self, keeps: Sequence[Tensor]) -> List[int]:
+        return _units_of_keeps(keeps, self.keep_whole, self.penalised, self.B, self.c, self.k)
+
+    def refine(self, picks: List[int], with_explained: bool) -> Tuple[List[int], Optional[float]]:
+        """``picks`` after the swaps, and (``with_explained``) what they explain."""
+        prepared = False
+        if self.max_swaps and 0 < self.k < self.num_units and self.groups:
+            for state in self.groups:
+                state.prepare_swaps(picks)
+            prepared = True
+            picks = _swap_refine(self.groups, picks, self.num_units, self.max_swaps,
+                                 SWAP_RTOL * _explained(self.groups))
+        if with_explained and not prepared:
+            for state in self.groups:
+                state.prepare_swaps(picks)
+        return picks, (_explained(self.groups) if with_explained else None)
+
+    def keeps_of(self, picks: List[int]) -> List[Tensor]:
+        """Kept channels per branch of unit ids (scheme full: the same for every branch)."""
+        picks = torch.tensor(picks, dtype=torch.long)
+        if self.keep_whole is None:
+            return [torch.sort(picks).values] * self.B
         keeps = []
-        for b in range(B):
-            if b == keep_whole:
-                keeps.append(torch.arange(c))
+        for b in range(self.B):
+            if b == self.keep_whole:
+                keeps.append(torch.arange(self.c))
             else:
-                p = penalised.index(b)
-                mine = picks[(picks >= p * c) & (picks < (p + 1) * c)] - p * c
-                keeps.append(torch.sort(mine).values)
-    return (keeps, _explained(groups)) if return_explained else keeps
+                p = self.penalised.index(b)
+                keeps.append(torch.sort(picks[(picks >= p * self.c) & (picks < (p + 1) * self.c)] - p * self.c).values)
+        return keeps
 
 
 def _forward(groups: List["_GreedyGroup"], k: int, num_units: int) -> List[int]:

@@ -58,8 +58,9 @@ setup(
     name="gnnaccel",
     version="0.1.0",
     description="Fast inference of trained graph neural networks: channel pruning and feature caching",
-    packages=find_packages(include=["gnnaccel", "gnnaccel.*"]) + ["gnnaccel.kernels"],
-    package_dir={"gnnaccel.kernels": "kernels"},
+    # gnnaccel/kernels is a symlink to the top-level kernels/ (the layout keeps that folder): an ordinary
+    # subpackage, found and copied like any other.
+    packages=find_packages(include=["gnnaccel", "gnnaccel.*"]),
     python_requires=">=3.9",
     install_requires=["torch>=2.4", "numpy", "scipy", "tqdm"],
     extras_require={

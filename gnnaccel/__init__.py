@@ -9,7 +9,8 @@ from ._memory import as_huge_pages
 from .graph import Graph
 from . import ops
 from . import batched, cache, inference, models, nn, pruning, train
-from .batched import BatchedEngine, latency_stream
+from .batched import BatchedEngine
+from .latency import latency_stream
 from .models import from_pyg
 from .pruning.prune import prune
 from .serialize import load, save

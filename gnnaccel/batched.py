@@ -25,7 +25,6 @@ model's output on one consistent state of the graph and features (the one before
 from __future__ import annotations
 
 import threading
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
@@ -41,7 +40,7 @@ from .ops.aggregate import aggregate
 from .ops.expand_hop import ALL_NEIGHBOURS, expand_hop, hop_random_seed
 from .ops.pruned_linear import pruned_linear
 
-__all__ = ["BatchedEngine", "latency_stream", "compare_latency", "demo_latency_table"]
+__all__ = ["BatchedEngine"]
 
 _REDUCE = {"mean": "mean", "sum": "sum", "max": "max", "gcn": "sum"}
 _LINEAR_PROPAGATIONS = ("mean", "sum", "gcn")
@@ -444,115 +443,3 @@ class BatchedEngine:
             if self.cache is not None:
                 self.cache.invalidate_after_update(self.graph, changed_nodes=nodes)
             self.version += 1
-
-
-def latency_stream(engine: BatchedEngine, num_batches: int, batch_size: int, seed: int = 0,
-                   warmup: int = 0) -> dict:
-    """Answer a stream of random target batches (uniform node ids, seeded) and report per-batch latency.
-
-    ``warmup`` batches run first and are not timed (with a cache, they fill it: the timed batches are then the
-    steady state of a stream). Returns ``dict(p50, p99, mean, min, max)`` in milliseconds plus ``batches``,
-    ``batch_size``, ``warmup`` and, when the engine has a cache, its ``hit_rate`` over the timed batches.
-    """
-    if num_batches < 1 or batch_size < 1:
-        raise ValueError("num_batches and batch_size must be positive")
-    gen = torch.Generator().manual_seed(seed)
-    for _ in range(warmup):
-        engine.predict(torch.randint(engine.num_nodes, (batch_size,), generator=gen))
-    if engine.cache is not None:
-        before = engine.cache.stats()
-    times = []
-    for _ in range(num_batches):
-        targets = torch.randint(engine.num_nodes, (batch_size,), generator=gen)
-        start = time.perf_counter()
-        engine.predict(targets)
-        times.append((time.perf_counter() - start) * 1e3)
-    t = torch.tensor(times, dtype=torch.float64)
-    result = dict(p50=float(torch.quantile(t, 0.5)), p99=float(torch.quantile(t, 0.99)), mean=float(t.mean()),
-                  min=float(t.min()), max=float(t.max()), batches=num_batches, batch_size=batch_size, warmup=warmup)
-    if engine.cache is not None:
-        after = engine.cache.stats()
-        hits, misses = after["hits"] - before["hits"], after["misses"] - before["misses"]
-        result["hit_rate"] = hits / (hits + misses) if hits + misses else 0.0
-    return result
-
-
-def compare_latency(engines: Dict[str, BatchedEngine], num_batches: int, batch_size: int, seed: int = 0,
-                    warmup_targets: Optional[int] = None, progress: bool = False) -> Dict[str, dict]:
-    """Per-batch latency of several engines on the same stream: each round, one random batch answered by every
-    engine in a shuffled order (so that the load of a shared machine hits them alike).
-
-    ``warmup_targets``: before timing, every engine with a cache answers an untimed stream of that many random
-    targets (batches of ``batch_size``), default ``num_nodes // 4`` (streaming cache protocol). Returns per engine
-    ``dict(p50, p99, mean)`` in ms and, for cached engines, ``hit_rate`` over the timed rounds and
-    ``support_reduction`` (raw-feature supporting nodes without / with the cache over the timed rounds).
-    """
-    from tqdm.auto import tqdm
-
-    if not engines:
-        raise ValueError("give at least one engine")
-    names = list(engines)
-    num_nodes = engines[names[0]].num_nodes
-    gen = torch.Generator().manual_seed(seed)
-    warm = num_nodes // 4 if warmup_targets is None else warmup_targets
-    cached = [name for name in names if engines[name].cache is not None]
-    for name in cached:
-        for _ in tqdm(range(max(1, warm // batch_size)), desc=f"warm-up {name}", disable=not progress, leave=False):
-            engines[name].predict(torch.randint(num_nodes, (batch_size,), generator=gen))
-        engines[name].cache.reset_stats()
-        engines[name].track_support = True
-    times = {name: [] for name in names}
-    try:
-        for _ in tqdm(range(num_batches), desc="batches", disable=not progress, leave=False):
-            targets = torch.randint(num_nodes, (batch_size,), generator=gen)
-            for k in torch.randperm(len(names), generator=gen).tolist():
-                start = time.perf_counter()
-                engines[names[k]].predict(targets)
-                times[names[k]].append((time.perf_counter() - start) * 1e3)
-    finally:
-        for name in cached:
-            engines[name].track_support = False
-    result = {}
-    for name in names:
-        t = torch.tensor(times[name], dtype=torch.float64)
-        r = dict(p50=float(torch.quantile(t, 0.5)), p99=float(torch.quantile(t, 0.99)), mean=float(t.mean()))
-        if engines[name].cache is not None:
-            s = engines[name].cache.stats()
-            r.update(hit_rate=s["hit_rate"], support_reduction=s["support_reduction"])
-        result[name] = r
-    return result
-
-
-def demo_latency_table(model, data, batch_size: int = 512, num_batches: int = 20, keep: float = 0.25,
-                       fanouts: Sequence[Optional[int]] = (32, None), progress: bool = False) -> Dict[str, dict]:
-    """The demo's table: p50/p99 per batch for unpruned / pruned (``gnnaccel.prune(keep, scheme="batched")``,
-    when available) x without / with a cache, and the speedups over unpruned without cache. Prints and returns
-    :func:`compare_latency`'s result."""
-    from .cache import FeatureCache
-
-    graph, x = data.graph, data.x
-    models = {"unpruned": model}
-    try:
-        from .pruning.prune import prune
-    except ImportError:
-        prune = None
-    if prune is not None:
-        models["pruned"] = prune(model, graph, x, keep=keep, scheme="batched", progress=progress)
-    engines = {}
-    for name, m in models.items():
-        engines[name] = BatchedEngine(m, graph, x, fanouts=list(fanouts))
-        dims = [conv.out_channels for conv in m.convs[:-1]]
-        engines[name + "+cache"] = BatchedEngine(m, graph, x, fanouts=list(fanouts),
-                                                 cache=FeatureCache(graph.num_nodes, dims, dtype=x.dtype))
-    result = compare_latency(engines, num_batches, batch_size, progress=progress)
-    base = result["unpruned"]
-    print(f"{'config':>16} {'p50 ms':>8} {'p99 ms':>8} {'speedup p50':>12} {'hit rate':>9} {'support reduction':>18}")
-    for name, r in result.items():
-        hit = f"{r['hit_rate']:9.2f}" if "hit_rate" in r else f"{'-':>9}"
-        red = f"{r['support_reduction']:17.1f}x" if "support_reduction" in r else f"{'-':>18}"
-        print(f"{name:>16} {r['p50']:8.2f} {r['p99']:8.2f} {base['p50'] / r['p50']:11.2f}x {hit} {red}")
-    if prune is None:
-        print("(pruning is not available in this build: pruned rows omitted)")
-    print(f"cache: streaming, warmed by {graph.num_nodes // 4} random targets; {num_batches} timed batches of "
-          f"{batch_size}, configurations interleaved per batch")
-    return result

@@ -73,4 +73,5 @@ def _layer_in_chunks(model, i: int, h: Tensor, graph, chunk_size: int, progress:
     return out
 
 
-from .batched import BatchedEngine, latency_stream  # noqa: E402  (re-export: the batched scenario)
+from .batched import BatchedEngine  # noqa: E402  (re-export: the batched scenario)
+from .latency import latency_stream  # noqa: E402

@@ -386,23 +386,6 @@ def test_int32_index_graph(name, generator):
     torch.testing.assert_close(engine.predict(targets), reference, **TOL)
 
 
-def test_demo_latency_table(capsys, generator):
-    from gnnaccel.batched import demo_latency_table
-    from gnnaccel.datasets import synthetic
-
-    data = synthetic(400, 6, 8, num_classes=3, seed=1)
-    torch.manual_seed(0)
-    model = GraphSAGE(8, 16, 3, 2, norm="batchnorm").eval()
-    result = demo_latency_table(model, data, batch_size=16, num_batches=4)
-    out = capsys.readouterr().out
-    assert "unpruned+cache" in out and "p50" in out
-    assert {"unpruned", "unpruned+cache"} <= set(result)
-    for name, r in result.items():
-        assert 0 < r["p50"] <= r["p99"]
-        if name.endswith("+cache"):
-            assert 0 <= r["hit_rate"] <= 1 and r["support_reduction"] >= 1
-
-
 @pytest.mark.parametrize("cache", [True, 7])
 def test_engine_builds_its_own_cache(cache):
     gen = torch.Generator().manual_seed(5)

@@ -29,11 +29,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from .graph import Graph
+from .ids import as_node_ids
 from .nn.adjacency import as_graph
 from .nn.conv import GCNConv, SAGEConv, SAINTConv
 from .ops.aggregate import aggregate
@@ -136,21 +138,33 @@ def _plan_layer(conv) -> _LayerPlan:
                       any(b.propagation == "gcn" for b in branches))
 
 
-def _check_index_tensor(name: str, t, num_nodes: int, allow_empty: bool = False) -> Tensor:
-    if not isinstance(t, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of node ids, got {type(t).__name__}")
-    if t.dtype not in (torch.int32, torch.int64):
-        raise TypeError(f"{name} must be an int32 or int64 tensor of node ids, got {t.dtype}")
-    if t.dim() != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {list(t.shape)}")
-    if t.numel() == 0:
-        if allow_empty:
-            return t
-        raise ValueError(f"{name} is empty: give at least one node id")
-    lo, hi = int(t.min()), int(t.max())
-    if lo < 0 or hi >= num_nodes:
-        raise ValueError(f"{name} must be node ids in [0, {num_nodes}), got values in [{lo}, {hi}]")
-    return t
+def _as_edge_index(edge_index, num_nodes: int) -> Tensor:
+    """A [2, E] tensor / numpy array / pair of id sequences -> validated int64 [2, E]."""
+    if isinstance(edge_index, np.ndarray):
+        edge_index = torch.from_numpy(np.ascontiguousarray(edge_index))
+    if isinstance(edge_index, (list, tuple)) and len(edge_index) == 2:
+        src = as_node_ids(edge_index[0], num_nodes, "edge_index[0]")
+        dst = as_node_ids(edge_index[1], num_nodes, "edge_index[1]")
+        if src.numel() != dst.numel():
+            raise ValueError(f"edge_index rows differ in length ({src.numel()} sources, {dst.numel()} targets)")
+        return torch.stack([src, dst])
+    if not isinstance(edge_index, Tensor) or edge_index.dim() != 2 or edge_index.shape[0] != 2:
+        raise ValueError("edge_index must be a [2, E] tensor of (source, target) node ids, got "
+                         f"{list(edge_index.shape) if isinstance(edge_index, Tensor) else type(edge_index).__name__}")
+    return as_node_ids(edge_index.reshape(-1), num_nodes, "edge_index").view(2, -1)
+
+
+def _as_new_edge_weight(edge_weight, num_edges: int) -> Optional[Tensor]:
+    if edge_weight is None:
+        return None
+    if not isinstance(edge_weight, Tensor):
+        edge_weight = torch.as_tensor(np.asarray(edge_weight))
+    if not edge_weight.is_floating_point():
+        raise TypeError(f"edge_weight must hold floating-point weights, got {edge_weight.dtype}")
+    if edge_weight.dim() != 1 or edge_weight.numel() != num_edges:
+        raise ValueError(f"edge_weight must have one weight per new edge ({num_edges}), got shape "
+                         f"{list(edge_weight.shape)}")
+    return edge_weight
 
 
 class BatchedEngine:
@@ -266,7 +280,7 @@ class BatchedEngine:
     # ------------------------------------------------------------------ prediction
     def predict(self, targets: Tensor, seed: Optional[int] = None) -> Tensor:
         """Model outputs ``[len(targets), out]`` for ``targets`` (1-D int32/int64 node ids, duplicates allowed)."""
-        targets = _check_index_tensor("targets", targets, self.num_nodes)
+        targets = as_node_ids(targets, self.num_nodes, "targets", device=self.x.device, allow_empty=False)
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise TypeError(f"seed must be an int or None, got {seed!r}")
         seed = self.seed if seed is None else seed
@@ -402,11 +416,8 @@ class BatchedEngine:
     def add_edges(self, edge_index: Tensor, edge_weight: Optional[Tensor] = None) -> None:
         """Insert edges ``edge_index`` [2, E] (PyG flow: row 0 = source j, row 1 = target i) and invalidate
         every cached entry whose receptive field they reach."""
-        if not isinstance(edge_index, Tensor) or edge_index.dim() != 2 or edge_index.shape[0] != 2:
-            raise ValueError("edge_index must be a [2, E] tensor of (source, target) node ids")
-        if edge_index.dtype not in (torch.int32, torch.int64):
-            raise TypeError(f"edge_index must hold int32/int64 node ids, got {edge_index.dtype}")
-        _check_index_tensor("edge_index", edge_index.reshape(-1), self.num_nodes, allow_empty=True)
+        edge_index = _as_edge_index(edge_index, self.num_nodes)
+        edge_weight = _as_new_edge_weight(edge_weight, edge_index.shape[1])
         if edge_index.shape[1] == 0:
             return
         with self._lock.write():
@@ -425,7 +436,7 @@ class BatchedEngine:
     def update_features(self, nodes: Tensor, values: Tensor) -> None:
         """Set the raw features of ``nodes`` to ``values`` [len(nodes), C] and invalidate every cached entry
         that depends on them."""
-        nodes = _check_index_tensor("nodes", nodes, self.num_nodes, allow_empty=True)
+        nodes = as_node_ids(nodes, self.num_nodes, "nodes", device=self.x.device)
         if not isinstance(values, Tensor) or values.dim() != 2 or values.shape != (nodes.numel(), self.x.shape[1]):
             raise ValueError(f"values must be a tensor of shape [{nodes.numel()}, {self.x.shape[1]}]")
         if nodes.numel() == 0:

@@ -39,6 +39,8 @@ class _GNN(nn.Module):
               projected: Optional[Tensor] = None) -> Tensor:
         """Output of layer ``i`` (conv, norm, activation; no dropout) for ``rows`` (all nodes if None).
         ``projected``: the conv's ``chunk_plan(h)``, precomputed once when a layer is run in row chunks."""
+        if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < len(self.convs):
+            raise ValueError(f"layer index must be an int in [0, {len(self.convs)}), got {i!r}")
         if projected is not None:
             h = self.convs[i].forward_planned(h, projected, graph, rows)
         else:

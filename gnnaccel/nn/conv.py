@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from .._memory import project_for_gather
 from ..graph import Graph
+from ..ids import as_node_ids
 from ..ops.aggregate import aggregate
 from ..ops.pruned_linear import pruned_linear
 from ..ops.sage_fused import sage_fused
@@ -71,6 +72,11 @@ def _propagate(graph: Graph, x: Tensor, reduce: str, rows: Optional[Tensor],
     if x.shape[0] != graph.num_nodes:
         raise ValueError(f"x must have {graph.num_nodes} rows (one per node), got {x.shape[0]}")
     return aggregate(graph.rowptr, graph.col, x.contiguous(), reduce, edge_weight, rows)
+
+
+def _rows(rows, x: Tensor) -> Optional[Tensor]:
+    """Validated output rows (node ids into ``x``) or None: the layers' ``rows=`` argument."""
+    return None if rows is None else as_node_ids(rows, x.shape[0], "rows", device=x.device)
 
 
 def _select_rows(x: Tensor, rows: Optional[Tensor]) -> Tensor:
@@ -208,6 +214,7 @@ class SAGEConv(_PrunableConv):
         return self.aggr in ("mean", "sum") and self.out_channels < self._branch_width("neigh")
 
     def forward(self, x: Tensor, adj: Adjacency, rows: Optional[Tensor] = None) -> Tensor:
+        rows = _rows(rows, x)
         graph = as_graph(adj, x.shape[0])
         bias = self.lin_l.bias
         idx_l = self.input_index_neigh
@@ -259,6 +266,7 @@ class SAGEConv(_PrunableConv):
         return _project(x, self.lin_l.weight.t(), None, None, self.input_index_neigh)
 
     def forward_planned(self, x: Tensor, projected: Tensor, adj: Adjacency, rows: Optional[Tensor] = None) -> Tensor:
+        rows = _rows(rows, x)
         graph = as_graph(adj, x.shape[0])
         d = self.out_channels
         if self.root_weight and projected.shape[1] == 2 * d != 0:  # [x W_l | x W_r] from chunk_plan
@@ -288,6 +296,7 @@ class SAGEConv(_PrunableConv):
                             "normalize": self.normalize})
 
     def branch_inputs(self, graph: Adjacency, h: Tensor, rows: Optional[Tensor] = None) -> Dict[str, Tensor]:
+        rows = _rows(rows, h)
         graph = as_graph(graph, h.shape[0])
         out = {"neigh": _propagate(graph, self._branch_input(h, "neigh"), self.aggr, rows)}
         if self.root_weight:
@@ -397,6 +406,7 @@ class GCNConv(_PrunableConv):
         return cached
 
     def forward(self, x: Tensor, adj: Adjacency, rows: Optional[Tensor] = None) -> Tensor:
+        rows = _rows(rows, x)
         raw = as_graph(adj, x.shape[0])
         projected = self.chunk_plan(x)
         if projected is not None:
@@ -418,6 +428,7 @@ class GCNConv(_PrunableConv):
         return _project(x, self.lin.weight.t(), None, None, self.input_index_gcn)
 
     def forward_planned(self, x: Tensor, projected: Tensor, adj: Adjacency, rows: Optional[Tensor] = None) -> Tensor:
+        rows = _rows(rows, x)
         graph = self.normalized_graph(as_graph(adj, x.shape[0]), x.dtype)
         if _projected_kernel_ok(projected, self.lin.weight, self.bias):
             return _finish_projected(graph, projected, "sum", rows, None, self.bias)
@@ -433,6 +444,7 @@ class GCNConv(_PrunableConv):
                            {"input_index": {"gcn": self.input_index_gcn}})
 
     def branch_inputs(self, graph: Adjacency, h: Tensor, rows: Optional[Tensor] = None) -> Dict[str, Tensor]:
+        rows = _rows(rows, h)
         g = self.normalized_graph(as_graph(graph, h.shape[0]), h.dtype)
         return {"gcn": _propagate(g, self._branch_input(h, "gcn"), "sum", rows)}
 
@@ -532,10 +544,12 @@ class SAINTConv(_PrunableConv):
         return _project(x, self.lin_neigh.weight.t(), None, None, self.input_index_neigh)
 
     def forward(self, x: Tensor, adj: Adjacency, rows: Optional[Tensor] = None) -> Tensor:
+        rows = _rows(rows, x)
         out = self.pre_activation(x, adj, rows)
         return self.act(out) if self.act is not None else out
 
     def forward_planned(self, x: Tensor, projected: Tensor, adj: Adjacency, rows: Optional[Tensor] = None) -> Tensor:
+        rows = _rows(rows, x)
         out = self.pre_activation(x, adj, rows, projected)
         return self.act(out) if self.act is not None else out
 
@@ -554,6 +568,7 @@ class SAINTConv(_PrunableConv):
                                     "activation": self.act_name})
 
     def branch_inputs(self, graph: Adjacency, h: Tensor, rows: Optional[Tensor] = None) -> Dict[str, Tensor]:
+        rows = _rows(rows, h)
         graph = as_graph(graph, h.shape[0])
         return {"self": _select_rows(self._branch_input(h, "self"), rows),
                 "neigh": _propagate(graph, self._branch_input(h, "neigh"), "mean", rows)}
@@ -615,6 +630,7 @@ class Dense(_PrunableConv):
         self._init_input_index()
 
     def forward(self, x: Tensor, adj: Optional[Adjacency] = None, rows: Optional[Tensor] = None) -> Tensor:
+        rows = _rows(rows, x)
         return _project(x, self.lin.weight.t(), self.lin.bias, rows, self.input_index_self)
 
     def linear_parts(self) -> LinearParts:
@@ -623,6 +639,8 @@ class Dense(_PrunableConv):
                            self.lin.bias, "sum", {"input_index": {"self": self.input_index_self}})
 
     def branch_inputs(self, graph, h, rows=None):
+        rows = _rows(rows, h)
+        rows = _rows(rows, h)
         return {"self": _select_rows(self._branch_input(h, "self"), rows)}
 
     @torch.no_grad()

@@ -421,12 +421,7 @@ class BatchedEngine:
         if edge_index.shape[1] == 0:
             return
         with self._lock.write():
-            old = self.graph
-            if (old.edge_weight is None) != (edge_weight is None):
-                raise ValueError("give edge_weight for the new edges exactly when the graph is weighted")
-            ei = torch.cat([old.edge_index, edge_index.long().to(old.col.device)], 1)
-            weight = None if edge_weight is None else torch.cat([old.edge_weight, edge_weight.to(old.edge_weight)])
-            graph = Graph.from_edge_index(ei, self.num_nodes, weight, index_dtype=old.index_dtype)
+            graph = self.graph.with_edges(edge_index, edge_weight)  # checks the weights against the new edges
             self._set_graph(graph)
             if self.cache is not None:
                 self.cache.invalidate_after_update(graph, new_edge_index=edge_index,

@@ -395,15 +395,7 @@ class GCNConv(_PrunableConv):
     def normalized_graph(self, graph: Graph, dtype: torch.dtype) -> Graph:
         if not self.normalize:
             return graph
-        key = ("gcn_norm", self.add_self_loops, dtype)
-        cached = graph.cache.get(key)
-        if cached is None:
-            # Built outside inference mode even when first asked for inside it: the memoised weights must stay
-            # usable by a later forward that records autograd (inference tensors cannot be saved for backward).
-            with torch.inference_mode(False):
-                cached = gcn_normalized_graph(graph, self.add_self_loops, dtype)
-            graph.cache[key] = cached
-        return cached
+        return graph.gcn_normalized(self.add_self_loops, dtype)
 
     def forward(self, x: Tensor, adj: Adjacency, rows: Optional[Tensor] = None) -> Tensor:
         rows = _rows(rows, x)
@@ -475,25 +467,8 @@ class GCNConv(_PrunableConv):
 
 
 def gcn_normalized_graph(graph: Graph, add_self_loops: bool = True, dtype: torch.dtype = torch.float32) -> Graph:
-    """The graph with PyG's ``gcn_norm`` edge weights ``d_j^-1/2 w_ji d_i^-1/2`` (degrees over targets)."""
-    src, dst = graph.edge_index
-    weight = (graph.edge_weight.to(dtype) if graph.edge_weight is not None
-              else torch.ones(src.numel(), dtype=dtype, device=graph.device))
-    n = graph.num_nodes
-    if add_self_loops:  # PyG add_remaining_self_loops: drop loops, add one per node (keeping a loop's weight)
-        is_loop = src == dst
-        loop_weight = torch.ones(n, dtype=dtype, device=graph.device)
-        loop_weight[src[is_loop]] = weight[is_loop]
-        keep = ~is_loop
-        nodes = torch.arange(n, device=graph.device)
-        src = torch.cat([src[keep], nodes])
-        dst = torch.cat([dst[keep], nodes])
-        weight = torch.cat([weight[keep], loop_weight])
-    deg = torch.zeros(n, dtype=dtype, device=graph.device).index_add_(0, dst, weight)
-    inv_sqrt = deg.pow(-0.5)
-    inv_sqrt.masked_fill_(torch.isinf(inv_sqrt), 0.0)
-    weight = inv_sqrt[src] * weight * inv_sqrt[dst]
-    return Graph.from_edge_index(torch.stack([src, dst]), n, weight, index_dtype=graph.index_dtype)
+    """The graph with PyG's ``gcn_norm`` edge weights; see :meth:`gnnaccel.Graph.gcn_normalized`."""
+    return graph.gcn_normalized(add_self_loops, dtype)
 
 
 class SAINTConv(_PrunableConv):

@@ -426,6 +426,8 @@ def prune(model: nn.Module, graph, x: Tensor, keep: KeepSpec = 0.25, scheme: str
 
     model = _as_gnnaccel_model(model)
     g = as_graph(graph, x.shape[0])
+    if g.num_nodes == 0:
+        raise ValueError("prune needs a graph with at least one node (it calibrates on node features), got 0")
     convs = model.convs
     L = len(convs)
     ratios = _keep_ratios(keep, L, scheme)

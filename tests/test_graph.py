@@ -279,7 +279,7 @@ def test_engine_add_edges_with_wrong_number_of_weights(generator):
 
     g = Graph.from_edge_index(random_edge_index(10, 30, generator), 10, torch.rand(30, generator=generator))
     engine = BatchedEngine(GraphSAGE(4, 8, 2, 2).eval(), g, torch.randn(10, 4))
-    with pytest.raises(ValueError, match="one weight per new edge: 2 edges"):
+    with pytest.raises(ValueError, match="one weight per new edge"):
         engine.add_edges(torch.tensor([[0, 1], [2, 3]]), torch.rand(5))
 
 

@@ -6,6 +6,7 @@ hidden features.
 """
 from ._library import EXTENSION_LOADED, ExtensionNotBuiltError
 from ._memory import as_huge_pages
+from .backend import current_backend, set_default_backend, use_backend
 from .graph import Graph
 from . import ops
 from . import batched, cache, inference, models, nn, pruning, train
@@ -19,4 +20,5 @@ __version__ = "0.1.0"
 
 __all__ = ["Graph", "ops", "nn", "models", "inference", "train", "pruning", "batched", "cache", "from_pyg", "prune",
            "save", "load", "as_huge_pages", "BatchedEngine", "latency_stream", "EXTENSION_LOADED", "ExtensionNotBuiltError",
+           "use_backend", "current_backend", "set_default_backend",
            "__version__"]

@@ -248,20 +248,34 @@ BAD_OP_CALLS = [
     ("negative rows", lambda: aggregate(_g().rowptr, _g().col, torch.ones(3, 2), rows=torch.tensor([-1])),
      RuntimeError, "rows holds an index outside"),
     ("index dtype mismatch", lambda: aggregate(_g().rowptr.int(), _g().col, torch.ones(3, 2)),
-     RuntimeError, "share a dtype"),
+     TypeError, "share a dtype"),
     ("float rowptr", lambda: aggregate(_g().rowptr.float(), _g().col.float(), torch.ones(3, 2)),
-     RuntimeError, "int32 or int64"),
+     TypeError, "int32 or int64"),
     ("integer x", lambda: aggregate(_g().rowptr, _g().col, torch.ones(3, 2, dtype=torch.long)),
      TypeError, "floating-point"),
-    ("1-D x", lambda: aggregate(_g().rowptr, _g().col, torch.ones(3)), RuntimeError, "x must be 2-D"),
-    ("non-contiguous x", lambda: aggregate(_g().rowptr, _g().col, torch.ones(2, 3).t()), RuntimeError, "contiguous"),
+    ("1-D x", lambda: aggregate(_g().rowptr, _g().col, torch.ones(3)), ValueError, "x must be 2-D"),
     ("weight length", lambda: aggregate(_g().rowptr, _g().col, torch.ones(3, 2), edge_weight=torch.ones(2)),
-     RuntimeError, "edge_weight has 2 entries"),
+     ValueError, "edge_weight has 2 entries"),
     ("weight dtype", lambda: aggregate(_g().rowptr, _g().col, torch.ones(3, 2), edge_weight=torch.ones(3).double()),
-     RuntimeError, "edge_weight dtype"),
+     TypeError, "edge_weight dtype"),
     ("unknown reduce", lambda: aggregate(_g().rowptr, _g().col, torch.ones(3, 2), reduce="median"),
      ValueError, "reduce must be one of"),
-    ("2-D rowptr", lambda: aggregate(_g().rowptr[None], _g().col, torch.ones(3, 2)), RuntimeError, "rowptr must be 1-D"),
+    ("2-D rowptr", lambda: aggregate(_g().rowptr[None], _g().col, torch.ones(3, 2)), ValueError, "rowptr must be 1-D"),
+    # rows are validated, never cast: float rows are not truncated, a bool mask is not read as indices, and an
+    # int64 row beyond the int32 range does not wrap onto a valid row of an int32 graph.
+    ("float rows", lambda: aggregate(_g().rowptr, _g().col, torch.ones(3, 2), rows=torch.tensor([1.7])),
+     TypeError, "rows must hold int32 or int64"),
+    ("bool rows", lambda: aggregate(_g().rowptr, _g().col, torch.ones(3, 2), rows=torch.tensor([True, False, True])),
+     TypeError, "boolean mask"),
+    ("list rows", lambda: aggregate(_g().rowptr, _g().col, torch.ones(3, 2), rows=[0, 1]), TypeError, "rows must be"),
+    ("2-D rows", lambda: aggregate(_g().rowptr, _g().col, torch.ones(3, 2), rows=torch.zeros(1, 1, dtype=torch.long)),
+     ValueError, "rows must be 1-D"),
+    ("int64 row 2**32 on an int32 graph", lambda: aggregate(_g().rowptr.int(), _g().col.int(), torch.ones(3, 2),
+                                                            rows=torch.tensor([2 ** 32 + 1])),
+     RuntimeError, "rows holds an index outside"),
+    ("int64 row -2**32 on an int32 graph", lambda: aggregate(_g().rowptr.int(), _g().col.int(), torch.ones(3, 2),
+                                                             rows=torch.tensor([-2 ** 32 + 1])),
+     RuntimeError, "rows holds an index outside"),
     ("half on CPU", lambda: aggregate(_g().rowptr, _g().col, torch.ones(3, 2, dtype=torch.half)),
      RuntimeError, "float32 and float64"),
     ("graph x rows", lambda: _g().aggregate(torch.ones(4, 2)), ValueError, "x must have shape"),
@@ -273,6 +287,25 @@ BAD_OP_CALLS = [
 def test_bad_input_raises_clear_error(name, call, exc, match):
     with pytest.raises(exc, match=match):
         call()
+
+
+def test_strided_x_is_accepted(generator):
+    n = 30
+    g = Graph.from_edge_index(random_edge_index(n, 120, generator), n)
+    x = torch.randn(5, n, generator=generator, dtype=torch.float64).t()  # channel stride != 1
+    torch.testing.assert_close(g.aggregate(x, "mean"), g.aggregate(x.contiguous(), "mean"), rtol=0, atol=0)
+
+
+def test_int32_rows_on_int64_graph_and_back(generator):
+    n = 40
+    g64 = Graph.from_edge_index(random_edge_index(n, 200, generator), n)
+    g32 = Graph.from_edge_index(random_edge_index(n, 200, generator), n, index_dtype=torch.int32)
+    x = torch.randn(n, 3, generator=generator, dtype=torch.float64)
+    rows = torch.tensor([5, 0, 39, 5])
+    for g in (g64, g32):
+        expected = aggregate(g.rowptr, g.col, x, "sum")[rows]
+        for r in (rows, rows.int()):
+            torch.testing.assert_close(aggregate(g.rowptr, g.col, x, "sum", rows=r), expected, rtol=0, atol=0)
 
 
 def test_extension_reports_cpu_kernel():

@@ -315,8 +315,16 @@ def test_sage_projected_bad_inputs():
         sage_projected(g.rowptr, g.col, torch.ones(2, 3).t())
     with pytest.raises(RuntimeError, match="root must be row-major with contiguous channels"):
         sage_projected(g.rowptr, g.col, xw, torch.ones(2, 3).t())
-    with pytest.raises(RuntimeError, match="edge_weight has 2 entries"):
+    with pytest.raises(ValueError, match="edge_weight has 2 entries"):
         sage_projected(g.rowptr, g.col, xw, edge_weight=torch.ones(2))
+    # rows are validated, never cast (float truncated, bool mask read as indices, int64 wrapped onto int32)
+    with pytest.raises(TypeError, match="rows must hold int32 or int64"):
+        sage_projected(g.rowptr, g.col, xw, rows=torch.tensor([1.0]))
+    with pytest.raises(TypeError, match="boolean mask"):
+        sage_projected(g.rowptr, g.col, xw, rows=torch.tensor([True, False, True]))
+    g32 = Graph.from_edge_index(torch.tensor([[0, 1, 2], [1, 2, 0]]), 3, index_dtype=torch.int32)
+    with pytest.raises(RuntimeError, match="rows holds an index outside"):
+        sage_projected(g32.rowptr, g32.col, xw, rows=torch.tensor([2 ** 32 + 1]))
 
 
 @pytest.mark.gpu

@@ -8,6 +8,10 @@ import torch
 from torch import Tensor
 
 from .._library import EXTENSION_LOADED, require_extension
+from ..backend import kernel_backend
+from . import torch_backend
+from ._args import (check_bounds_eager, check_csr, check_edge_weight, check_features, check_index, needs_grad,
+                    rows_for_graph)
 
 REDUCTIONS = ("sum", "mean", "max", "min")
 
@@ -23,22 +27,33 @@ def aggregate(rowptr: Tensor, col: Tensor, x: Tensor, reduce: str = "mean", edge
               rows: Optional[Tensor] = None) -> Tensor:
     """``out[r] = reduce_{e in row(r)} edge_weight[e] * x[col[e]]`` with ``row(r) = rows[r]`` (or ``r``).
 
-    ``rowptr``/``col`` are a CSR adjacency whose row ``i`` lists the nodes that ``i`` aggregates from.
-    An empty row gives 0 for every reduction (PyG's convention). ``rows`` restricts the computation to those
-    rows (batched and layer-wise inference); the output then has ``len(rows)`` rows.
+    Args:
+        rowptr, col: CSR adjacency (int32/int64) whose row ``i`` lists the nodes that ``i`` aggregates from.
+        x: [N, C] floating-point features (``col`` indexes its rows).
+        reduce: "sum", "mean", "max" or "min". An empty row gives 0 for every reduction (PyG's convention).
+        edge_weight: optional [E] weight of every edge.
+        rows: optional 1-D int32/int64 CSR rows to compute (batched and layer-wise inference).
+    Returns:
+        [len(rows) or num_rows, C]. Runs the kernels of :func:`gnnaccel.backend.kernel_backend`; differentiable
+        (while autograd records, the "triton" backend runs the compiled op, which has a backward formula).
     """
-    require_extension()
     reduce = _canonical_reduce(reduce)
-    for name, t in (("rowptr", rowptr), ("col", col), ("x", x)):
-        if not isinstance(t, Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"x must be a floating-point tensor, got {x.dtype}")
-    if rows is not None and rows.dtype != rowptr.dtype:
-        rows = rows.to(rowptr.dtype)
+    check_csr(rowptr, col)
+    check_features("x", x)
+    check_index("rows", rows)
+    check_edge_weight(edge_weight, col, x)
+    backend = kernel_backend(x.device)
+    grad = needs_grad(x, edge_weight)
+    if backend == "torch":
+        return torch_backend.aggregate(rowptr, col, x, reduce, edge_weight, rows)
+    if backend == "triton" and not grad:
+        check_bounds_eager("rows", rows, rowptr.shape[0] - 1, "rows of the CSR")
+        check_bounds_eager("col", col, x.shape[0], "rows of x")
+        return torch.ops.gnnaccel.triton_aggregate(rowptr, col, x, edge_weight, rows, None, None, reduce)
+    require_extension()
     # max/min record the winning edge only when a gradient will be asked for.
-    needs_grad = torch.is_grad_enabled() and (x.requires_grad or (edge_weight is not None and edge_weight.requires_grad))
-    out, _ = torch.ops.gnnaccel.aggregate(rowptr, col, x, edge_weight, rows, reduce, needs_grad)
+    out, _ = torch.ops.gnnaccel.aggregate(rowptr, col, x.contiguous(), edge_weight, rows_for_graph(rows, rowptr),
+                                          reduce, grad)
     return out
 
 

@@ -7,57 +7,49 @@ import torch
 from torch import Tensor
 
 from .._library import EXTENSION_LOADED, require_extension
-
-_INDEX_DTYPES = (torch.int32, torch.int64)
-
-
-def _check_index(name: str, idx: Optional[Tensor], bound: int, what: str) -> None:
-    if idx is None:
-        return
-    if not isinstance(idx, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of int32/int64 indices, got {type(idx).__name__}")
-    if idx.dtype not in _INDEX_DTYPES:
-        raise TypeError(f"{name} must hold int32 or int64 indices, got {idx.dtype}")
-    if idx.dim() != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {list(idx.shape)}")
-    # Range check in eager mode only (it reads values); the kernels check again with TORCH_CHECK.
-    if idx.numel() and not torch.compiler.is_compiling():
-        lo, hi = int(idx.min()), int(idx.max())
-        if lo < 0 or hi >= bound:
-            bad = lo if lo < 0 else hi
-            raise IndexError(f"{name} holds index {bad}, outside [0, {bound}) ({what})")
+from ..backend import kernel_backend
+from . import torch_backend
+from ._args import check_bounds_eager, check_features, check_index, check_same_dtype, check_tensor, needs_grad
 
 
 def pruned_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, rows: Optional[Tensor] = None,
                   keep: Optional[Tensor] = None) -> Tensor:
     """``out = x[rows][:, keep] @ weight + bias``.
 
-    ``x`` [N, C]; ``weight`` [K, D] in input-major orientation (K = ``len(keep)``, or C without ``keep``);
-    ``bias`` [D]; ``rows`` / ``keep`` int32/int64 indices (duplicates allowed), each optional. Differentiable
-    in ``x``, ``weight`` and ``bias``.
+    Args:
+        x: [N, C] floating point.
+        weight: [K, D] in input-major orientation (K = ``len(keep)``, or C without ``keep``).
+        bias: optional [D].
+        rows, keep: optional 1-D int32/int64 indices into the rows / columns of x (duplicates allowed).
+    Returns:
+        [len(rows) or N, D]. Differentiable in ``x``, ``weight`` and ``bias`` (while autograd records, the
+        "triton" backend runs the compiled op, which has a backward formula).
     """
-    require_extension()
-    for name, t in (("x", x), ("weight", weight)):
-        if not isinstance(t, Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"x must be a floating-point tensor, got {x.dtype}")
-    if x.dim() != 2 or weight.dim() != 2:
+    check_features("x", x)
+    check_tensor("weight", weight)
+    if weight.dim() != 2:
         raise ValueError(f"x and weight must be 2-D, got shapes {list(x.shape)} and {list(weight.shape)}")
     if weight.dtype != x.dtype:
         raise TypeError(f"weight dtype {weight.dtype} must match x dtype {x.dtype}")
     if bias is not None:
-        if not isinstance(bias, Tensor) or bias.dtype != x.dtype:
-            raise TypeError(f"bias must be a tensor of x's dtype {x.dtype}")
+        check_same_dtype("bias", bias, x)
         if bias.dim() != 1 or bias.shape[0] != weight.shape[1]:
             raise ValueError(f"bias must have shape [{weight.shape[1]}], got {list(bias.shape)}")
-    _check_index("rows", rows, x.shape[0], "rows of x")
-    _check_index("keep", keep, x.shape[1], "columns of x")
+    check_index("rows", rows)
+    check_index("keep", keep)
     expected = keep.shape[0] if keep is not None else x.shape[1]
     if weight.shape[0] != expected:
         source = "keep selects" if keep is not None else "x has"
         raise ValueError(f"weight has {weight.shape[0]} rows but {source} {expected} input channels "
                          f"(weight must be [in, out])")
+    check_bounds_eager("rows", rows, x.shape[0], "rows of x")
+    check_bounds_eager("keep", keep, x.shape[1], "columns of x")
+    backend = kernel_backend(x.device)
+    if backend == "torch":
+        return torch_backend.pruned_linear(x, weight, bias, rows, keep)
+    if backend == "triton" and not needs_grad(x, weight, bias):
+        return torch.ops.gnnaccel.triton_pruned_linear(x, weight, bias, rows, keep)
+    require_extension()
     return torch.ops.gnnaccel.pruned_linear(x, weight, bias, rows, keep)
 
 

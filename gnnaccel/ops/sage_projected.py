@@ -7,6 +7,9 @@ import torch
 from torch import Tensor
 
 from .._library import EXTENSION_LOADED, require_extension
+from ..backend import kernel_backend
+from . import torch_backend
+from ._args import check_bounds_eager, check_csr, check_edge_weight, check_features, check_index, rows_for_graph
 
 
 def sage_projected(rowptr: Tensor, col: Tensor, xw: Tensor, root: Optional[Tensor] = None,
@@ -20,14 +23,13 @@ def sage_projected(rowptr: Tensor, col: Tensor, xw: Tensor, root: Optional[Tenso
     inputs that require grad while autograd is recording (the layers call it only under no_grad /
     inference_mode).
     """
-    require_extension()
     reduce = "sum" if reduce == "add" else reduce
     if reduce not in ("sum", "mean"):
         raise ValueError(f"sage_projected supports reduce 'sum' and 'mean', got {reduce!r}")
-    if not isinstance(xw, Tensor) or not xw.is_floating_point():
-        raise TypeError(f"xw must be a floating-point tensor, got {getattr(xw, 'dtype', type(xw).__name__)}")
-    if xw.dim() != 2:
-        raise ValueError(f"xw must be 2-D [nodes, channels], got shape {list(xw.shape)}")
+    check_csr(rowptr, col)
+    check_features("xw", xw)
+    check_index("rows", rows)
+    check_edge_weight(edge_weight, col, xw)
     num_out = rows.shape[0] if rows is not None else rowptr.shape[0] - 1
     for name, t, shape in (("root", root, (num_out, xw.shape[1])), ("bias", bias, (xw.shape[1],))):
         if t is None:
@@ -38,9 +40,16 @@ def sage_projected(rowptr: Tensor, col: Tensor, xw: Tensor, root: Optional[Tenso
             raise ValueError(f"{name} must have shape {list(shape)}, got {list(t.shape)}")
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (xw, root, bias, edge_weight)):
         raise RuntimeError("sage_projected has no backward; call it under torch.no_grad() or use aggregate")
-    if rows is not None and rows.dtype != rowptr.dtype:
-        rows = rows.to(rowptr.dtype)
-    return torch.ops.gnnaccel.sage_projected(rowptr, col, xw, root, edge_weight, bias, rows, reduce)
+    backend = kernel_backend(xw.device)
+    if backend == "torch":
+        return torch_backend.sage_projected(rowptr, col, xw, root, bias, edge_weight, rows, reduce)
+    if backend == "triton":
+        check_bounds_eager("rows", rows, rowptr.shape[0] - 1, "rows of the CSR")
+        check_bounds_eager("col", col, xw.shape[0], "rows of xw")
+        return torch.ops.gnnaccel.triton_aggregate(rowptr, col, xw, edge_weight, rows, root, bias, reduce)
+    require_extension()
+    return torch.ops.gnnaccel.sage_projected(rowptr, col, xw, root, edge_weight, bias, rows_for_graph(rows, rowptr),
+                                             reduce)
 
 
 if EXTENSION_LOADED:

@@ -34,8 +34,13 @@ demo: build
 test: build
 	$(PY) -m pytest -q -m "not gpu" --benchmark-disable tests
 
+# Every pytest-benchmark suite -> benchmarks/out/bench.json, then its ratio tables (benchmarks/report.py).
+# `make bench BENCH_ARGS=--quick`: small graphs only; BENCH_ARGS also takes e.g. `-k aggregate`.
 bench: build
-	$(PY) -m pytest -q benchmarks --benchmark-only --benchmark-columns=min,median,mean,rounds
+	mkdir -p benchmarks/out
+	$(PY) -m pytest -q benchmarks --benchmark-only --benchmark-columns=min,median,mean,rounds \
+	  --benchmark-json=benchmarks/out/bench.json $(BENCH_ARGS)
+	$(PY) benchmarks/report.py benchmarks/out/bench.json
 
 # Compile check of the CUDA sources against a CUDA build of torch (no GPU needed). Separate venv.
 CUDA_VENV ?= .venv-cuda

@@ -162,13 +162,13 @@ def test_batched_latency(benchmark, dataset, batch, quick):
             r["hit_rate"] = hits / max(1, hits + misses)
             if batch == max(BATCH_ROUNDS):  # supporting-node reduction over 5 more batches of 512 (untimed)
                 cache.reset_stats()
-                engine.track_support = True
+                engine.cache.track_support = True
                 support_gen = torch.Generator().manual_seed(99)
                 try:
                     for _ in range(5):
                         engine.predict(torch.randint(num_nodes, (512,), generator=support_gen))
                 finally:
-                    engine.track_support = False
+                    engine.cache.track_support = False
                 s = cache.stats()
                 r.update(support_computed=s["support_computed"], support_without_cache=s["support_without_cache"],
                          support_reduction=s["support_reduction"])

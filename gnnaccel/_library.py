@@ -49,9 +49,8 @@ def registered_ops() -> list:
                    if name.startswith("gnnaccel::")})
 
 
-# Operators that run on the CPU by design: the batch support (expand_hop) is a small sequential
-# de-duplication whose result feeds host-side bookkeeping; its output is copied to the GPU when needed.
-CPU_ONLY_OPS = frozenset({"expand_hop"})
+# Operators that run on the CPU by design (none at present: every operator has a CUDA kernel).
+CPU_ONLY_OPS = frozenset()
 
 
 def cuda_kernel_report() -> bool:

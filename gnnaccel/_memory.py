@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import sys
 from typing import Optional, Sequence
 
@@ -86,3 +87,28 @@ def as_huge_pages(x: Tensor) -> Tensor:
         return x
     out = empty_for_gather(x.shape, x)
     return out.copy_(x)
+
+
+def available_memory_bytes(device) -> Optional[int]:
+    """Memory that an allocation on ``device`` can still get, in bytes (None when unknown).
+
+    Host: ``MemAvailable`` + ``SwapFree`` of /proc/meminfo (else the physical memory); an allocation beyond it
+    would be refused or, with overcommit, get the process killed while being filled. CUDA: the device's total
+    memory (the caching allocator raises a clean out-of-memory error below that). For checks that turn an absurd
+    user-given size into an error naming it, before anything is allocated.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory if torch.cuda.is_available() else None
+    if device.type != "cpu":
+        return None
+    try:
+        with open("/proc/meminfo") as f:
+            fields = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in f if line.strip()}
+        return fields["MemAvailable"] + fields.get("SwapFree", 0)
+    except (OSError, KeyError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None

@@ -225,7 +225,7 @@ class BatchedEngine:
                 if cache.dims[l] != self._layers[l].out_channels:
                     raise ValueError(f"cache layer {l} is {cache.dims[l]} wide, model layer {l} outputs "
                                      f"{self._layers[l].out_channels}")
-        self.track_support = False
+            cache.check_owner(model, x)  # refuses a cache filled by another model or from other features
         self.version = 0  # number of updates applied (read without the lock: a monotone counter)
         self._lock = _ReadWriteLock()
         self._owns_x = False
@@ -323,7 +323,7 @@ class BatchedEngine:
                     rows = frontier
             else:
                 needed = mask
-        if self.track_support and cache is not None and blocks[0] is not None:
+        if cache is not None and blocks[0] is not None:
             self._record_support(targets, blocks[0], compute[0], rows_of[0].numel(), seed)
 
         h = None
@@ -344,8 +344,11 @@ class BatchedEngine:
         return h
 
     def _record_support(self, targets, block0, pos0, num_rows0: int, seed: int) -> None:
-        """Raw-feature supporting nodes of this batch: with the cache vs the same batch without it."""
+        """Raw-feature supporting nodes of this batch: with the cache and (``cache.track_support``) without it."""
         computed = block0.frontier.numel() - (num_rows0 - (num_rows0 if pos0 is None else pos0.numel()))
+        if not self.cache.track_support:
+            self.cache.record_support(computed)
+            return
         rows = targets
         for l in reversed(range(self.num_layers)):
             if self._layers[l].propagates:
@@ -448,4 +451,5 @@ class BatchedEngine:
                     self._tables[b.name].index_copy_(0, nodes, values.index_select(1, b.input_index))
             if self.cache is not None:
                 self.cache.invalidate_after_update(self.graph, changed_nodes=nodes)
+                self.cache.bind(self.model, self.x)  # the cache now holds outputs on the engine's own copy
             self.version += 1

@@ -3,10 +3,21 @@
 A :class:`FeatureCache` stores, per cached layer, the hidden feature (a layer's output) of visited nodes with a
 validity mask. Batched inference of a 2-layer model needs the layer-1 outputs of the targets' hop-1 neighbours
 S1; every node of S1 found in the cache is neither recomputed nor expanded, so its neighbourhood (the dominant
-cost: |S1|·fanout raw feature rows) is never gathered.
+cost: |S1|·fanout raw feature rows) is never gathered. The cache runs no model: it is filled by the engine as it
+answers, or in one pass by :func:`gnnaccel.inference.warm_cache`.
 
 Layer numbering: cache layer ``i`` holds the output of model layer ``i`` (0-based), i.e. the input of layer
 ``i + 1``; a model with L layers caches at most layers ``0 .. L-2``.
+
+Device. Every table (values, validity, invalidation epochs, LRU state, statistics counters) lives on the cache's
+``device``. With ``capacity=None`` (a dense table) ``lookup`` and ``insert`` are pure tensor operations with no
+host synchronisation (``validate=False`` also skips the node-id range check, which reads the ids on the host);
+counts they return are 0-dim tensors on the device. A bounded (LRU) cache synchronises for its slot bookkeeping.
+
+Ownership. A cache holds the outputs of one model on one feature table: it records both (the model's parameters
+and buffers, the features' identity, shape and version counter) when it is warmed or first bound to an engine,
+and :meth:`FeatureCache.check_owner` refuses another model or other (or since modified) features with a clear
+error. :meth:`FeatureCache.invalidate_all` empties the cache and forgets its owner.
 
 Consistency. Every method takes one lock, so a lookup never sees a half-written entry, and after
 :meth:`FeatureCache.invalidate` returns no lookup returns the old entry. A value computed from features read
@@ -21,13 +32,38 @@ and eviction cost O(batch) amortised, never O(capacity).
 from __future__ import annotations
 
 import threading
-from typing import Callable, Dict, List, Optional, Sequence
+import weakref
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
 
+from ._memory import available_memory_bytes
+
 __all__ = ["FeatureCache", "downstream_balls", "stale_after_feature_update", "stale_after_new_edges",
            "reverse_csr"]
+
+
+def _last_occurrence_mask(nodes: Tensor) -> Tensor:
+    """Bool mask over ``nodes``: True at the last occurrence of each distinct value (no host synchronisation)."""
+    n = nodes.numel()
+    mask = torch.ones(n, dtype=torch.bool, device=nodes.device)
+    if n <= 1:
+        return mask
+    ordered, perm = torch.sort(nodes, stable=True)
+    last = torch.ones(n, dtype=torch.bool, device=nodes.device)
+    torch.ne(ordered[1:], ordered[:-1], out=last[:-1])
+    mask[perm] = last  # within a run of equal values the stable sort keeps batch order: its end is the last use
+    return mask
+
+
+def _tensor_signature(t: Tensor) -> Tuple:
+    """Identity of a tensor's contents: storage address, shape, dtype, device and in-place version counter."""
+    try:
+        version = t._version
+    except RuntimeError:  # inference tensors keep no version counter
+        version = None
+    return (t.data_ptr(), tuple(t.shape), t.dtype, t.device, version)
 
 
 def _last_occurrences(nodes: Tensor) -> Tensor:
@@ -42,20 +78,26 @@ def _last_occurrences(nodes: Tensor) -> Tensor:
 
 
 class _LayerStore:
-    """One cached layer: values, validity and (when bounded) slots with LRU recency. Not locked itself."""
+    """One cached layer: values, validity and (when bounded) slots with LRU recency. Not locked itself.
+
+    Unbounded: ``values`` and ``valid`` have one row per node plus a scratch row ``num_nodes`` that writes which
+    must not land (a stale or repeated node of a batch) are redirected to, so that inserting needs no
+    data-dependent sizes (no host synchronisation). Counts are returned as 0-dim tensors on the device.
+    """
 
     def __init__(self, num_nodes: int, dim: int, capacity: Optional[int], device, dtype):
         self.num_nodes, self.dim = num_nodes, dim
         self.bounded = capacity is not None and capacity < num_nodes
         self.capacity = capacity if self.bounded else num_nodes
         idx = dict(dtype=torch.long, device=device)
-        self.values = torch.zeros(self.capacity, dim, dtype=dtype, device=device)
         # Epoch at which each node was last invalidated (insert(since=...) drops entries invalidated after since).
         self.invalidated_at = torch.zeros(num_nodes, **idx)
         self.all_invalidated_at = 0
         if not self.bounded:
-            self.valid = torch.zeros(num_nodes, dtype=torch.bool, device=device)
+            self.values = torch.zeros(num_nodes + 1, dim, dtype=dtype, device=device)
+            self.valid = torch.zeros(num_nodes + 1, dtype=torch.bool, device=device)
             return
+        self.values = torch.zeros(self.capacity, dim, dtype=dtype, device=device)
         self.slot_of_node = torch.full((num_nodes,), -1, **idx)
         self.node_of_slot = torch.full((self.capacity,), -1, **idx)
         self.slot_stamp = torch.full((self.capacity,), -1, **idx)  # stamp of the slot's last use; -1 = free
@@ -135,7 +177,7 @@ class _LayerStore:
     # -------------------------------------------------------------- operations
     def lookup(self, nodes: Tensor):
         if not self.bounded:
-            hit = self.valid[nodes]
+            hit = self.valid.index_select(0, nodes)
             values = self.values.index_select(0, nodes)
             values.masked_fill_(~hit.unsqueeze(1), 0)
             return hit, values
@@ -148,7 +190,9 @@ class _LayerStore:
             self._touch(hit_slots[_last_occurrences(hit_slots)])
         return hit, values
 
-    def insert(self, nodes: Tensor, values: Tensor, since: Optional[int]) -> Dict[str, int]:
+    def insert(self, nodes: Tensor, values: Tensor, since: Optional[int]) -> Dict[str, object]:
+        if not self.bounded:
+            return self._insert_dense(nodes, values, since)
         order = _last_occurrences(nodes)  # a node inserted twice keeps its last value
         nodes, values = nodes[order], values[order]
         dropped = 0
@@ -159,10 +203,6 @@ class _LayerStore:
             dropped = int((~fresh).sum())
             if dropped:
                 nodes, values = nodes[fresh], values[fresh]
-        if not self.bounded:
-            self.values[nodes] = values
-            self.valid[nodes] = True
-            return {"inserted": nodes.numel(), "evicted": 0, "dropped": dropped}
         if nodes.numel() > self.capacity:  # the earlier ones would be evicted by the later ones of this batch
             nodes, values = nodes[-self.capacity:], values[-self.capacity:]
         slots = self.slot_of_node[nodes]
@@ -186,11 +226,28 @@ class _LayerStore:
         self._touch(slots)
         return {"inserted": nodes.numel(), "evicted": evicted, "dropped": dropped}
 
-    def invalidate(self, nodes: Tensor, epoch: int) -> int:
+    def _insert_dense(self, nodes: Tensor, values: Tensor, since: Optional[int]) -> Dict[str, object]:
+        """Dense-table insert without host synchronisation: the last occurrence of each node is written, unless
+        it was invalidated after ``since``; every other row goes to the scratch row."""
+        write = _last_occurrence_mask(nodes)
+        dropped = 0
+        if since is not None:
+            if self.all_invalidated_at > since:
+                fresh = torch.zeros_like(write)
+            else:
+                fresh = self.invalidated_at.index_select(0, nodes) <= since
+            dropped = (write & ~fresh).sum()
+            write &= fresh
+        target = torch.where(write, nodes, torch.full_like(nodes, self.num_nodes))
+        self.values.index_copy_(0, target, values.to(self.values.dtype))
+        self.valid.index_fill_(0, target, True)
+        return {"inserted": write.sum(), "evicted": 0, "dropped": dropped}
+
+    def invalidate(self, nodes: Tensor, epoch: int):
         self.invalidated_at[nodes] = epoch
         if not self.bounded:
-            removed = int(self.valid[torch.unique(nodes)].sum()) if nodes.numel() else 0
-            self.valid[nodes] = False
+            removed = (self.valid.index_select(0, nodes) & _last_occurrence_mask(nodes)).sum()
+            self.valid.index_fill_(0, nodes, False)
             return removed
         slots = self.slot_of_node[nodes]
         slots = torch.unique(slots[slots >= 0])
@@ -198,10 +255,10 @@ class _LayerStore:
         self._release(slots)
         return slots.numel()
 
-    def invalidate_all(self, epoch: int) -> int:
+    def invalidate_all(self, epoch: int):
         self.all_invalidated_at = epoch
         if not self.bounded:
-            removed = int(self.valid.sum())
+            removed = self.valid[: self.num_nodes].sum()
             self.valid.zero_()
             return removed
         removed = self.capacity - self.num_free
@@ -214,12 +271,16 @@ class _LayerStore:
         return removed
 
     def size(self) -> int:
-        return int(self.valid.sum()) if not self.bounded else self.capacity - self.num_free
+        return int(self.valid[: self.num_nodes].sum()) if not self.bounded else self.capacity - self.num_free
 
     def cached_nodes(self) -> Tensor:
         if not self.bounded:
-            return torch.nonzero(self.valid).flatten()
+            return torch.nonzero(self.valid[: self.num_nodes]).flatten()
         return torch.sort(self.node_of_slot[self.node_of_slot >= 0]).values
+
+
+_COUNTERS = ("hits", "misses", "inserts", "evictions", "invalidated", "stale_inserts_dropped")
+_HITS, _MISSES, _INSERTS, _EVICTIONS, _INVALIDATED, _DROPPED = range(len(_COUNTERS))
 
 
 class FeatureCache:
@@ -229,11 +290,19 @@ class FeatureCache:
         num_nodes: number of nodes of the graph (node ids index the cache).
         dims: width of each cached layer's hidden feature (one entry per cached layer).
         capacity: entries per layer (LRU eviction beyond it); ``None`` = every node (a dense table).
-        device, dtype: where and how the values are stored.
+        device, dtype: where and how the values (and all the cache's state) are stored.
+        track_support: when True, an engine using the cache also counts, per batch, the raw-feature supporting
+            nodes the same batch would need without the cache (one extra support expansion per batch), so that
+            :meth:`stats` reports ``support_without_cache`` and ``support_reduction``; it can also be switched
+            on later (``cache.track_support = True``).
+
+    Raises:
+        ValueError: a size that names the argument (``num_nodes``, ``dims``, ``capacity``) when the tables would
+            not fit in the device's memory.
     """
 
     def __init__(self, num_nodes: int, dims: Sequence[int], capacity: Optional[int] = None, device="cpu",
-                 dtype: torch.dtype = torch.float32):
+                 dtype: torch.dtype = torch.float32, track_support: bool = False):
         if isinstance(num_nodes, bool) or not isinstance(num_nodes, int) or num_nodes < 0:
             raise ValueError(f"num_nodes must be a non-negative int, got {num_nodes!r}")
         if isinstance(dims, int) or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in dims) \
@@ -241,17 +310,49 @@ class FeatureCache:
             raise ValueError(f"dims must be a non-empty list of positive ints (one per cached layer), got {dims!r}")
         if capacity is not None and (isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1):
             raise ValueError(f"capacity must be None or a positive int, got {capacity!r}")
-        if not dtype.is_floating_point:
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
             raise TypeError(f"dtype must be a floating-point dtype, got {dtype}")
+        if not isinstance(track_support, bool):
+            raise TypeError(f"track_support must be a bool, got {track_support!r}")
         self.num_nodes = num_nodes
         self.dims = list(dims)
         self.capacity = capacity
         self.device = torch.device(device)
         self.dtype = dtype
+        self.track_support = track_support
+        self._check_memory()
         self._layers = [_LayerStore(num_nodes, d, capacity, self.device, dtype) for d in self.dims]
         self._lock = threading.RLock()
         self._epoch = 0
+        self._owner = None  # (model reference, model signature, features reference, features signature)
         self.reset_stats()
+
+    def _check_memory(self) -> None:
+        """Refuse sizes whose tables cannot fit in the device's memory, naming the argument at fault."""
+        n, layers = self.num_nodes, len(self.dims)
+        slots = n if self.capacity is None or self.capacity >= n else self.capacity
+        # Per node: invalidation epoch (8 B) + validity (1 B) or slot index (8 B); per LRU slot about 48 B.
+        per_node = (n + 1) * (16 if slots < n else 9) * layers
+        per_slot = 0 if slots == n else slots * 48 * layers
+        item = torch.empty((), dtype=self.dtype).element_size()
+        values = sum((slots + 1) * d * item for d in self.dims)
+        if per_node + per_slot + values < 1 << 28:
+            return  # small: not worth reading the memory figures
+        total = available_memory_bytes(self.device)
+        if total is None:
+            return
+        if per_node > total:
+            raise ValueError(f"num_nodes={n} needs {per_node / 2**30:.1f} GiB of per-node cache state over "
+                             f"{layers} layer(s), more than the available {self.device.type} memory "
+                             f"({total / 2**30:.1f} GiB)")
+        if per_node + per_slot > total:
+            raise ValueError(f"capacity={self.capacity} needs {(per_node + per_slot) / 2**30:.1f} GiB of LRU state, "
+                             f"more than the available {self.device.type} memory ({total / 2**30:.1f} GiB)")
+        if per_node + per_slot + values > total:
+            what = f"dims={self.dims}" if slots == n else f"dims={self.dims} with capacity={self.capacity}"
+            raise ValueError(f"{what} for num_nodes={n} needs {values / 2**30:.1f} GiB of cached values, more than "
+                             f"the available {self.device.type} memory ({total / 2**30:.1f} GiB); give a smaller "
+                             "capacity")
 
     # -------------------------------------------------------------- validation
     @property
@@ -269,42 +370,95 @@ class FeatureCache:
             raise ValueError(f"layer must be an int in [0, {self.num_layers}), got {layer!r}")
         return layer
 
-    def _check_nodes(self, nodes) -> Tensor:
+    def _check_nodes(self, nodes, validate: bool = True) -> Tensor:
         if not isinstance(nodes, Tensor):
             raise TypeError(f"nodes must be a torch.Tensor of node ids, got {type(nodes).__name__}")
         if nodes.dtype not in (torch.int32, torch.int64):
             raise TypeError(f"nodes must be an int32 or int64 tensor, got {nodes.dtype}")
         if nodes.dim() != 1:
             raise ValueError(f"nodes must be 1-D, got shape {list(nodes.shape)}")
-        if nodes.numel():
-            lo, hi = int(nodes.min()), int(nodes.max())
+        if validate and nodes.numel():
+            lo, hi = torch.aminmax(nodes)
+            lo, hi = int(lo), int(hi)
             if lo < 0 or hi >= self.num_nodes:
                 raise ValueError(f"nodes must be in [0, {self.num_nodes}), got values in [{lo}, {hi}]")
         return nodes.to(self.device, torch.long)
 
-    # -------------------------------------------------------------- operations
-    def lookup(self, layer: int, nodes: Tensor):
-        """``(hit_mask [B] bool, values [B, dims[layer]])`` for ``nodes``; rows of misses are zero.
+    # -------------------------------------------------------------- ownership
+    def _signature(self, model, x: Tensor) -> Tuple:
+        if not isinstance(model, torch.nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if not isinstance(x, Tensor):
+            raise TypeError(f"x must be a torch.Tensor of node features, got {type(x).__name__}")
+        tensors = list(model.named_parameters()) + list(model.named_buffers())
+        return (weakref.ref(model), tuple((name, _tensor_signature(t)) for name, t in tensors),
+                weakref.ref(x), _tensor_signature(x))
 
-        The values are a copy taken under the lock. A hit counts as a use for LRU.
+    def bind(self, model, x: Tensor) -> None:
+        """Record that the entries are outputs of ``model`` on the features ``x`` (their current contents).
+
+        Called by :func:`gnnaccel.inference.warm_cache` and by an engine that fills the cache or updates ``x``.
+        """
+        signature = self._signature(model, x)
+        with self._lock:
+            self._owner = signature
+
+    def check_owner(self, model, x: Tensor) -> None:
+        """Refuse to serve ``model`` on ``x`` when the entries were computed by another model or from other
+        features, or from the same ones before an in-place change (parameters, buffers or feature values).
+
+        An empty cache with no owner yet is bound to ``(model, x)``; :meth:`invalidate_all` forgets the owner.
+
+        Raises:
+            ValueError: naming what differs.
+        """
+        model_ref, model_sig, x_ref, x_sig = self._signature(model, x)
+        with self._lock:
+            if self._owner is None:
+                self._owner = (model_ref, model_sig, x_ref, x_sig)
+                return
+            own_model, own_model_sig, own_x, own_x_sig = self._owner
+        hint = "; use a fresh FeatureCache or call cache.invalidate_all() first"
+        if own_model() is not model:
+            raise ValueError("this FeatureCache holds outputs of another model" + hint)
+        if own_model_sig != model_sig:
+            raise ValueError("the model's parameters or buffers changed since this FeatureCache was filled" + hint)
+        if own_x() is not x:
+            raise ValueError("this FeatureCache was filled from other node features (another tensor x)" + hint)
+        if own_x_sig != x_sig:
+            raise ValueError("the node features x were modified (or resized) since this FeatureCache was filled"
+                             + hint)
+
+    # -------------------------------------------------------------- operations
+    def lookup(self, layer: int, nodes: Tensor, *, validate: bool = True) -> Tuple[Tensor, Tensor]:
+        """``(hit_mask [B] bool, values [B, dims[layer]])`` for ``nodes``, on the cache's device; rows of misses
+        are zero.
+
+        The values are a copy taken under the lock. A hit counts as a use for LRU. ``validate=False`` skips the
+        node-id range check (which reads the ids on the host) for ids the caller produced itself.
         """
         layer = self._check_layer(layer)
-        nodes = self._check_nodes(nodes)
+        nodes = self._check_nodes(nodes, validate)
         with self._lock:
             hit, values = self._layers[layer].lookup(nodes)
-            hits = int(hit.sum())
-            self._stats[layer]["hits"] += hits
-            self._stats[layer]["misses"] += nodes.numel() - hits
+            hits = hit.sum()
+            self._counts[layer, _HITS] += hits
+            self._counts[layer, _MISSES] += nodes.numel() - hits
         return hit, values
 
-    def insert(self, layer: int, nodes: Tensor, values: Tensor, since: Optional[int] = None) -> int:
-        """Store ``values[k]`` as the layer-``layer`` feature of ``nodes[k]``; returns the number stored.
+    def insert(self, layer: int, nodes: Tensor, values: Tensor, since: Optional[int] = None, *,
+               validate: bool = True) -> Tensor:
+        """Store ``values[k]`` as the layer-``layer`` feature of ``nodes[k]``.
 
         A node given twice keeps its last value. ``since``: an :attr:`epoch` token read before the values'
-        inputs were read; nodes invalidated after it are skipped (their value may be stale).
+        inputs were read; nodes invalidated after it are skipped (their value may be stale). ``validate`` as in
+        :meth:`lookup`.
+
+        Returns:
+            the number of entries stored, a 0-dim tensor on the cache's device (reading it synchronises).
         """
         layer = self._check_layer(layer)
-        nodes = self._check_nodes(nodes)
+        nodes = self._check_nodes(nodes, validate)
         if not isinstance(values, Tensor) or not values.is_floating_point():
             raise TypeError("values must be a floating-point torch.Tensor")
         if values.dim() != 2 or values.shape[0] != nodes.numel() or values.shape[1] != self.dims[layer]:
@@ -314,56 +468,73 @@ class FeatureCache:
         values = values.detach().to(self.device, self.dtype)
         with self._lock:
             result = self._layers[layer].insert(nodes, values, since)
-            stats = self._stats[layer]
-            stats["inserts"] += result["inserted"]
-            stats["evictions"] += result["evicted"]
-            stats["stale_inserts_dropped"] += result["dropped"]
-        return result["inserted"]
+            counts = self._counts[layer]
+            counts[_INSERTS] += result["inserted"]
+            counts[_EVICTIONS] += result["evicted"]
+            counts[_DROPPED] += result["dropped"]
+        return torch.as_tensor(result["inserted"], device=self.device)
 
-    def invalidate(self, nodes: Tensor, layer: Optional[int] = None) -> int:
-        """Drop the entries of ``nodes`` (in ``layer``, or every layer); returns how many entries were removed."""
+    def invalidate(self, nodes: Tensor, layer: Optional[int] = None) -> Tensor:
+        """Drop the entries of ``nodes`` (in ``layer``, or every layer).
+
+        Returns:
+            how many entries were removed, a 0-dim tensor on the cache's device.
+        """
         layers = range(self.num_layers) if layer is None else [self._check_layer(layer)]
         nodes = self._check_nodes(nodes)
         with self._lock:
             self._epoch += 1
-            removed = 0
+            removed = torch.zeros((), dtype=torch.long, device=self.device)
             for l in layers:
                 n = self._layers[l].invalidate(nodes, self._epoch)
-                self._stats[l]["invalidated"] += n
+                self._counts[l, _INVALIDATED] += n
                 removed += n
         return removed
 
-    def invalidate_per_layer(self, nodes_per_layer: Sequence[Optional[Tensor]]) -> int:
-        """Drop, atomically, the entries of ``nodes_per_layer[l]`` in layer ``l`` (None = nothing)."""
+    def invalidate_per_layer(self, nodes_per_layer: Sequence[Optional[Tensor]]) -> Tensor:
+        """Drop, atomically, the entries of ``nodes_per_layer[l]`` in layer ``l`` (None = nothing).
+
+        Returns:
+            how many entries were removed, a 0-dim tensor on the cache's device.
+        """
         if len(nodes_per_layer) != self.num_layers:
             raise ValueError(f"give one node set per cached layer ({self.num_layers}), got {len(nodes_per_layer)}")
         checked = [None if n is None else self._check_nodes(n) for n in nodes_per_layer]
         with self._lock:
             self._epoch += 1
-            removed = 0
+            removed = torch.zeros((), dtype=torch.long, device=self.device)
             for l, nodes in enumerate(checked):
                 if nodes is not None:
                     n = self._layers[l].invalidate(nodes, self._epoch)
-                    self._stats[l]["invalidated"] += n
+                    self._counts[l, _INVALIDATED] += n
                     removed += n
         return removed
 
-    def invalidate_all(self) -> int:
+    def invalidate_all(self) -> Tensor:
+        """Drop every entry and forget the owner (see :meth:`check_owner`).
+
+        Returns:
+            how many entries were removed, a 0-dim tensor on the cache's device.
+        """
         with self._lock:
             self._epoch += 1
-            removed = 0
+            self._owner = None
+            removed = torch.zeros((), dtype=torch.long, device=self.device)
             for l, store in enumerate(self._layers):
                 n = store.invalidate_all(self._epoch)
-                self._stats[l]["invalidated"] += n
+                self._counts[l, _INVALIDATED] += n
                 removed += n
         return removed
 
     def invalidate_after_update(self, graph, changed_nodes: Optional[Tensor] = None,
-                                new_edge_index: Optional[Tensor] = None, degree_normalised: bool = True) -> int:
+                                new_edge_index: Optional[Tensor] = None, degree_normalised: bool = True) -> Tensor:
         """Invalidate every entry whose receptive field a feature update or an edge insertion touches.
 
         ``graph`` must be the graph *after* the update. See :func:`stale_after_feature_update` and
         :func:`stale_after_new_edges` (``degree_normalised``: GCN-style weights depend on degrees).
+
+        Returns:
+            how many entries were removed, a 0-dim tensor on the cache's device.
         """
         per_layer: List[Optional[Tensor]] = [None] * self.num_layers
         parts = []
@@ -373,7 +544,8 @@ class FeatureCache:
             parts.append(stale_after_new_edges(graph, new_edge_index, self.num_layers, degree_normalised))
         for stale in parts:
             for l, nodes in enumerate(stale):
-                per_layer[l] = nodes if per_layer[l] is None else torch.cat([per_layer[l], nodes.long()])
+                nodes = nodes.long()
+                per_layer[l] = nodes if per_layer[l] is None else torch.cat([per_layer[l], nodes])
         return self.invalidate_per_layer(per_layer)
 
     # -------------------------------------------------------------- inspection
@@ -395,73 +567,46 @@ class FeatureCache:
     # -------------------------------------------------------------- statistics
     def reset_stats(self) -> None:
         with self._lock:
-            self._stats = [dict(hits=0, misses=0, inserts=0, evictions=0, invalidated=0, stale_inserts_dropped=0)
-                           for _ in self.dims]
-            self._support = dict(batches=0, computed=0, without_cache=0)
+            self._counts = torch.zeros(self.num_layers, len(_COUNTERS), dtype=torch.long, device=self.device)
+            # batches, supporting nodes computed with the cache, batches with the figure without it, and that figure
+            self._support = torch.zeros(4, dtype=torch.long, device=self.device)
 
-    def record_support(self, computed: int, without_cache: int) -> None:
-        """Count one batch's supporting nodes: computed with the cache vs needed by the same batch without it."""
+    def record_support(self, computed, without_cache=None) -> None:
+        """Count one batch's raw-feature supporting nodes computed with the cache and, when known (see
+        ``track_support``), the number the same batch needs without it. Ints or 0-dim tensors (kept on the
+        device: no host synchronisation)."""
         with self._lock:
-            self._support["batches"] += 1
-            self._support["computed"] += int(computed)
-            self._support["without_cache"] += int(without_cache)
+            self._support[0] += 1
+            self._support[1] += computed
+            if without_cache is not None:
+                self._support[2] += 1
+                self._support[3] += without_cache
 
     def stats(self) -> dict:
-        """Totals and per-layer counters; ``support_reduction`` = supporting nodes without / with the cache."""
-        with self._lock:
-            per_layer = [dict(s, size=store.size()) for s, store in zip(self._stats, self._layers)]
-            support = dict(self._support)
-        hits = sum(s["hits"] for s in per_layer)
-        misses = sum(s["misses"] for s in per_layer)
-        out = {key: sum(s[key] for s in per_layer) for key in per_layer[0] if key != "size"}
-        out.update(
-            hit_rate=hits / (hits + misses) if hits + misses else 0.0,
-            batches=support["batches"],
-            support_computed=support["computed"],
-            support_without_cache=support["without_cache"],
-            support_reduction=(support["without_cache"] / support["computed"]) if support["computed"] else
-            (float("inf") if support["without_cache"] else 1.0),
-            per_layer=per_layer,
-        )
-        return out
+        """Totals and per-layer counters, as Python numbers (one host synchronisation).
 
-    # -------------------------------------------------------------- warm start
-    def warm(self, model, graph, x: Tensor, nodes: Optional[Tensor] = None,
-             inference_fn: Optional[Callable] = None) -> Tensor:
-        """Fill the cache from one full-inference pass; returns the model output for every node.
-
-        ``inference_fn(model, graph, x, return_hidden=True) -> (out, hidden_list)`` defaults to
-        ``gnnaccel.inference.full_inference``; ``hidden_list[l]`` is the output of layer ``l``. ``nodes``: which
-        nodes to store (default: all; with a capacity, the ``capacity`` nodes of highest out-degree, i.e. those
-        that the most other nodes aggregate from, inserted so that they are the last to be evicted).
+        Keys: ``hits``, ``misses``, ``inserts``, ``evictions``, ``invalidated``, ``stale_inserts_dropped``,
+        ``hit_rate``, ``per_layer`` (the counters and ``size`` of each layer), and the support figures of the
+        batches an engine answered: ``batches``, ``support_computed`` (raw-feature supporting nodes computed
+        with the cache), ``support_without_cache`` (the same batches without the cache) and
+        ``support_reduction`` (their ratio). The last two are measured only for batches answered while
+        ``track_support`` is on (it costs one extra support expansion per batch); otherwise they are ``None``.
         """
-        if inference_fn is None:
-            try:
-                from .inference import full_inference as inference_fn
-            except ImportError as exc:
-                raise ImportError("FeatureCache.warm needs gnnaccel.inference.full_inference (or pass "
-                                  "inference_fn=...)") from exc
-        if getattr(graph, "num_nodes", None) != self.num_nodes:
-            raise ValueError(f"graph has {getattr(graph, 'num_nodes', None)} nodes, the cache {self.num_nodes}")
-        if nodes is None:
-            if self.capacity is not None and self.capacity < self.num_nodes:
-                degree = graph.out_degree()
-                top = torch.topk(degree, self.capacity, sorted=True).indices
-                nodes = top.flip(0)  # highest degree inserted last = most recently used
-            else:
-                nodes = torch.arange(self.num_nodes)
-        nodes = self._check_nodes(nodes)
-        token = self.epoch
-        with torch.inference_mode():
-            out, hidden = inference_fn(model, graph, x, return_hidden=True)
-        if len(hidden) < self.num_layers:
-            raise ValueError(f"inference returned {len(hidden)} hidden layers, the cache has {self.num_layers}")
-        for l in range(self.num_layers):
-            h = hidden[l]
-            if h.shape != (self.num_nodes, self.dims[l]):
-                raise ValueError(f"hidden layer {l} has shape {list(h.shape)}, the cache expects "
-                                 f"[{self.num_nodes}, {self.dims[l]}]")
-            self.insert(l, nodes, h.index_select(0, nodes.to(h.device)), since=token)
+        with self._lock:
+            counts = self._counts.tolist()
+            support = self._support.tolist()
+            sizes = [store.size() for store in self._layers]
+        per_layer = [dict(zip(_COUNTERS, c), size=size) for c, size in zip(counts, sizes)]
+        out = {key: sum(c[k] for c in counts) for k, key in enumerate(_COUNTERS)}
+        hits, misses = out["hits"], out["misses"]
+        batches, computed, tracked, without = support
+        if tracked and tracked == batches:
+            reduction = without / computed if computed else (float("inf") if without else 1.0)
+        else:  # not measured (or only for some batches: the ratio would compare different batch sets)
+            without = reduction = None
+        out.update(hit_rate=hits / (hits + misses) if hits + misses else 0.0, batches=batches,
+                   support_computed=computed, support_without_cache=without, support_reduction=reduction,
+                   per_layer=per_layer)
         return out
 
     def __repr__(self) -> str:
@@ -493,11 +638,12 @@ def downstream_balls(graph, nodes: Tensor, hops: int) -> List[Tensor]:
     from .ops import expand_hop
 
     rowptr, col = reverse_csr(graph)
-    frontier = torch.unique(nodes.long()).to(rowptr.dtype)
+    frontier = torch.unique(nodes.to(rowptr.device, torch.long)).to(rowptr.dtype)
     balls = [frontier]
     expanded = 0
     for _ in range(hops):
-        skip = torch.arange(frontier.numel()) < expanded  # nodes already expanded at an earlier hop
+        # nodes already expanded at an earlier hop
+        skip = torch.arange(frontier.numel(), device=frontier.device) < expanded
         expanded = frontier.numel()
         frontier = expand_hop(rowptr, col, frontier, -1, 0, skip).frontier
         balls.append(frontier)

@@ -26,7 +26,7 @@ def full_inference(model: torch.nn.Module, graph: Adjacency, x: Tensor, chunk_si
     memory is about the layer's input and output buffers (plus, for a layer that projects before
     aggregating, its projected input, which is narrower than the input). With ``return_hidden`` also returns
     ``[h_0, ..., h_{L-1}]``, the output of every layer (``hidden[l]`` = output of layer ``l`` = input of layer
-    ``l + 1``; the last one is the returned output), the convention of ``gnnaccel.cache.FeatureCache.warm``.
+    ``l + 1``; the last one is the returned output), the convention of :func:`warm_cache`.
     The model's training flag is restored afterwards.
     """
     if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size <= 0):
@@ -75,3 +75,51 @@ def _layer_in_chunks(model, i: int, h: Tensor, graph, chunk_size: int, progress:
 
 from .batched import BatchedEngine  # noqa: E402  (re-export: the batched scenario)
 from .latency import latency_stream  # noqa: E402
+
+
+def warm_cache(cache, model: torch.nn.Module, graph: Adjacency, x: Tensor, nodes: Optional[Tensor] = None
+               ) -> Tensor:
+    """Fill a :class:`~gnnaccel.cache.FeatureCache` from one full-inference pass and bind it to ``(model, x)``.
+
+    Args:
+        cache: the cache; its layer ``l`` receives the output of model layer ``l`` (``hidden[l]`` of
+            :func:`full_inference`).
+        model, graph, x: as for :func:`full_inference`.
+        nodes: which nodes to store (default: all; with a capacity, the ``capacity`` nodes of highest
+            out-degree, i.e. those that the most other nodes aggregate from, inserted last so that they are the
+            last to be evicted). Entries that another model or other features left in the cache are dropped
+            first (see ``FeatureCache.check_owner``).
+
+    Returns:
+        the model output for every node.
+    """
+    from .cache import FeatureCache
+
+    if not isinstance(cache, FeatureCache):
+        raise TypeError(f"cache must be a FeatureCache, got {type(cache).__name__}")
+    g = as_graph(graph, x.shape[0])
+    if g.num_nodes != cache.num_nodes:
+        raise ValueError(f"graph has {g.num_nodes} nodes, the cache {cache.num_nodes}")
+    if nodes is None:
+        if cache.capacity is not None and cache.capacity < cache.num_nodes:
+            top = torch.topk(g.out_degree(), cache.capacity, sorted=True).indices
+            nodes = top.flip(0)  # highest degree inserted last = most recently used
+        else:
+            nodes = torch.arange(cache.num_nodes, device=cache.device)
+    try:
+        cache.check_owner(model, x)
+    except ValueError:  # filled by another model or from other features: start afresh
+        cache.invalidate_all()
+    token = cache.epoch
+    out, hidden = full_inference(model, g, x, progress=False, return_hidden=True)
+    if len(hidden) < cache.num_layers:
+        raise ValueError(f"the model has {len(hidden)} layers, the cache caches {cache.num_layers}")
+    for l in range(cache.num_layers):
+        h = hidden[l]
+        if h.shape != (cache.num_nodes, cache.dims[l]):
+            raise ValueError(f"hidden layer {l} has shape {list(h.shape)}, the cache expects "
+                             f"[{cache.num_nodes}, {cache.dims[l]}]")
+    for l in range(cache.num_layers):
+        cache.insert(l, nodes, hidden[l].index_select(0, nodes.to(hidden[l].device).long()), since=token)
+    cache.bind(model, x)
+    return out

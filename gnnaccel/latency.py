@@ -149,7 +149,7 @@ def compare_latency(engines: Dict[str, "BatchedEngine"], num_batches: int, batch
         for _ in tqdm(range(max(1, warm // batch_size)), desc=f"warm-up {name}", disable=not progress, leave=False):
             engines[name].predict(torch.randint(num_nodes, (batch_size,), generator=gen))
         engines[name].cache.reset_stats()
-        engines[name].track_support = True
+        engines[name].cache.track_support = True
     times = {name: [] for name in names}
     try:
         for _ in tqdm(range(num_batches), desc="batches", disable=not progress, leave=False):
@@ -158,7 +158,7 @@ def compare_latency(engines: Dict[str, "BatchedEngine"], num_batches: int, batch
                 times[names[k]].append(_time_call(lambda: engines[names[k]].predict(targets)) * 1e3)
     finally:
         for name in cached:
-            engines[name].track_support = False
+            engines[name].cache.track_support = False
     result = {}
     base = torch.tensor(times[baseline], dtype=torch.float64)
     for name in names:

@@ -294,7 +294,7 @@ def test_support_statistics_and_latency_stream(generator):
     model = _model("sage2", c)
     cache = _cache_for(model, n, "full")
     engine = BatchedEngine(model, graph, x, fanouts=[5, None], cache=cache)
-    engine.track_support = True
+    engine.cache.track_support = True
     result = latency_stream(engine, num_batches=10, batch_size=16, seed=0, warmup=5)
     assert result["batches"] == 10 and 0 < result["p50"] <= result["p99"] <= result["max"]
     stats = cache.stats()

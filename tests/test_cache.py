@@ -73,6 +73,118 @@ def test_stats():
     assert s["hits"] == s["misses"] == s["batches"] == 0 and s["per_layer"][0]["size"] == 3
 
 
+def test_support_figures_without_a_switch(generator):
+    """stats() counts batches and supporting nodes whenever an engine answers; the figure without the cache
+    (an extra expansion per batch) only while track_support is on, and says None otherwise (not a fake 1.0)."""
+    from gnnaccel import BatchedEngine
+    from gnnaccel.models import GraphSAGE
+
+    cache = FeatureCache(10, [2])
+    cache.record_support(computed=5)
+    s = cache.stats()
+    assert (s["batches"], s["support_computed"], s["support_without_cache"], s["support_reduction"]) == \
+        (1, 5, None, None)
+    n = 60
+    g = Graph.from_edge_index(random_edge_index(n, 300, generator), n)
+    x = torch.randn(n, 4, generator=generator)
+    model = GraphSAGE(4, 6, 3, num_layers=2).eval()
+    engine = BatchedEngine(model, g, x, fanouts=[3, None], cache=True)
+    for _ in range(4):
+        engine.predict(torch.randint(n, (5,), generator=generator))
+    s = engine.cache.stats()
+    assert s["batches"] == 4 and s["support_computed"] > 0 and s["support_without_cache"] is None
+    engine.cache.reset_stats()
+    tracked = FeatureCache(n, [6], track_support=True)
+    engine = BatchedEngine(model, g, x, fanouts=[3, None], cache=tracked)
+    targets = [torch.randint(n, (5,), generator=generator) for _ in range(4)]
+    for t in targets:
+        engine.predict(t)
+    s = tracked.stats()
+    # Without the cache each batch needs the whole 2-hop support of its targets.
+    from gnnaccel.ops import k_hop_support
+
+    without = sum(k_hop_support(g.rowptr, g.col, t, [3, None], 0)[0].frontier.numel() for t in targets)
+    assert s["batches"] == 4 and s["support_without_cache"] == without
+    assert s["support_reduction"] == pytest.approx(without / s["support_computed"])
+
+
+def test_last_occurrence_mask_matches_python(generator):
+    from gnnaccel.cache import _last_occurrence_mask
+
+    for size in (0, 1, 2, 17, 300):
+        nodes = torch.randint(0, max(1, size // 3), (size,), generator=generator)
+        values = nodes.tolist()
+        want = [v not in values[k + 1:] for k, v in enumerate(values)]
+        assert _last_occurrence_mask(nodes).tolist() == want
+
+
+_ABSURD_SIZES_SCRIPT = """
+from gnnaccel.cache import FeatureCache
+for kwargs, word in [(dict(num_nodes=10**12, dims=[8]), "num_nodes=1000000000000"),
+                     (dict(num_nodes=10**12, dims=[8], capacity=10), "num_nodes=1000000000000"),
+                     (dict(num_nodes=10, dims=[2**40]), "dims=[1099511627776]"),
+                     (dict(num_nodes=10**11, dims=[4], capacity=10**12), "num_nodes=100000000000"),
+                     (dict(num_nodes=2**40, dims=[4], capacity=2**39), "num_nodes=")]:
+    try:
+        FeatureCache(**kwargs)
+    except ValueError as e:
+        assert word in str(e), str(e)
+    else:
+        raise AssertionError(f"no error for {kwargs}")
+print("ok", len(FeatureCache(1000, [4, 4], capacity=10)))
+"""
+
+
+def test_absurd_sizes_name_the_argument():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    proc = subprocess.run([sys.executable, "-c", _ABSURD_SIZES_SCRIPT], cwd=Path(__file__).resolve().parents[1],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "ok 0"
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("capacity", [None, 20])
+def test_cuda_cache_state_stays_on_the_device(capacity, generator):
+    """On CUDA every table lives on the device, results match a CPU cache, and the dense cache's lookup and
+    insert (validate=False) never synchronise with the host."""
+    n, dim = 100, 8
+    gpu = FeatureCache(n, [dim], capacity=capacity, device="cuda")
+    cpu = FeatureCache(n, [dim], capacity=capacity)
+    for t in [v for v in vars(gpu._layers[0]).values() if isinstance(v, torch.Tensor)]:
+        assert t.device.type == "cuda"
+    assert gpu._counts.device.type == "cuda"
+    for step in range(30):
+        nodes = torch.randint(n, (int(torch.randint(1, 30, (), generator=generator)),), generator=generator)
+        values = torch.randn(nodes.numel(), dim, generator=generator)
+        token = cpu.epoch
+        if step % 7 == 3:
+            cpu.invalidate(nodes[:2])
+            gpu.invalidate(nodes[:2].cuda())
+        assert int(cpu.insert(0, nodes, values, since=token)) == int(gpu.insert(0, nodes.cuda(), values.cuda(),
+                                                                                 since=token))
+        hit_c, val_c = cpu.lookup(0, nodes)
+        hit_g, val_g = gpu.lookup(0, nodes.cuda())
+        assert torch.equal(hit_c, hit_g.cpu()) and torch.equal(val_c, val_g.cpu())
+    s_c, s_g = cpu.stats(), gpu.stats()
+    assert {k: v for k, v in s_c.items()} == {k: v for k, v in s_g.items()}
+    if capacity is None:
+        nodes = torch.randint(n, (64,), device="cuda")
+        values = torch.randn(64, dim, device="cuda")
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            token = gpu.epoch
+            hit, got = gpu.lookup(0, nodes, validate=False)
+            gpu.insert(0, nodes, values, since=token, validate=False)
+            gpu.record_support(hit.sum(), None)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+
+
 @pytest.mark.parametrize("call, error, match", [
     (lambda c: c.lookup(0, torch.tensor([10])), ValueError, r"nodes must be in \[0, 10\)"),
     (lambda c: c.lookup(0, torch.tensor([-1])), ValueError, "nodes must be in"),
@@ -176,24 +288,31 @@ def test_lru_long_random_run_keeps_queue_bounded(generator):
 
 
 # ---------------------------------------------------------------- warm start
-def _stand_in_inference(model, graph, x, return_hidden=False):
-    """Stand-in for gnnaccel.inference.full_inference: a 2-layer mean model computed densely."""
-    h0 = torch.tanh(graph.aggregate(x, "mean") @ model["w0"] + x @ model["r0"])
-    out = graph.aggregate(h0, "mean") @ model["w1"]
-    return (out, [h0]) if return_hidden else out
+def _sage_reference_hidden(model, g, x):
+    """Layer-0 output of a 2-layer gnnaccel GraphSAGE (mean, root weight, ReLU between layers) in dense float64:
+    an independent reimplementation from the edge list and the layer's parameters."""
+    conv = model.convs[0]
+    n = g.num_nodes
+    adj = torch.zeros(n, n, dtype=torch.float64)
+    ei = g.edge_index
+    adj.index_put_((ei[1], ei[0]), torch.ones(ei.shape[1], dtype=torch.float64), accumulate=True)
+    mean = adj / adj.sum(1, keepdim=True).clamp_min(1)
+    lin_l, bias, lin_r = (t.detach().double() for t in (conv.lin_l.weight, conv.lin_l.bias, conv.lin_r.weight))
+    return torch.relu((mean @ x.double()) @ lin_l.t() + x.double() @ lin_r.t() + bias)
 
 
 @pytest.mark.parametrize("capacity", [None, 10])
-def test_warm_start(capacity, generator):
+def test_warm_cache(capacity, generator):
+    from gnnaccel.inference import full_inference, warm_cache
+    from gnnaccel.models import GraphSAGE
+
     n = 40
     g = Graph.from_edge_index(random_edge_index(n, 200, generator, power_law=True), n)
-    x = torch.randn(n, 5, generator=generator)
-    model = {"w0": torch.randn(5, 6, generator=generator), "r0": torch.randn(5, 6, generator=generator),
-             "w1": torch.randn(6, 3, generator=generator)}
-    cache = FeatureCache(n, [6], capacity=capacity)
-    out = cache.warm(model, g, x, inference_fn=_stand_in_inference)
-    ref_out, (ref_h0,) = _stand_in_inference(model, g, x, return_hidden=True)
-    torch.testing.assert_close(out, ref_out)
+    x = torch.randn(n, 5, generator=generator, dtype=torch.float64)
+    model = GraphSAGE(5, 6, 3, num_layers=2).double().eval()
+    cache = FeatureCache(n, [6], capacity=capacity, dtype=torch.float64)
+    out = warm_cache(cache, model, g, x)
+    torch.testing.assert_close(out, full_inference(model, g, x, progress=False))
     cached = cache.cached_nodes(0)
     if capacity is None:
         assert cached.tolist() == list(range(n))
@@ -203,14 +322,100 @@ def test_warm_start(capacity, generator):
         assert degree[cached].min() >= degree.sort(descending=True).values[capacity - 1]  # the hubs are kept
     hit, values = cache.lookup(0, cached)
     assert hit.all()
-    torch.testing.assert_close(values, ref_h0[cached])
-    partial = FeatureCache(n, [6])
-    partial.warm(model, g, x, nodes=torch.tensor([3, 9]), inference_fn=_stand_in_inference)
+    torch.testing.assert_close(values, _sage_reference_hidden(model, g, x)[cached])
+    cache.check_owner(model, x)  # bound to what it was warmed with
+    partial = FeatureCache(n, [6], dtype=torch.float64)
+    warm_cache(partial, model, g, x, nodes=torch.tensor([3, 9]))
     assert partial.cached_nodes(0).tolist() == [3, 9]
     with pytest.raises(ValueError, match="nodes"):
-        FeatureCache(n + 1, [6]).warm(model, g, x, inference_fn=_stand_in_inference)
+        warm_cache(FeatureCache(n + 1, [6]), model, g, x)
     with pytest.raises(ValueError, match="hidden layer 0 has shape"):
-        FeatureCache(n, [7]).warm(model, g, x, inference_fn=_stand_in_inference)
+        warm_cache(FeatureCache(n, [7], dtype=torch.float64), model, g, x)
+    with pytest.raises(TypeError, match="FeatureCache"):
+        warm_cache(object(), model, g, x)
+
+
+def test_cache_runs_no_model():
+    """cache.py imports nothing that runs a model (issue 12 item 8): no engine, no model, no layer modules."""
+    import ast
+    from pathlib import Path
+
+    import gnnaccel.cache as cache_module
+
+    tree = ast.parse(Path(cache_module.__file__).read_text())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            imported.add((node.level, node.module or ""))
+        elif isinstance(node, ast.Import):
+            imported.update((0, alias.name) for alias in node.names)
+    forbidden = ("inference", "batched", "models", "nn", "pruning", "serialize")
+    for level, module in imported:
+        name = module.split(".")[0] if level else module.removeprefix("gnnaccel.").split(".")[0]
+        assert name not in forbidden, f"gnnaccel.cache imports {module!r}"
+    assert not hasattr(FeatureCache, "warm")
+
+
+# ---------------------------------------------------------------- ownership (issue 13 item 6)
+def test_cache_refuses_another_model_or_other_features(generator):
+    from gnnaccel import BatchedEngine
+    from gnnaccel.inference import warm_cache
+    from gnnaccel.models import GraphSAGE
+
+    n = 50
+    g = Graph.from_edge_index(random_edge_index(n, 250, generator), n)
+    x = torch.randn(n, 4, generator=generator)
+    model = GraphSAGE(4, 6, 3, num_layers=2).eval()
+    cache = FeatureCache(n, [6])
+    warm_cache(cache, model, g, x)
+    targets = torch.tensor([0, 7, 7, 49])
+    expected = BatchedEngine(model, g, x).predict(targets)
+    torch.testing.assert_close(BatchedEngine(model, g, x, cache=cache).predict(targets), expected)
+    other = GraphSAGE(4, 6, 3, num_layers=2).eval()  # same shapes, other weights: served wrongly before
+    with pytest.raises(ValueError, match="another model"):
+        BatchedEngine(other, g, x, cache=cache)
+    with pytest.raises(ValueError, match="other node features"):
+        BatchedEngine(model, g, x.clone(), cache=cache)
+    with torch.no_grad():
+        model.convs[0].lin_l.weight.add_(1.0)
+    with pytest.raises(ValueError, match="parameters or buffers changed"):
+        BatchedEngine(model, g, x, cache=cache)
+    model2 = GraphSAGE(4, 6, 3, num_layers=2).eval()
+    x2 = torch.randn(n, 4, generator=generator)
+    cache2 = FeatureCache(n, [6])
+    warm_cache(cache2, model2, g, x2)
+    x2[3] += 1.0  # in place, after warming
+    with pytest.raises(ValueError, match="were modified"):
+        BatchedEngine(model2, g, x2, cache=cache2)
+    # invalidate_all forgets the owner; re-warming with the new owner works too.
+    cache2.invalidate_all()
+    engine = BatchedEngine(model2, g, x2, cache=cache2)
+    torch.testing.assert_close(engine.predict(targets), BatchedEngine(model2, g, x2).predict(targets))
+    warm_cache(cache, other, g, x)
+    torch.testing.assert_close(BatchedEngine(other, g, x, cache=cache).predict(targets),
+                               BatchedEngine(other, g, x).predict(targets))
+
+
+def test_engine_updates_keep_the_cache_bound(generator):
+    """After engine.update_features the cache is bound to the engine's own copy of the features: a new engine
+    on the caller's (now stale) x is refused, the updating engine keeps answering exactly."""
+    from gnnaccel import BatchedEngine
+    from gnnaccel.models import GraphSAGE
+
+    n = 40
+    g = Graph.from_edge_index(random_edge_index(n, 160, generator), n)
+    x = torch.randn(n, 3, generator=generator)
+    model = GraphSAGE(3, 5, 2, num_layers=2).eval()
+    cache = FeatureCache(n, [5])
+    engine = BatchedEngine(model, g, x, cache=cache)
+    targets = torch.arange(n)
+    engine.predict(targets)
+    engine.update_features(torch.tensor([4]), torch.ones(1, 3))
+    x_new = x.clone()
+    x_new[4] = 1.0
+    torch.testing.assert_close(engine.predict(targets), BatchedEngine(model, g, x_new).predict(targets))
+    with pytest.raises(ValueError, match="other node features"):
+        BatchedEngine(model, g, x, cache=cache)
 
 
 # ---------------------------------------------------------------- receptive fields

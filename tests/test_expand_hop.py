@@ -310,3 +310,213 @@ def test_concurrent_calls_agree(generator):
         t.join()
     for got, want in zip(results, expected):
         assert all(torch.equal(a, b) for a, b in zip(got, want))
+
+
+# ---------------------------------------------------------------- absurd sizes (issue 13 item 1)
+def _run_isolated(code: str) -> str:
+    """Run ``code`` in a fresh interpreter (from the repository root) so that a crash fails the test instead of
+    killing pytest; returns its stdout after checking it exited cleanly."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"exit status {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    return proc.stdout
+
+
+_HUGE_FANOUT_SCRIPT = """
+import torch
+from gnnaccel import Graph
+from gnnaccel.ops import expand_hop, k_hop_support
+
+g = Graph.from_edge_index(torch.tensor([[0, 1, 2, 3, 1], [1, 2, 0, 0, 0]]), 4)
+seeds = torch.tensor([0, 1, 2, 0])
+
+def expect(fn, exc, *words):
+    try:
+        fn()
+    except exc as e:
+        message = str(e)
+        assert all(w in message for w in words), message
+        print("raised:", type(e).__name__, message.splitlines()[0])
+    else:
+        raise AssertionError("no error")
+
+for dtype in (torch.int64, torch.int32):
+    rp, col = g.rowptr.to(dtype), g.col.to(dtype)
+    s = seeds.to(dtype)
+    # The running total of sampled slots overflows int64 (2**62 * 4): checked before anything is allocated.
+    expect(lambda: expand_hop(rp, col, s, 2**62), RuntimeError, "fanout=4611686018427387904")
+    expect(lambda: torch.ops.gnnaccel.expand_hop(rp, col, s, 2**62, 0, None), RuntimeError, "fanout=")
+    expect(lambda: torch.ops.gnnaccel.expand_hop(rp, col, s, 2**63 - 1, 0, None), RuntimeError, "fanout=")
+    # No overflow, but far beyond the machine's memory (2**40 * 4 slots) or the index dtype.
+    expect(lambda: expand_hop(rp, col, s, 2**40), RuntimeError, "fanout=1099511627776")
+    expect(lambda: k_hop_support(rp, col, s, [2**62, 2**62]), RuntimeError, "fanout=")
+    # Beyond int64: the Python entry says so (not the schema's conversion error).
+    expect(lambda: expand_hop(rp, col, s, 2**64), ValueError, "fanout")
+# int32 graphs: a fanout past 2**31 cannot be indexed.
+expect(lambda: expand_hop(g.rowptr.int(), g.col.int(), seeds.int(), 2**31), RuntimeError, "fanout=", "int64")
+# The same seeds with a sane fanout still work after the errors.
+print("ok", expand_hop(g.rowptr, g.col, seeds, 3, 1).edge_ids.numel())
+"""
+
+
+def test_huge_fanout_raises_instead_of_crashing():
+    out = _run_isolated(_HUGE_FANOUT_SCRIPT)
+    assert out.strip().splitlines()[-1] == "ok 12"  # 4 seeds with neighbours x 3 draws
+
+
+_HUGE_FANOUT_ENGINE_SCRIPT = """
+import torch
+from gnnaccel import BatchedEngine, Graph
+from gnnaccel.models import GraphSAGE
+
+torch.manual_seed(0)
+g = Graph.from_edge_index(torch.randint(30, (2, 120)), 30)
+x = torch.randn(30, 5)
+model = GraphSAGE(5, 8, 3, num_layers=2).eval()
+engine = BatchedEngine(model, g, x, fanouts=[2**62, 2**62])
+try:
+    engine.predict(torch.tensor([0, 1, 2]))
+except (RuntimeError, ValueError) as e:
+    assert "fanout" in str(e), str(e)
+    print("raised", type(e).__name__)
+else:
+    raise AssertionError("no error")
+print("ok", tuple(BatchedEngine(model, g, x, fanouts=[4, 4]).predict(torch.tensor([0, 1, 2])).shape))
+"""
+
+
+def test_engine_with_huge_fanouts_raises_instead_of_crashing():
+    out = _run_isolated(_HUGE_FANOUT_ENGINE_SCRIPT)
+    assert out.strip().splitlines()[-1] == "ok (3, 3)"
+
+
+# ---------------------------------------------------------------- the device algorithm (composition = CUDA kernel's steps)
+def _cpu_kernel_block(g_rowptr, g_col, seeds, fanout, random_seed, skip):
+    return torch.ops.gnnaccel.expand_hop(g_rowptr, g_col, seeds, fanout, random_seed, skip)
+
+
+def _assert_same_block(got, want):
+    for name, a, b in zip(("frontier", "rowptr", "col", "edge_ids"), got, want):
+        assert a.dtype == b.dtype, name
+        assert torch.equal(a.cpu(), b.cpu()), name
+
+
+def _generated_cases(generator, count):
+    """Random graphs (self loops, duplicate edges, isolated nodes, a hub), index dtypes, fanouts, seeds, skips."""
+    for case in range(count):
+        n = int(torch.randint(1, 120, (), generator=generator))
+        e = int(torch.randint(0, 6 * n, (), generator=generator))
+        kind = case % 3
+        g = Graph.from_edge_index(random_edge_index(n, e, generator, power_law=kind == 1, hub=kind == 2), n)
+        dtype = (torch.int64, torch.int32)[case % 2]
+        batch = int(torch.randint(0, 50, (), generator=generator))
+        seeds = torch.randint(n, (batch,), generator=generator).to(dtype)
+        skip = (torch.rand(batch, generator=generator) < 0.3) if case % 4 == 0 else None
+        fanout = (-1, 0, 1, 3, 25, 200)[case % 6]
+        random_seed = int(torch.randint(-2**62, 2**62, (), generator=generator))
+        yield g.rowptr.to(dtype), g.col.to(dtype), seeds, fanout, random_seed, skip
+
+
+def test_composition_matches_cpu_kernel(generator):
+    from gnnaccel.ops.expand_hop import expand_hop_torch
+
+    for rowptr, col, seeds, fanout, random_seed, skip in _generated_cases(generator, 120):
+        _assert_same_block(expand_hop_torch(rowptr, col, seeds, fanout, random_seed, skip),
+                           _cpu_kernel_block(rowptr, col, seeds, fanout, random_seed, skip))
+
+
+def test_composition_edge_cases(generator):
+    from gnnaccel.ops.expand_hop import expand_hop_torch
+
+    # A hub of degree 5000 sampled and expanded, isolated seeds, no edges at all, no nodes at all.
+    hub = torch.stack([torch.randint(1, 6000, (5000,), generator=generator), torch.zeros(5000, dtype=torch.long)])
+    g = Graph.from_edge_index(hub, 6000)
+    for fanout in (-1, 7, 5000):
+        for seeds in (torch.tensor([0, 0, 3]), torch.tensor([3]), torch.tensor([], dtype=torch.long)):
+            _assert_same_block(expand_hop_torch(g.rowptr, g.col, seeds, fanout, 99, None),
+                               _cpu_kernel_block(g.rowptr, g.col, seeds, fanout, 99, None))
+    empty = Graph.from_edge_index(torch.empty(2, 0, dtype=torch.long), 0)
+    none = torch.empty(0, dtype=torch.long)
+    _assert_same_block(expand_hop_torch(empty.rowptr, empty.col, none, -1, 0, None),
+                       _cpu_kernel_block(empty.rowptr, empty.col, none, -1, 0, None))
+    # The 64-bit hash at its extremes: random seeds near +-2**63 and node ids that overflow v * golden.
+    g = _random_graph(generator, n=3000, e=20000)
+    seeds = torch.tensor([2999, 1, 2048, 2999])
+    for random_seed in (-2**63, 2**63 - 1, 0, -1):
+        _assert_same_block(expand_hop_torch(g.rowptr, g.col, seeds, 16, random_seed, None),
+                           _cpu_kernel_block(g.rowptr, g.col, seeds, 16, random_seed, None))
+
+
+def test_composition_checks_like_the_kernel():
+    from gnnaccel.ops.expand_hop import expand_hop_torch
+
+    g = _g()
+    with pytest.raises(RuntimeError, match=r"seeds holds a node outside \[0, 3\)"):
+        expand_hop_torch(g.rowptr, g.col, torch.tensor([5]), -1, 0, None)
+    with pytest.raises(RuntimeError, match="col holds an index outside"):
+        expand_hop_torch(g.rowptr, torch.tensor([0, 9, 1]), torch.tensor([1]), -1, 0, None)
+    with pytest.raises(RuntimeError, match="fanout=4611686018427387904"):
+        expand_hop_torch(g.rowptr, g.col, torch.tensor([0, 1, 2, 0]), 2**62, 0, None)
+    with pytest.raises(RuntimeError, match="use int64 indices"):
+        expand_hop_torch(g.rowptr.int(), g.col.int(), torch.tensor([0], dtype=torch.int32), 2**31, 0, None)
+
+
+def test_torch_backend_runs_the_composition(generator, monkeypatch):
+    backend = pytest.importorskip("gnnaccel.backend")
+    import gnnaccel.ops.expand_hop as module
+
+    calls = []
+    real = module.expand_hop_torch
+    monkeypatch.setattr(module, "expand_hop_torch", lambda *a: calls.append(1) or real(*a))
+    g = _random_graph(generator)
+    seeds = torch.randint(g.num_nodes, (9,), generator=generator)
+    with backend.use_backend("torch"):
+        got = expand_hop(g.rowptr, g.col, seeds, 4, 3)
+    assert calls == [1]
+    _assert_same_block(got, expand_hop(g.rowptr, g.col, seeds, 4, 3))
+    assert calls == [1]  # auto on CPU: the C++ kernel
+
+
+@pytest.mark.gpu
+def test_cuda_kernel_matches_cpu_kernel(generator):
+    """The CUDA kernel (and the composition on CUDA tensors) return the CPU kernel's block, bit for bit."""
+    from gnnaccel._library import has_kernel
+    from gnnaccel.ops.expand_hop import expand_hop_torch
+
+    assert has_kernel("expand_hop", "CUDA"), "the extension was built without the CUDA kernel of expand_hop"
+    for rowptr, col, seeds, fanout, random_seed, skip in _generated_cases(generator, 200):
+        want = _cpu_kernel_block(rowptr, col, seeds, fanout, random_seed, skip)
+        cuda = [t.cuda() if t is not None else None for t in (rowptr, col, seeds, skip)]
+        got = torch.ops.gnnaccel.expand_hop(cuda[0], cuda[1], cuda[2], fanout, random_seed, cuda[3])
+        assert all(t.device.type == "cuda" for t in got)
+        _assert_same_block(got, want)
+        _assert_same_block(expand_hop_torch(cuda[0], cuda[1], cuda[2], fanout, random_seed, cuda[3]), want)
+    hub = torch.stack([torch.randint(1, 6000, (5000,), generator=generator), torch.zeros(5000, dtype=torch.long)])
+    g = Graph.from_edge_index(hub, 6000)
+    for fanout in (-1, 7, 5000):
+        seeds = torch.tensor([0, 0, 3])
+        _assert_same_block(expand_hop(g.rowptr.cuda(), g.col.cuda(), seeds.cuda(), fanout, 5),
+                           expand_hop(g.rowptr, g.col, seeds, fanout, 5))
+
+
+@pytest.mark.gpu
+def test_cuda_kernel_bad_inputs_and_huge_fanout():
+    g = _g()
+    rowptr, col = g.rowptr.cuda(), g.col.cuda()
+    with pytest.raises(RuntimeError, match=r"seeds holds a node outside \[0, 3\)"):
+        torch.ops.gnnaccel.expand_hop(rowptr, col, torch.tensor([5], device="cuda"), -1, 0, None)
+    with pytest.raises(RuntimeError, match="col holds an index outside"):
+        torch.ops.gnnaccel.expand_hop(rowptr, torch.tensor([0, 9, 1], device="cuda"), torch.tensor([1], device="cuda"),
+                                      -1, 0, None)
+    with pytest.raises(RuntimeError, match="end at col.numel"):
+        torch.ops.gnnaccel.expand_hop(torch.tensor([0, 1, 2, 4], device="cuda"), col,
+                                      torch.tensor([1], device="cuda"), -1, 0, None)
+    for fanout in (2**62, 2**40, 2**63 - 1):
+        with pytest.raises(RuntimeError, match="fanout="):
+            expand_hop(rowptr, col, torch.tensor([0, 1, 2, 0], device="cuda"), fanout)
+    block = expand_hop(rowptr, col, torch.tensor([0, 1], device="cuda"), 3, 1)  # still usable afterwards
+    _assert_same_block(block, expand_hop(g.rowptr, g.col, torch.tensor([0, 1]), 3, 1))

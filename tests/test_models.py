@@ -181,13 +181,14 @@ def test_models_compile_fullgraph(generator):
 
 def test_full_inference_warms_feature_cache(generator):
     from gnnaccel.cache import FeatureCache
+    from gnnaccel.inference import warm_cache
 
     ei, n = make_graph(generator)
     g = Graph.from_edge_index(ei, n)
     model = GraphSAGE(12, 12, 3, num_layers=2).double().eval()  # hidden width = input width: no shape hint
     x = torch.randn(n, 12, generator=generator, dtype=torch.float64)
     cache = FeatureCache(n, [12], dtype=torch.float64)
-    out = cache.warm(model, g, x)  # default inference_fn: full_inference
+    out = warm_cache(cache, model, g, x)
     assert_rel(out, model(x, g), torch.float64)
     hit, values = cache.lookup(0, torch.arange(n))
     assert bool(hit.all())

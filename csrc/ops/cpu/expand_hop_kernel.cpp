@@ -7,18 +7,40 @@
 // part of the graph, and an open-addressing hash table sized to the batch otherwise, so a small batch on a
 // big graph costs O(batch), not O(num_nodes). No state outlives a call: concurrent calls are safe.
 #include <ATen/Parallel.h>
+#include <unistd.h>
 
 #include <atomic>
+#include <cstdio>
 #include <limits>
 #include <memory>
 #include <vector>
 
+#include "ops/expand_hop_common.h"
 #include "utils.h"
 
 namespace gnnaccel {
 namespace {
 
 constexpr uint64_t kGolden = 0x9e3779b97f4a7c15ULL;
+
+// Memory an allocation can still get on this machine, in bytes: MemAvailable + SwapFree of /proc/meminfo, else
+// the physical memory; 0 when unknown (no bound). Beyond it an allocation fails or, with overcommit, the process
+// is killed while the block is filled (gnnaccel/_memory.py available_memory_bytes reads the same figures).
+int64_t host_available_bytes() {
+  int64_t available = -1, swap_free = 0;
+  if (FILE* f = std::fopen("/proc/meminfo", "r")) {
+    char line[256];
+    while (std::fgets(line, sizeof(line), f)) {
+      long long kib = 0;
+      if (std::sscanf(line, "MemAvailable: %lld kB", &kib) == 1) available = int64_t(kib) * 1024;
+      if (std::sscanf(line, "SwapFree: %lld kB", &kib) == 1) swap_free = int64_t(kib) * 1024;
+    }
+    std::fclose(f);
+  }
+  if (available >= 0) return available + swap_free;
+  const long pages = sysconf(_SC_PHYS_PAGES), page_size = sysconf(_SC_PAGESIZE);
+  return pages > 0 && page_size > 0 ? int64_t(pages) * int64_t(page_size) : 0;
+}
 
 // SplitMix64 finaliser: a full-avalanche 64-bit mix (Steele et al. 2014).
 inline uint64_t mix64(uint64_t z) {
@@ -133,13 +155,19 @@ std::vector<at::Tensor> expand_hop_impl(const at::Tensor& rowptr_t, const at::Te
   });
   TORCH_CHECK(error != 1, "expand_hop: seeds holds a node outside [0, ", num_nodes, ")");
   TORCH_CHECK(error != 2, "expand_hop: rowptr is not non-decreasing within [0, col.numel()]");
+  // Running total with overflow checks (a fanout near 2^63 must not wrap), checked against the index dtype and
+  // the machine's memory before anything of that size is allocated.
   int64_t total = 0;
+  for (int64_t r = 0; r < num_seeds; ++r) total = expand_hop_add_edges(total, count[r], fanout, num_seeds);
+  // A block past 256 MB reads the memory figures (a file read: not worth it for the usual small batches).
+  const int64_t bytes_per_edge = int64_t(7 * sizeof(index_t));
+  const bool big = total > (int64_t(1) << 28) / bytes_per_edge - num_seeds;
+  expand_hop_check_block(total, num_seeds, fanout, int64_t(std::numeric_limits<index_t>::max()), bytes_per_edge,
+                         big ? host_available_bytes() : 0, "host");
   local_rowptr[0] = 0;
-  for (int64_t r = 0; r < num_seeds; ++r) {
-    total += count[r];
-    TORCH_CHECK(total + num_seeds <= int64_t(std::numeric_limits<index_t>::max()),
-                "expand_hop: the block has too many edges for the index dtype; use int64 indices");
-    local_rowptr[r + 1] = index_t(total);
+  for (int64_t r = 0, running = 0; r < num_seeds; ++r) {
+    running += count[r];
+    local_rowptr[r + 1] = index_t(running);
   }
 
   // Pass 2: global edge ids and their source nodes (local_col holds node ids until pass 3 relabels them).

@@ -1,0 +1,49 @@
+// Size arithmetic of gnnaccel::expand_hop shared by its CPU and CUDA kernels (contract in expand_hop.cpp).
+//
+// The number of local edges of a block is a sum over the seeds of `fanout` (sampled) or the row's degree
+// (exact); a user-given fanout can be anything up to 2^63 - 1, so the sum is computed with overflow checks and
+// the result is checked against the index dtype and the memory of the device before anything is allocated: an
+// absurd fanout gets an error naming it, never a wrapped size, an allocator failure or a segfault.
+#pragma once
+
+#include <cstdint>
+#include <limits>
+
+#include "utils.h"
+
+namespace gnnaccel {
+
+// total + count, or an error naming the fanout when the 64-bit count of local edges overflows.
+inline int64_t expand_hop_add_edges(int64_t total, int64_t count, int64_t fanout, int64_t num_seeds) {
+  int64_t sum = 0;
+  TORCH_CHECK(count >= 0 && !__builtin_add_overflow(total, count, &sum), "expand_hop: fanout=", fanout, " over ",
+              num_seeds, " seeds needs more than 2^63 sampled edges; use a smaller fanout");
+  return sum;
+}
+
+// count * fanout (the local edges of `count` sampled rows), with the same error on overflow.
+inline int64_t expand_hop_mul_edges(int64_t count, int64_t fanout, int64_t num_seeds) {
+  int64_t product = 0;
+  TORCH_CHECK(count >= 0 && fanout >= 0 && !__builtin_mul_overflow(count, fanout, &product), "expand_hop: fanout=",
+              fanout, " over ", num_seeds, " seeds needs more than 2^63 sampled edges; use a smaller fanout");
+  return product;
+}
+
+// The block of `total` local edges must be indexable by the index dtype and fit in `memory_bytes` (the
+// device's memory: a bigger allocation can never succeed). `bytes_per_edge` covers every buffer that grows with
+// the edges (local col, edge ids, their share of the frontier and of the de-duplication).
+inline void expand_hop_check_block(int64_t total, int64_t num_seeds, int64_t fanout, int64_t index_max,
+                                   int64_t bytes_per_edge, int64_t memory_bytes, const char* device) {
+  int64_t entries = 0;
+  TORCH_CHECK(!__builtin_add_overflow(total, num_seeds, &entries) && entries <= index_max, "expand_hop: fanout=",
+              fanout, " over ", num_seeds, " seeds gives a block of ", total, " edges, more than the index dtype holds (",
+              index_max, ")", index_max <= std::numeric_limits<int32_t>::max() ? "; use int64 indices" : "",
+              " or a smaller fanout");
+  int64_t bytes = 0;
+  TORCH_CHECK(!__builtin_mul_overflow(entries, bytes_per_edge, &bytes) && (memory_bytes <= 0 || bytes <= memory_bytes),
+              "expand_hop: fanout=", fanout, " over ", num_seeds, " seeds gives a block of ", total,
+              " edges, which needs more memory than the ", device, " has available (", memory_bytes,
+              " bytes); use a smaller fanout");
+}
+
+}  // namespace gnnaccel

@@ -39,6 +39,7 @@ import torch
 from torch import Tensor
 
 from ._memory import available_memory_bytes
+from .ids import as_node_ids
 
 __all__ = ["FeatureCache", "downstream_balls", "stale_after_feature_update", "stale_after_new_edges",
            "reverse_csr"]
@@ -371,17 +372,12 @@ class FeatureCache:
         return layer
 
     def _check_nodes(self, nodes, validate: bool = True) -> Tensor:
-        if not isinstance(nodes, Tensor):
-            raise TypeError(f"nodes must be a torch.Tensor of node ids, got {type(nodes).__name__}")
-        if nodes.dtype not in (torch.int32, torch.int64):
-            raise TypeError(f"nodes must be an int32 or int64 tensor, got {nodes.dtype}")
-        if nodes.dim() != 1:
-            raise ValueError(f"nodes must be 1-D, got shape {list(nodes.shape)}")
-        if validate and nodes.numel():
-            lo, hi = torch.aminmax(nodes)
-            lo, hi = int(lo), int(hi)
-            if lo < 0 or hi >= self.num_nodes:
-                raise ValueError(f"nodes must be in [0, {self.num_nodes}), got values in [{lo}, {hi}]")
+        """Node ids as int64 on the cache's device: through the library's validator, or (``validate=False``,
+        ids the caller produced itself) with the dtype and shape checks only, which read nothing on the host."""
+        if validate:
+            return as_node_ids(nodes, self.num_nodes, "nodes", device=self.device)
+        if not isinstance(nodes, Tensor) or nodes.dtype not in (torch.int32, torch.int64) or nodes.dim() != 1:
+            raise TypeError("with validate=False, nodes must be a 1-D int32/int64 tensor of node ids")
         return nodes.to(self.device, torch.long)
 
     # -------------------------------------------------------------- ownership

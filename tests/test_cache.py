@@ -186,10 +186,13 @@ def test_cuda_cache_state_stays_on_the_device(capacity, generator):
 
 
 @pytest.mark.parametrize("call, error, match", [
-    (lambda c: c.lookup(0, torch.tensor([10])), ValueError, r"nodes must be in \[0, 10\)"),
-    (lambda c: c.lookup(0, torch.tensor([-1])), ValueError, "nodes must be in"),
-    (lambda c: c.lookup(0, torch.tensor([1.0])), TypeError, "int32 or int64"),
-    (lambda c: c.lookup(0, [1]), TypeError, "torch.Tensor"),
+    (lambda c: c.lookup(0, torch.tensor([10])), ValueError, r"nodes must be node ids in \[0, 10\)"),
+    (lambda c: c.lookup(0, torch.tensor([-1])), ValueError, "nodes must be node ids in"),
+    (lambda c: c.lookup(0, torch.tensor([1.0])), TypeError, "nodes must hold integer node ids"),
+    (lambda c: c.lookup(0, torch.tensor([True])), TypeError, "nodes must hold integer node ids"),
+    (lambda c: c.lookup(0, "1"), TypeError, "nodes must be node ids"),
+    (lambda c: c.lookup(0, torch.tensor([1.0]), validate=False), TypeError, "validate=False"),
+    (lambda c: c.insert(0, [11], torch.zeros(1, 2)), ValueError, r"\[0, 10\)"),
     (lambda c: c.lookup(2, torch.tensor([1])), ValueError, "layer"),
     (lambda c: c.insert(0, torch.tensor([1]), torch.zeros(1, 3)), ValueError, r"shape \[1, 2\]"),
     (lambda c: c.insert(0, torch.tensor([1, 2]), torch.zeros(1, 2)), ValueError, "shape"),
@@ -205,6 +208,15 @@ def test_cuda_cache_state_stays_on_the_device(capacity, generator):
 def test_bad_inputs(call, error, match):
     with pytest.raises(error, match=match):
         call(FeatureCache(10, [2, 3], capacity=4))
+
+
+def test_node_lists_and_numpy_are_accepted():
+    import numpy as np
+
+    cache = FeatureCache(10, [2])
+    cache.insert(0, [3, 4], torch.ones(2, 2))
+    assert cache.lookup(0, np.array([4, 5]))[0].tolist() == [True, False]
+    assert cache.invalidate((3,)) == 1 and cache.cached_nodes(0).tolist() == [4]
 
 
 # ---------------------------------------------------------------- LRU vs a reference model

@@ -612,19 +612,19 @@ class FeatureCache:
 
 # ---------------------------------------------------------------------------------------- receptive fields
 def reverse_csr(graph):
-    """CSR of the reversed graph: row ``j`` lists the nodes ``i`` that aggregate from ``j`` (memoised)."""
-    cached = graph.cache.get("reverse_csr")
-    if cached is not None:
-        return cached
-    src = graph.col.long()
-    dst = graph.row_of_edge()
-    order = torch.argsort(src, stable=True)
-    counts = torch.bincount(src, minlength=graph.num_nodes)
-    rowptr = torch.zeros(graph.num_nodes + 1, dtype=torch.long, device=src.device)
-    torch.cumsum(counts, 0, out=rowptr[1:])
-    result = (rowptr.to(graph.index_dtype), dst[order].to(graph.index_dtype).contiguous())
-    graph.cache["reverse_csr"] = result
-    return result
+    """CSR of the reversed graph: row ``j`` lists the nodes ``i`` that aggregate from ``j`` (memoised on the
+    graph with ``Graph.cached``, so it is rebuilt when the graph changes), on the graph's device."""
+
+    def build():
+        src = graph.col.long()
+        dst = graph.row_of_edge()
+        order = torch.argsort(src, stable=True)
+        counts = torch.bincount(src, minlength=graph.num_nodes)
+        rowptr = torch.zeros(graph.num_nodes + 1, dtype=torch.long, device=src.device)
+        torch.cumsum(counts, 0, out=rowptr[1:])
+        return rowptr.to(graph.index_dtype), dst[order].to(graph.index_dtype).contiguous()
+
+    return graph.cached("reverse_csr", build, uses_weight=False)
 
 
 def downstream_balls(graph, nodes: Tensor, hops: int) -> List[Tensor]:

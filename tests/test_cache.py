@@ -458,6 +458,22 @@ def test_downstream_balls_match_bfs(kind, generator):
     assert [b.tolist() for b in downstream_balls(empty, torch.tensor([2, 2]), 2)] == [[2]] * 3
 
 
+def test_reverse_csr_follows_graph_changes(generator):
+    """The memoised reverse CSR is rebuilt after an in-place write to the graph (Graph.cached), so the
+    receptive fields never come from a stale transpose."""
+    from gnnaccel.cache import reverse_csr
+
+    n = 40
+    g = Graph.from_edge_index(random_edge_index(n, 120, generator), n)
+    first = reverse_csr(g)
+    assert reverse_csr(g) is first  # memoised
+    g.col[:10] = (g.col[:10] + 1) % n  # rewire ten edges in place
+    ei = g.edge_index
+    sources = torch.tensor([int(g.col[0]), 7])
+    for got, want in zip(downstream_balls(g, sources, 3), _bfs_balls(ei, n, sources.tolist(), 3)):
+        assert sorted(got.tolist()) == sorted(want)
+
+
 def _mean_layers(g, x, num_layers):
     hidden, h = [], x
     for _ in range(num_layers):

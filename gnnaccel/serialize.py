@@ -124,6 +124,32 @@ def _digest(payload: dict, budget: int) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------- save
+def _conv_kwargs(model: nn.Module) -> dict:
+    """The conv constructor arguments of a conv-stack model, read from its layers (a model converted from PyG
+    or folded / pruned carries no ``conv_kwargs`` of its own that would say e.g. ``aggr="max"`` or
+    ``bias=False``): each argument of the conv class that the layers expose as a plain attribute, and ``bias``
+    as whether the layers have one. Raises ValueError when layers disagree."""
+    kwargs = dict(getattr(model, "conv_kwargs", {}))
+    conv_cls = getattr(type(model), "conv_class", None)
+    if conv_cls is None:
+        return kwargs
+    for p in inspect.signature(conv_cls.__init__).parameters.values():
+        if p.name in ("self", "in_channels", "out_channels") or p.kind not in (p.POSITIONAL_OR_KEYWORD,
+                                                                               p.KEYWORD_ONLY):
+            continue
+        values = []
+        for conv in model.convs:
+            if p.name == "bias":
+                values.append(conv.linear_parts().bias is not None)
+            elif isinstance(getattr(conv, p.name, ()), (bool, int, float, str)):
+                values.append(getattr(conv, p.name))
+        if values:
+            if any(v != values[0] or type(v) is not type(values[0]) for v in values):
+                raise ValueError(f"cannot save: the layers differ in {p.name} ({values})")
+            kwargs[p.name] = values[0]
+    return kwargs
+
+
 def save(model: nn.Module, path: PathLike) -> None:
     """Write a gnnaccel model to a file.
 
@@ -139,10 +165,15 @@ def save(model: nn.Module, path: PathLike) -> None:
     init = {"in_channels": model.in_channels, "hidden_channels": model.hidden_channels,
             "out_channels": model.out_channels, "num_layers": model.num_layers, "dropout": model.dropout,
             "act": _activation_name(model.act), "norm": norm}
-    init.update(getattr(model, "conv_kwargs", {}))
+    init.update(_conv_kwargs(model))
     # Only widths that differ from a freshly constructed model's (pruning narrows layers).
     with torch.device("meta"):
-        fresh = dict(type(model)(**init).named_modules())
+        fresh_model = type(model)(**init)
+    fresh = dict(fresh_model.named_modules())
+    own, built = set(model.state_dict()), set(fresh_model.state_dict())
+    if not built <= own or any(not re.search(r"\.input_index_\w+$", k) for k in own - built):
+        raise ValueError(f"cannot save this {cls_name}: its layers do not match what {cls_name}(**{init}) "
+                         f"builds (missing {sorted(built - own)[:3]}, extra {sorted(own - built)[:3]})")
     widths = {}
     for mod_name, module in model.named_modules():
         attrs = {a: getattr(module, a) for a in _WIDTH_ATTRS

@@ -286,3 +286,32 @@ def test_load_onto_cuda_puts_every_tensor_there(tmp_path):
     assert {t.device.type for t in tensors} == {"cuda"}
     out = loaded(x.cuda(), graph.to("cuda"))
     torch.testing.assert_close(out.cpu(), model(x, graph), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("cls_name, kwargs", [("GraphSAGE", dict(root_weight=False)), ("GraphSAGE", dict(aggr="max")),
+                                              ("GraphSAGE", dict(bias=False)), ("GCN", dict(add_self_loops=False)),
+                                              ("GCN", dict(bias=False)), ("GCN", dict(normalize=False)),
+                                              ("GraphSAGE", dict(norm="batch_norm"))])
+def test_models_converted_from_pyg_keep_their_layer_options(tmp_path, cls_name, kwargs):
+    pyg_models = pytest.importorskip("torch_geometric.nn.models")
+    torch.manual_seed(0)
+    pyg = getattr(pyg_models, cls_name)(5, 7, 2, out_channels=3, **kwargs).eval()
+    model = gnnaccel.from_pyg(pyg)
+    path = tmp_path / "m.pt"
+    gnnaccel.save(model, path)
+    loaded = gnnaccel.load(path)
+    gen = torch.Generator().manual_seed(1)
+    edge_index = torch.randint(12, (2, 40), generator=gen)
+    x = torch.randn(12, 5, generator=gen)
+    assert _same_state(loaded, model)
+    assert torch.equal(loaded(x, edge_index), model(x, edge_index))  # aggr="max" must not come back as "mean"
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x, edge_index), pyg(x, edge_index), rtol=1e-5, atol=1e-5)
+
+
+def test_save_refuses_what_it_could_not_load(tmp_path):
+    model = GraphSAGE(5, 7, 3, num_layers=2).eval()
+    model.convs[1] = gnnaccel.nn.SAGEConv(7, 3, bias=False)  # layers that no single constructor call builds
+    with pytest.raises(ValueError, match="differ in bias"):
+        gnnaccel.save(model, tmp_path / "m.pt")
+    assert not (tmp_path / "m.pt").exists()

@@ -10,6 +10,18 @@ from gnnaccel.ops.lasso import lasso_cd_reference, lasso_duality_gap, lasso_obje
 
 sklearn_lm = pytest.importorskip("sklearn.linear_model")
 
+# The parity tests run on both solvers: the CPU one everywhere, the CUDA one in the GPU check (`make gpu-check`
+# runs every gpu-marked test). Inputs are built on the CPU and moved; results are compared on the CPU.
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
+
+
+def _on(device, *tensors):
+    return [None if t is None else t.to(device) for t in tensors]
+
+
+def _cpu(out):
+    return tuple(t.cpu() for t in out)
+
 
 def _data(generator, n=120, c=30, dead=(), correlated=True):
     X = torch.randn(n, c, generator=generator, dtype=torch.float64)
@@ -34,14 +46,15 @@ def _sklearn(X, y, alpha):
     return torch.from_numpy(model.coef_.copy())
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("alpha_frac", [0.5, 0.1, 0.01])
 @pytest.mark.parametrize("dead", [(), (0, 7)])
-def test_matches_sklearn(alpha_frac, dead, generator):
+def test_matches_sklearn(alpha_frac, dead, device, generator):
     X, y = _data(generator, dead=dead)
     G, q, y_sq = _gram(X, y)
     alpha = alpha_frac * float(q.abs().max())
     expected = _sklearn(X, y, alpha)
-    beta, gap, sweeps = lasso_cd(G, q, alpha, y_sq=y_sq, tol=1e-14, max_sweeps=100_000)
+    beta, gap, sweeps = _cpu(lasso_cd(*_on(device, G, q), alpha, y_sq=y_sq, tol=1e-14, max_sweeps=100_000))
     torch.testing.assert_close(beta, expected, rtol=0, atol=1e-5)
     assert torch.equal(beta != 0, expected != 0)
     assert float(gap) <= 1e-14 * y_sq and int(sweeps) >= 1
@@ -49,21 +62,24 @@ def test_matches_sklearn(alpha_frac, dead, generator):
         assert beta[j] == 0
 
 
-def test_warm_start_reaches_the_same_solution(generator):
+@pytest.mark.parametrize("device", DEVICES)
+def test_warm_start_reaches_the_same_solution(device, generator):
     X, y = _data(generator, dead=(3,))
     G, q, y_sq = _gram(X, y)
     alpha = 0.05 * float(q.abs().max())
     expected = _sklearn(X, y, alpha)
+    G, q = _on(device, G, q)
     for beta0 in (_sklearn(X, y, 4 * alpha), torch.randn(G.shape[0], generator=generator, dtype=torch.float64)):
-        beta, gap, _ = lasso_cd(G, q, alpha, beta0=beta0, y_sq=y_sq, tol=1e-14, max_sweeps=100_000)
+        beta, gap, _ = _cpu(lasso_cd(G, q, alpha, beta0=beta0.to(device), y_sq=y_sq, tol=1e-14, max_sweeps=100_000))
         torch.testing.assert_close(beta, expected, rtol=0, atol=1e-5)
         assert beta[3] == 0  # a non-zero warm start on a dead coordinate is dropped
     # Warm start at the optimum: no pass is needed.
-    beta, gap, sweeps = lasso_cd(G, q, alpha, beta0=beta, y_sq=y_sq, tol=1e-10)
+    beta, gap, sweeps = _cpu(lasso_cd(G, q, alpha, beta0=beta.to(device), y_sq=y_sq, tol=1e-10))
     assert int(sweeps) == 0 and float(gap) <= 1e-10 * y_sq
 
 
-def test_penalty_factors_match_profiled_sklearn(generator):
+@pytest.mark.parametrize("device", DEVICES)
+def test_penalty_factors_match_profiled_sklearn(device, generator):
     """Unpenalised coordinates U and weighted penalties P, checked against sklearn on the problem with U
     profiled out (project X_P and y off span(X_U)) and columns rescaled by 1/p_i."""
     X, y = _data(generator, n=150, c=24, dead=(20,))
@@ -74,7 +90,8 @@ def test_penalty_factors_match_profiled_sklearn(generator):
     P = torch.tensor([i for i in range(c) if i not in U.tolist()])
     G, q, y_sq = _gram(X, y)
     alpha = 0.1 * float((q[P].abs() / p[P]).max())
-    beta, gap, _ = lasso_cd(G, q, alpha, penalty=p, y_sq=y_sq, tol=1e-14, max_sweeps=100_000)
+    beta, gap, _ = _cpu(lasso_cd(*_on(device, G, q), alpha, penalty=p.to(device), y_sq=y_sq, tol=1e-14,
+                                 max_sweeps=100_000))
 
     XU = X[:, U]
     proj = XU @ torch.linalg.pinv(XU)
@@ -88,8 +105,9 @@ def test_penalty_factors_match_profiled_sklearn(generator):
     assert float(gap) <= 1e-14 * y_sq
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("with_unpenalized", [False, True])
-def test_matches_torch_reference_and_gap_bounds_suboptimality(with_unpenalized, generator):
+def test_matches_torch_reference_and_gap_bounds_suboptimality(with_unpenalized, device, generator):
     X, y = _data(generator, n=80, c=40, dead=(5,))
     G, q, _ = _gram(X, y)
     p = torch.rand(40, generator=generator, dtype=torch.float64) + 0.2
@@ -99,15 +117,16 @@ def test_matches_torch_reference_and_gap_bounds_suboptimality(with_unpenalized, 
     q = q.float().double()
     lam = 0.05 * float(q.abs().max())
     ref, ref_gap, _ = lasso_cd_reference(G, q, lam, penalty=p, tol=1e-13)
-    beta, gap, _ = lasso_cd(G, q, lam, penalty=p, tol=1e-13, max_sweeps=100_000)
+    Gd, qd, pd = _on(device, G, q, p)
+    beta, gap, _ = _cpu(lasso_cd(Gd, qd, lam, penalty=pd, tol=1e-13, max_sweeps=100_000))
     torch.testing.assert_close(beta, ref, rtol=0, atol=1e-6)
     # The reported gap bounds the suboptimality of a loose solve, and matches the dense formula.
-    loose, loose_gap, _ = lasso_cd(G, q, lam, penalty=p, tol=1e-3, max_sweeps=100_000)
+    loose, loose_gap, _ = _cpu(lasso_cd(Gd, qd, lam, penalty=pd, tol=1e-3, max_sweeps=100_000))
     excess = float(lasso_objective(G, q, lam, loose, p) - lasso_objective(G, q, lam, ref, p))
     assert -1e-12 <= excess <= float(loose_gap) + 1e-12
     torch.testing.assert_close(loose_gap, lasso_duality_gap(G, q, lam, loose, p), rtol=1e-6, atol=1e-12)
     # float32 inputs: solved in float64, returned in float32.
-    b32, g32, _ = lasso_cd(G.float(), q.float(), lam, penalty=p.float(), tol=1e-13, max_sweeps=100_000)
+    b32, g32, _ = _cpu(lasso_cd(Gd.float(), qd.float(), lam, penalty=pd.float(), tol=1e-13, max_sweeps=100_000))
     assert b32.dtype == torch.float32 and g32.dtype == torch.float32
     torch.testing.assert_close(b32.double(), ref, rtol=0, atol=1e-6)
 
@@ -240,31 +259,34 @@ def _check_selection(G, q, k, p, y_sq, tol, out):
     return int(nnz)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("seed", range(4))
 @pytest.mark.parametrize("c", [1, 7, 40, 120])
-def test_select_solution_is_optimal_and_ranked(seed, c):
+def test_select_solution_is_optimal_and_ranked(seed, c, device):
     gen = torch.Generator().manual_seed(seed)
     X, y = _data(gen, n=3 * c + 10, c=c, dead=(c // 3,) if c > 3 else ())
     G, q, y_sq = _gram(X, y)
     alive = int((G.diagonal() > 0).sum())
     for k in sorted({0, 1, c // 4, c // 2, alive}):
-        out = lasso_select(G, q, k, y_sq=y_sq, tol=1e-9)
+        out = _cpu(lasso_select(*_on(device, G, q), k, y_sq=y_sq, tol=1e-9))
         nnz = _check_selection(G, q, k, None, y_sq, 1e-9, out)
         if 0 < k:
             assert nnz >= k  # full column rank here: the path reaches k
         # the bracket: lambda 0.2% higher is already on the other side (fewer than k), unless exactly k
         if 0 < k < alive and nnz > k:
-            above, _, _ = lasso_cd(G, q, float(out[2]) * 1.002, y_sq=y_sq, tol=1e-12, max_sweeps=100_000)
-            assert int((above != 0).sum()) < nnz
+            above, _, _ = lasso_cd(*_on(device, G, q), float(out[2]) * 1.002, y_sq=y_sq, tol=1e-12,
+                                   max_sweeps=100_000)
+            assert int((above.cpu() != 0).sum()) < nnz
 
 
-def test_select_matches_sklearn_path_support():
+@pytest.mark.parametrize("device", DEVICES)
+def test_select_matches_sklearn_path_support(device):
     """The k-support at the first lambda with >= k non-zeros of scikit-learn's own path (fine grid)."""
     gen = torch.Generator().manual_seed(7)
     X, y = _data(gen, n=400, c=60, correlated=True)
     G, q, y_sq = _gram(X, y)
     for k in (3, 10, 25):
-        chosen, beta, lam, nnz, _, _ = lasso_select(G, q, k, y_sq=y_sq, tol=1e-12)
+        chosen, beta, lam, nnz, _, _ = _cpu(lasso_select(*_on(device, G, q), k, y_sq=y_sq, tol=1e-12))
         alphas = np.geomspace(float(q.abs().max()), float(lam) * 0.9, 400)
         _, coefs, _ = sklearn_lm.lasso_path(X.numpy(), y.numpy(), alphas=alphas, precompute=(X.T @ X).numpy(),
                                             Xy=(X.T @ y).numpy(), tol=1e-12, max_iter=100_000)
@@ -273,13 +295,15 @@ def test_select_matches_sklearn_path_support():
         assert chosen.tolist() == top.tolist()
 
 
-def test_select_with_unpenalized_and_dead_coordinates(generator):
+@pytest.mark.parametrize("device", DEVICES)
+def test_select_with_unpenalized_and_dead_coordinates(device, generator):
     X, y = _data(generator, n=200, c=30, dead=(3, 20))
     G, q, y_sq = _gram(X, y)
     p = torch.ones(30, dtype=torch.float64)
     p[:8] = 0  # includes dead coordinate 3
+    Gd, qd, pd = _on(device, G, q, p)
     for k in (0, 1, 5, 20, 22):
-        out = lasso_select(G, q, k, p, y_sq, tol=1e-10)
+        out = _cpu(lasso_select(Gd, qd, k, pd, y_sq, tol=1e-10))
         _check_selection(G, q, k, p, y_sq, 1e-10, out)
         beta = out[1]
         # the unpenalised alive coordinates are at their optimum given the rest: g_U = 0
@@ -287,7 +311,7 @@ def test_select_with_unpenalized_and_dead_coordinates(generator):
         U = torch.nonzero((p == 0) & (G.diagonal() > 0)).flatten()
         assert float(grad[U].abs().max()) <= 1e-6 * float(q.abs().max())
     # k = 22 penalised = all: the alive ones by |beta| / |grad|, the dead one (20) last
-    chosen = lasso_select(G, q, 22, p, y_sq)[0]
+    chosen = lasso_select(Gd, qd, 22, pd, y_sq)[0].cpu()
     assert chosen.tolist() == list(range(8, 30))
 
 
@@ -385,3 +409,91 @@ def test_select_cuda_matches_cpu(generator):
         gpu = lasso_select(G.cuda(), q.cuda(), 40, None if penalty is None else penalty.cuda(), y_sq, tol=1e-12)
         assert torch.equal(gpu[0].cpu(), cpu[0])
         torch.testing.assert_close(gpu[1].cpu(), cpu[1], rtol=0, atol=1e-8)
+
+
+# ------------------------------------------------------------------- the contract on G (issue 13, item 7)
+# G must be symmetric positive semi-definite (up to the rounding of its dtype). Both ops share one check
+# (csrc/ops/lasso_cd_common.h): O(c^2) at entry (symmetry, diagonal, 2 x 2 minors), and in the solvers a pass
+# with negative curvature or a negative duality gap raises.
+def _indefinite_problems(gen):
+    """(name, G, q) of problems whose G is not PSD, each caught by a different part of the check."""
+    yield "2x2 minor", torch.tensor([[1.0, 2.0], [2.0, 1.0]], dtype=torch.float64), torch.tensor([1.0, 0.5])
+    a = 0.6  # (1 + a) I - a J in 3 coordinates: every 2 x 2 minor > 0, eigenvalue 1 - 2a < 0 along ones
+    G3 = (1 + a) * torch.eye(3, dtype=torch.float64) - a * torch.ones(3, 3, dtype=torch.float64)
+    yield "3x3 curvature", G3, torch.ones(3, dtype=torch.float64)
+    neg = torch.eye(4, dtype=torch.float64)
+    neg[2, 2] = -0.5
+    yield "negative diagonal", neg, torch.ones(4, dtype=torch.float64)
+    dead = torch.eye(4, dtype=torch.float64)
+    dead[1, 1] = 0.0
+    dead[1, 3] = dead[3, 1] = 0.2  # a "dead" coordinate (G_ii = 0) whose row is not zero
+    yield "dead row", dead, torch.ones(4, dtype=torch.float64)
+    # a genuine Gram shifted to a negative smallest eigenvalue (fresh random)
+    X, y = _data(gen, n=200, c=25)
+    G, q, _ = _gram(X, y)
+    ev = torch.linalg.eigvalsh(G)
+    yield "shifted Gram", G - (ev[0] + 0.05 * ev[-1]) * torch.eye(25, dtype=torch.float64), q
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_indefinite_G_raises_in_both_ops(device, generator):
+    for name, G, q in _indefinite_problems(generator):
+        G, q = _on(device, G, q.double())
+        y_sq = 10.0 * float(q.abs().sum()) + 1.0  # large: the gap is not negative because y_sq is too small
+        lam = 0.01 * float(q.abs().max())
+        with pytest.raises(ValueError, match="positive semi-definite"):
+            lasso_cd(G, q, lam, y_sq=y_sq, max_sweeps=10_000)
+        with pytest.raises(ValueError, match="positive semi-definite"):
+            lasso_select(G, q, min(2, G.shape[0] - 1), y_sq=y_sq)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_negative_gap_is_an_error_not_a_result(device, generator):
+    """A y_sq below q' pinv(G) q is no ||y||^2 of a target with X'y = q: the gap would come out negative."""
+    X, y = _data(generator, n=100, c=12)
+    G, q, y_sq = _gram(X, y)
+    too_small = 0.5 * float(q @ torch.linalg.solve(G, q))
+    with pytest.raises(ValueError, match="duality gap came out negative"):
+        lasso_cd(*_on(device, G, q), 0.01 * float(q.abs().max()), y_sq=too_small)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_non_symmetric_G_raises_in_both_ops(device, generator):
+    G = torch.eye(3, dtype=torch.float64)
+    G[0, 1] = 0.5
+    q = torch.ones(3, dtype=torch.float64)
+    for op in (lambda G, q: lasso_cd(G, q, 0.1), lambda G, q: lasso_select(G, q, 2)):
+        with pytest.raises(ValueError, match="G must be symmetric"):
+            op(*_on(device, G, q))
+    # every pair is checked, not a sample of rows: one asymmetric pair anywhere in a 300 x 300 Gram
+    X, y = _data(generator, n=400, c=300)
+    G, q, y_sq = _gram(X, y)
+    G[130, 210] += 1e-4 * float(G.diagonal().max())
+    for op in (lambda G, q: lasso_cd(G, q, 0.1, y_sq=y_sq), lambda G, q: lasso_select(G, q, 20, y_sq=y_sq)):
+        with pytest.raises(ValueError, match="G must be symmetric"):
+            op(*_on(device, G, q))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_singular_psd_grams_are_accepted(device, generator):
+    """Rounding must not trip the check: rank-deficient Grams with duplicated and nearly collinear channels,
+    formed in float32, and exactly-zero dead channels, solve without error and agree with float64."""
+    X, _ = _data(generator, n=60, c=40)  # n < c + extra columns: rank deficient
+    X[:, 5] = X[:, 2]
+    X[:, 7] = 2 * X[:, 3]
+    X[:, 9] = X[:, 4] + 1e-4 * X[:, 8]
+    X[:, 11] = 0
+    y = X[:, :6].sum(1)
+    X32 = X.float()
+    G32, q32 = X32.T @ X32 / 60, X32.T @ y.float() / 60
+    y_sq = float(y @ y / 60)
+    lam = 0.01 * float(q32.abs().max())
+    # (float32 G and q against a float64 y_sq: the gap stalls at float32 rounding; the objective is checked below)
+    beta, gap, _ = _cpu(lasso_cd(*_on(device, G32, q32), lam, y_sq=y_sq, tol=1e-7, max_sweeps=5_000))
+    assert 0 <= float(gap) <= 1e-5 * y_sq and beta[11] == 0
+    chosen = lasso_select(*_on(device, G32, q32), 10, y_sq=y_sq, tol=1e-8)[0]
+    assert chosen.numel() == 10
+    G64, q64, _ = _gram(X, y)
+    beta64, _, _ = _cpu(lasso_cd(*_on(device, G64, q64), lam, y_sq=y_sq, tol=1e-12, max_sweeps=100_000))
+    obj = lambda b: float(lasso_objective(G64, q64, lam, b))  # noqa: E731
+    assert obj(beta) - obj(beta64) <= 1e-4 * y_sq

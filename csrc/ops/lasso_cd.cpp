@@ -11,6 +11,12 @@
 // here when U is non-empty), tol (stop when gap <= tol * y_sq), max_sweeps (coordinate passes).
 // Outputs: beta [c] (dtype of G), gap 0-dim (dtype of G, absolute, same units as F), sweeps 0-dim int64.
 //
+// Contract (lasso_check_gram in lasso_cd_common.h, shared by both ops and both devices; ValueError
+// otherwise): G symmetric PSD up to the rounding of the input dtype (rtol 1e-8 for float64, 1e-4 for float32,
+// relative to max G_ii). Checked at entry: symmetry of every pair, no negative diagonal entry, no negative
+// 2 x 2 minor (O(c^2), messages name the entries), then a Cholesky factorisation of G + rtol * max G_ii * I
+// (O(c^3 / 3): the certificate). The solvers also raise on a pass step with negative curvature or a negative
+// duality gap (a y_sq below q' pinv(G) q, i.e. no target y with ||y||^2 = y_sq, gives one too).
 // Dead coordinates (G_ii <= 0: a channel that is zero on every calibration row) are removed from the
 // problem: beta_i = 0, never divided by, and they do not enter the gap.
 //

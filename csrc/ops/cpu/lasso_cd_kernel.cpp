@@ -24,7 +24,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lasso_cd_cpu(const at::Tensor& G,
                         in.unpen_idx.data_ptr<int64_t>(), in.unpen_idx.numel(), in.unpen_pinv.data_ptr<double>(), c);
   solver.set_lambda(lam_v);
   solver.init(b, g);
-  const CdOutcome res = run_coordinate_descent(solver, b, g, tol * y_sq_v, max_sweeps);
+  const double tol_abs = tol * y_sq_v;
+  const CdOutcome res = run_coordinate_descent(
+      solver, b, g, tol_abs, max_sweeps, CdContract{kLassoCurvatureRtol * in.rtol, -(tol_abs + in.rtol * y_sq_v)});
+  lasso_check_outcome(res.violation, res.value, res.reference, "lasso_cd");
   auto gap_t = at::scalar_tensor(res.gap, in.G.options()).to(G.scalar_type());
   auto sweeps_t = at::scalar_tensor(res.sweeps, in.G.options().dtype(at::kLong));
   return {beta.to(G.scalar_type()), gap_t, sweeps_t};

@@ -57,6 +57,9 @@ class CpuLassoSolver {
   }
   double lambda() const { return lam_; }
   bool alive(int64_t i) const { return diag_[i] > 0; }
+  double diag(int64_t i) const { return diag_[i]; }
+  double y_sq() const { return y_sq_; }
+  int64_t size() const { return c_; }
 
   // g = q - G b; dead coordinates are removed from the problem (b_i = 0).
   void init(double* b, double* g) const {
@@ -160,21 +163,57 @@ class CpuLassoSolver {
 struct CdOutcome {
   double gap;
   int64_t sweeps;
+  int64_t violation = 0;  // LassoViolationKind (../lasso_cd_common.h): 0, or what the contract excludes
+  double value = 0, reference = 0;
+};
+
+// The solver's share of the contract checks (see lasso_check_outcome in ../lasso_cd_common.h): the step d of
+// every pass (with its unpenalised step) must have d'Gd = d'(g_before - g_after) >= -curvature_rtol *
+// sum_i G_ii d_i^2, and every gap must be >= gap_floor (a small negative number). O(c) per pass.
+struct CdContract {
+  double curvature_rtol;
+  double gap_floor;
 };
 
 // The pass schedule of ../lasso_cd.cpp from a consistent (b, g = q - G b): passes over the active set, with a
 // full pass whenever the active subproblem's own gap is below tolerance (and every 10th pass, against an
-// active set that stalls), until the full gap is <= tol_abs or max_sweeps passes ran.
+// active set that stalls), until the full gap is <= tol_abs or max_sweeps passes ran. Stops at once, with
+// `violation` set, when a pass or a gap shows that G is not PSD.
 inline CdOutcome run_coordinate_descent(CpuLassoSolver& solver, double* b, double* g, double tol_abs,
-                                        int64_t max_sweeps) {
+                                        int64_t max_sweeps, const CdContract& contract) {
+  const int64_t c = solver.size();
   std::vector<int64_t> alive, active;
+  std::vector<double> b0(b, b + c), g0(g, g + c);
   solver.all_alive(alive);
   solver.rebuild_active(b, active);
   solver.unpenalized_step(b, g);
   LassoGaps gap = solver.gaps(b, g);
   int64_t sweeps = 0, since_full = 0;
   bool need_full = true;
+  auto violated = [&](CdOutcome& out) {
+    if (gap.full < contract.gap_floor) {
+      out = {gap.full, sweeps, 2, gap.full, solver.y_sq()};
+      return true;
+    }
+    double curv = 0, diag_curv = 0;
+    for (int64_t i = 0; i < c; ++i) {
+      const double d = b[i] - b0[i];
+      if (d != 0) {
+        curv += d * (g0[i] - g[i]);
+        diag_curv += solver.diag(i) * d * d;
+      }
+    }
+    if (curv < -contract.curvature_rtol * diag_curv) {
+      out = {gap.full, sweeps, 1, curv, diag_curv};
+      return true;
+    }
+    return false;
+  };
+  CdOutcome out{gap.full, 0};
+  if (violated(out)) return out;
   while (gap.full > tol_abs && sweeps < max_sweeps) {
+    std::copy(b, b + c, b0.begin());
+    std::copy(g, g + c, g0.begin());
     if (need_full || since_full >= 10) {
       solver.pass(alive, b, g);
       solver.rebuild_active(b, active);
@@ -186,6 +225,7 @@ inline CdOutcome run_coordinate_descent(CpuLassoSolver& solver, double* b, doubl
     ++sweeps;
     solver.unpenalized_step(b, g);
     gap = solver.gaps(b, g);
+    if (violated(out)) return out;
     need_full = gap.active <= 0.5 * tol_abs;
   }
   return {gap.full, sweeps};

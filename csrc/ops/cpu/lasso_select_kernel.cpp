@@ -29,6 +29,7 @@ class WorkingSetSolver {
   WorkingSetSolver(const LassoPrepared& in, double tol, int64_t max_sweeps)
       : G_(in.G.data_ptr<double>()), q_(in.q.data_ptr<double>()), p_(in.penalty.data_ptr<double>()),
         c_(in.G.size(0)), y_sq_(*in.y_sq.data_ptr<double>()), tol_abs_(tol * y_sq_), max_sweeps_(max_sweeps),
+        contract_{kLassoCurvatureRtol * in.rtol, -(tol_abs_ + in.rtol * y_sq_)},
         nu_(in.unpen_idx.numel()), pinv_(in.unpen_pinv.data_ptr<double>()),
         full_(G_, q_, p_, y_sq_, in.unpen_idx.data_ptr<int64_t>(), nu_, pinv_, c_), in_w_(c_) {}
 
@@ -58,7 +59,10 @@ class WorkingSetSolver {
       rebuild_gradient(b, g);
       // On all coordinates the subproblem is the problem: its converged gap is final (the rebuilt gradient
       // may differ from the solver's running one by rounding only).
-      if (all_coordinates || full_.gaps(b, g).full <= tol_abs_ || sweeps >= max_sweeps_) break;
+      const double full_gap = full_.gaps(b, g).full;
+      lasso_check_outcome(full_gap < contract_.gap_floor ? kLassoNegativeGap : kLassoOk, full_gap, y_sq_,
+                          "lasso_select");
+      if (all_coordinates || full_gap <= tol_abs_ || sweeps >= max_sweeps_) break;
       bool grew = false;
       for (int64_t i = 0; i < c_; ++i) {
         if (!in_w_[i] && full_.alive(i) && p_[i] > 0 && std::abs(g[i]) > lam * p_[i]) {
@@ -101,7 +105,8 @@ class WorkingSetSolver {
     CpuLassoSolver sub(Gw_.data(), qw_.data(), pw_.data(), y_sq_, uw_.data(), nu_, pinv_, w);
     sub.set_lambda(lam);
     sub.init(bw_.data(), gw_.data());
-    const CdOutcome res = run_coordinate_descent(sub, bw_.data(), gw_.data(), tol_abs, max_sweeps);
+    const CdOutcome res = run_coordinate_descent(sub, bw_.data(), gw_.data(), tol_abs, max_sweeps, contract_);
+    lasso_check_outcome(res.violation, res.value, res.reference, "lasso_select");
     for (int64_t r = 0; r < w; ++r) b[W_[r]] = bw_[r];
     return res.sweeps;
   }
@@ -157,7 +162,9 @@ class WorkingSetSolver {
   const double *G_, *q_, *p_;
   int64_t c_;
   double y_sq_, tol_abs_;
-  int64_t max_sweeps_, nu_;
+  int64_t max_sweeps_;
+  CdContract contract_;
+  int64_t nu_;
   const double* pinv_;
   CpuLassoSolver full_;  // the full problem: gaps, liveness, the start point
   std::vector<char> in_w_;

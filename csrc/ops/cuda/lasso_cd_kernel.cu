@@ -61,13 +61,15 @@ struct DeviceGaps {
 __global__ void __launch_bounds__(kThreads) lasso_cd_kernel(
     const double* __restrict__ G, const double* __restrict__ q, const double* __restrict__ p,
     const double* __restrict__ lam_ptr, const double* __restrict__ y_sq_ptr, const int64_t* __restrict__ unpen,
-    int64_t nu, const double* __restrict__ pinv, int64_t c, double tol, int64_t max_sweeps, double* b, double* g,
-    double* d, int64_t* active, int* in_active, double* gap_out, int64_t* sweeps_out) {
+    int64_t nu, const double* __restrict__ pinv, int64_t c, double tol, int64_t max_sweeps, double curvature_rtol,
+    double rtol, double* b, double* g, double* d, int64_t* active, int* in_active, double* b0, double* g0,
+    double* gap_out, int64_t* sweeps_out, double* violation_out) {
   __shared__ double scratch[kWarps];
   __shared__ int64_t num_active;
   const int tid = threadIdx.x;
   const double lam = *lam_ptr, y_sq = *y_sq_ptr;
   const double tol_abs = tol * y_sq;
+  const double gap_floor = -(tol_abs + rtol * y_sq);  // the contract checks: see lasso_check_outcome
 
   // g = q - G b over the non-zero warm start; dead coordinates start (and stay) at 0.
   for (int64_t j = tid; j < c; j += kThreads) {
@@ -163,12 +165,60 @@ __global__ void __launch_bounds__(kThreads) lasso_cd_kernel(
     return DeviceGaps{gap_for(smax), gap_for(smax_active)};
   };
 
+  auto snapshot = [&]() {
+    for (int64_t j = tid; j < c; j += kThreads) {
+      b0[j] = b[j];
+      g0[j] = g[j];
+    }
+    __syncthreads();
+  };
+  // The solver's share of the contract checks (as the CPU solver's run_coordinate_descent): a negative gap, or
+  // a step since the snapshot with d'Gd = d'(g0 - g) < -curvature_rtol * sum_i G_ii d_i^2. Uniform result.
+  int64_t sweeps = 0;
+  auto violated = [&](const DeviceGaps& gp) {
+    if (gp.full < gap_floor) {
+      if (tid == 0) {
+        violation_out[0] = 2;
+        violation_out[1] = gp.full;
+        violation_out[2] = y_sq;
+        *gap_out = gp.full;
+        *sweeps_out = sweeps;
+      }
+      return true;
+    }
+    double curv = 0, diag_curv = 0;
+    for (int64_t j = tid; j < c; j += kThreads) {
+      const double dj = b[j] - b0[j];
+      if (dj != 0) {
+        curv += dj * (g0[j] - g[j]);
+        diag_curv += G[j * c + j] * dj * dj;
+      }
+    }
+    curv = block_sum(curv, scratch);
+    diag_curv = block_sum(diag_curv, scratch);
+    if (curv < -curvature_rtol * diag_curv) {
+      if (tid == 0) {
+        violation_out[0] = 1;
+        violation_out[1] = curv;
+        violation_out[2] = diag_curv;
+        *gap_out = gp.full;
+        *sweeps_out = sweeps;
+      }
+      return true;
+    }
+    return false;
+  };
+
+  if (tid == 0) violation_out[0] = 0;
+  snapshot();
   rebuild_active();
   unpenalized_step();
   DeviceGaps gap = gaps();
-  int64_t sweeps = 0, since_full = 0;
+  if (violated(gap)) return;
+  int64_t since_full = 0;
   bool need_full = true;
   while (gap.full > tol_abs && sweeps < max_sweeps) {
+    snapshot();
     if (need_full || since_full >= 10) {
       for (int64_t i = 0; i < c; ++i) coordinate(i);
       __syncthreads();
@@ -183,12 +233,20 @@ __global__ void __launch_bounds__(kThreads) lasso_cd_kernel(
     ++sweeps;
     unpenalized_step();
     gap = gaps();
+    if (violated(gap)) return;
     need_full = gap.active <= 0.5 * tol_abs;
   }
   if (tid == 0) {
     *gap_out = gap.full;
     *sweeps_out = sweeps;
   }
+}
+
+// Raises the contract violation a solve wrote to `violation` [kind, value, reference] (one host sync).
+void check_violation(const at::Tensor& violation, const char* op) {
+  const at::Tensor v = violation.cpu();
+  const double* h = v.data_ptr<double>();
+  lasso_check_outcome(static_cast<int64_t>(h[0]), h[1], h[2], op);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> lasso_cd_cuda(const at::Tensor& G, const at::Tensor& q,
@@ -207,16 +265,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lasso_cd_cuda(const at::Tensor& G
   at::Tensor d = at::empty({std::max<int64_t>(in.unpen_idx.numel(), 1)}, opts);
   at::Tensor active = at::empty({std::max<int64_t>(c, 1)}, opts.dtype(at::kLong));
   at::Tensor in_active = at::empty({std::max<int64_t>(c, 1)}, opts.dtype(at::kInt));
+  at::Tensor snap = at::empty({2, std::max<int64_t>(c, 1)}, opts);
   at::Tensor gap = at::empty({}, opts);
   at::Tensor sweeps = at::empty({}, opts.dtype(at::kLong));
+  at::Tensor violation = at::empty({3}, opts);
   auto stream = at::cuda::getCurrentCUDAStream();
   lasso_cd_kernel<<<1, kThreads, 0, stream>>>(
       in.G.data_ptr<double>(), in.q.data_ptr<double>(), in.penalty.data_ptr<double>(), in.lam.data_ptr<double>(),
       in.y_sq.data_ptr<double>(), in.unpen_idx.data_ptr<int64_t>(), in.unpen_idx.numel(),
-      in.unpen_pinv.data_ptr<double>(), c, tol, max_sweeps, beta.data_ptr<double>(), grad.data_ptr<double>(),
-      d.data_ptr<double>(), active.data_ptr<int64_t>(), in_active.data_ptr<int>(), gap.data_ptr<double>(),
-      sweeps.data_ptr<int64_t>());
+      in.unpen_pinv.data_ptr<double>(), c, tol, max_sweeps, kLassoCurvatureRtol * in.rtol, in.rtol,
+      beta.data_ptr<double>(), grad.data_ptr<double>(), d.data_ptr<double>(), active.data_ptr<int64_t>(),
+      in_active.data_ptr<int>(), snap[0].data_ptr<double>(), snap[1].data_ptr<double>(), gap.data_ptr<double>(),
+      sweeps.data_ptr<int64_t>(), violation.data_ptr<double>());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
+  check_violation(violation, "lasso_cd");  // one host sync
   return {beta.to(G.scalar_type()), gap.to(G.scalar_type()), sweeps};
 }
 
@@ -239,8 +301,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   at::Tensor d = at::empty({std::max<int64_t>(nu, 1)}, opts);
   at::Tensor active = at::empty({std::max<int64_t>(c, 1)}, opts.dtype(at::kLong));
   at::Tensor in_active = at::empty({std::max<int64_t>(c, 1)}, opts.dtype(at::kInt));
+  at::Tensor snap = at::empty({2, std::max<int64_t>(c, 1)}, opts);
   at::Tensor gap = at::empty({}, opts);
   at::Tensor sweeps = at::empty({}, opts.dtype(at::kLong));
+  at::Tensor violation = at::empty({3}, opts);
   at::Tensor lam = at::empty({}, opts);
   auto to_host = [c](const at::Tensor& t) {
     const at::Tensor h = t.cpu();
@@ -257,9 +321,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     lasso_cd_kernel<<<1, kThreads, 0, stream>>>(
         in.G.data_ptr<double>(), in.q.data_ptr<double>(), in.penalty.data_ptr<double>(), lam.data_ptr<double>(),
         in.y_sq.data_ptr<double>(), in.unpen_idx.data_ptr<int64_t>(), nu, in.unpen_pinv.data_ptr<double>(), c, tol,
-        max_sweeps, beta.data_ptr<double>(), grad.data_ptr<double>(), d.data_ptr<double>(),
-        active.data_ptr<int64_t>(), in_active.data_ptr<int>(), gap.data_ptr<double>(), sweeps.data_ptr<int64_t>());
+        max_sweeps, kLassoCurvatureRtol * in.rtol, in.rtol, beta.data_ptr<double>(), grad.data_ptr<double>(),
+        d.data_ptr<double>(), active.data_ptr<int64_t>(), in_active.data_ptr<int>(), snap[0].data_ptr<double>(),
+        snap[1].data_ptr<double>(), gap.data_ptr<double>(), sweeps.data_ptr<int64_t>(), violation.data_ptr<double>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
+    check_violation(violation, "lasso_select");
     to.b = to_host(beta);
     to.g = to_host(grad);
     return sweeps.item<int64_t>();

@@ -8,7 +8,7 @@ INSTALL_STAMP := $(VENV)/.gnnaccel-installed
 CSRC := $(shell find csrc -name '*.cpp' -o -name '*.h' -o -name '*.cu' 2>/dev/null)
 export MAX_JOBS ?= 2
 
-.PHONY: all build demo test test-fast bench report cuda-check clean
+.PHONY: all build demo test test-fast bench report cuda-check gpu-check clean
 
 all: build
 
@@ -55,6 +55,12 @@ cuda-check:
 	  GNNACCEL_CUDA_INCLUDE="$$(../../$(CUDA_PY) -c 'import os, nvidia; print(os.path.join(nvidia.__path__[0], "cu13", "include"))')" \
 	  ../../$(CUDA_PY) setup.py -q build_ext --inplace 2>&1 | grep -v -E "^(running|copying)"; \
 	  ../../$(CUDA_PY) -c "import gnnaccel, sys; from gnnaccel._library import cuda_kernel_report; ok = cuda_kernel_report(); sys.exit(0 if ok else 1)"
+
+# On a GPU machine with no network: build with CUDA in place, run every gpu-marked test, a short benchmark;
+# writes benchmarks/out/gpu_check.{json,md}. Uses the system python3 as is (no venv, installs nothing); the
+# logic is in the script, which also runs where make is missing. Exits 2 with a message when there is no GPU.
+gpu-check:
+	bash scripts/gpu_check.sh
 
 clean:
 	rm -rf build gnnaccel/*.so *.egg-info

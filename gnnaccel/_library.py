@@ -2,7 +2,10 @@
 
 Importing gnnaccel never fails because the extension is missing (a source checkout that was not built, a
 wheel for another torch): it warns once, and calling an operator raises :class:`ExtensionNotBuiltError`
-saying how to build it.
+saying how to build it. The extension is compiled against one torch release and crashes under another (the
+C++ ABI changes between releases), so the build records its torch version (``gnnaccel/_build_info.py``,
+written by setup.py's build_ext) and ``_C`` is not even loaded under a different torch: same warning, same
+error on use, naming both versions.
 """
 from __future__ import annotations
 
@@ -18,14 +21,44 @@ class ExtensionNotBuiltError(RuntimeError):
     """Raised when an operator is called but ``gnnaccel._C`` could not be loaded."""
 
 
-try:
-    from . import _C  # noqa: F401  (loading the .so registers the operators)
-    EXTENSION_LOADED = True
-    EXTENSION_ERROR: str | None = None
-except ImportError as exc:  # pragma: no cover - exercised only without a build
-    EXTENSION_LOADED = False
-    EXTENSION_ERROR = str(exc)
-    warnings.warn(f"gnnaccel._C could not be loaded ({exc}); operators are unavailable: {BUILD_HINT}",
+def _public(version: str) -> str:
+    return version.split("+", 1)[0]
+
+
+def build_torch_version() -> str | None:
+    """The torch version gnnaccel._C was built against (None for a build that did not record it)."""
+    try:
+        from ._build_info import TORCH_VERSION
+    except ImportError:
+        return None
+    return TORCH_VERSION
+
+
+def torch_mismatch(built: str | None, running: str) -> str | None:
+    """Why ``_C`` built against torch ``built`` must not be loaded under ``running`` (None when it may): the
+    release must match (local labels such as +cpu / +cu130 aside, as the wheel's requirement)."""
+    if built is None or _public(built) == _public(running):
+        return None
+    return (f"it was built against torch {built} but torch {running} is running (the C++ ABI differs between "
+            f"torch releases: loading it would crash); install torch=={_public(built)} or rebuild gnnaccel")
+
+
+def _load() -> str | None:
+    """Load _C (registering the operators); the reason it is unavailable, or None."""
+    mismatch = torch_mismatch(build_torch_version(), torch.__version__)
+    if mismatch is not None:
+        return mismatch
+    try:
+        from . import _C  # noqa: F401  (loading the .so registers the operators)
+    except ImportError as exc:
+        return str(exc)
+    return None
+
+
+EXTENSION_ERROR: str | None = _load()
+EXTENSION_LOADED = EXTENSION_ERROR is None
+if not EXTENSION_LOADED:
+    warnings.warn(f"gnnaccel._C could not be loaded ({EXTENSION_ERROR}); operators are unavailable: {BUILD_HINT}",
                   RuntimeWarning, stacklevel=2)
 
 

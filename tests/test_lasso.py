@@ -448,6 +448,27 @@ def test_indefinite_G_raises_in_both_ops(device, generator):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+def test_check_psd_false_skips_only_the_factorisation(device, generator):
+    """check_psd=False (for a G that is PSD by construction) keeps the O(c^2) checks and the solver's."""
+    problems = {name: (G, q.double()) for name, G, q in _indefinite_problems(generator)}
+    for name, match in (("2x2 minor", "2 x 2"), ("negative diagonal", "is negative"), ("dead row", "2 x 2"),
+                        ("3x3 curvature", "negative curvature|duality gap came out negative")):
+        G, q = _on(device, *problems[name])
+        with pytest.raises(ValueError, match=match):
+            lasso_cd(G, q, 0.01, y_sq=100.0, check_psd=False)
+        with pytest.raises(ValueError, match=match):
+            lasso_select(G, q, 2, y_sq=100.0, check_psd=False)
+    G, q = _on(device, *problems["shifted Gram"])  # what only the factorisation sees: caught by default
+    with pytest.raises(ValueError, match="Cholesky"):
+        lasso_select(G, q, 2, y_sq=1e3)
+    X, y = _data(generator, n=100, c=20)  # a valid problem: same answer either way
+    G, q, y_sq = _gram(X, y)
+    a = lasso_select(*_on(device, G, q), 5, y_sq=y_sq, tol=1e-10)
+    b = lasso_select(*_on(device, G, q), 5, y_sq=y_sq, tol=1e-10, check_psd=False)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_negative_gap_is_an_error_not_a_result(device, generator):
     """A y_sq below q' pinv(G) q is no ||y||^2 of a target with X'y = q: the gap would come out negative."""
     X, y = _data(generator, n=100, c=12)

@@ -15,7 +15,8 @@
 // otherwise): G symmetric PSD up to the rounding of the input dtype (rtol 1e-8 for float64, 1e-4 for float32,
 // relative to max G_ii). Checked at entry: symmetry of every pair, no negative diagonal entry, no negative
 // 2 x 2 minor (O(c^2), messages name the entries), then a Cholesky factorisation of G + rtol * max G_ii * I
-// (O(c^3 / 3): the certificate). The solvers also raise on a pass step with negative curvature or a negative
+// (O(c^3 / 3): the certificate; check_psd=False skips only this step, for callers whose G is PSD by
+// construction, e.g. the pruner's Grams built from second moments). The solvers also raise on a pass step with negative curvature or a negative
 // duality gap (a y_sq below q' pinv(G) q, i.e. no target y with ||y||^2 = y_sq, gives one too).
 // Dead coordinates (G_ii <= 0: a channel that is zero on every calibration row) are removed from the
 // problem: beta_i = 0, never divided by, and they do not enter the gap.
@@ -37,5 +38,5 @@
 
 TORCH_LIBRARY_FRAGMENT(gnnaccel, m) {
   m.def("lasso_cd(Tensor G, Tensor q, Tensor lam, Tensor beta0, Tensor? penalty, Tensor y_sq, "
-        "Tensor? unpenalized_pinv, float tol, int max_sweeps) -> (Tensor, Tensor, Tensor)");
+        "Tensor? unpenalized_pinv, float tol, int max_sweeps, bool check_psd=True) -> (Tensor, Tensor, Tensor)");
 }

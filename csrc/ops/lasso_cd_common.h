@@ -30,7 +30,8 @@ struct LassoPrepared {
 //  - the certificate: a Cholesky factorisation of G + rtol * max_i G_ii * I succeeds exactly when G has no
 //    eigenvalue below about -rtol * max_i G_ii. O(c^3 / 3): 16 ms at c = 745, 0.14 s at c = 1500 on one core
 //    of the development machine (a whole lasso_select path there: 10 ms and 30 ms); once per op call, i.e.
-//    once per layer in prune(). Cheaper partial tests miss what matters: an indefinite direction that no 2 x 2
+//    once per op call (skipped with check_psd=False by callers whose G is PSD by construction: the pruner's
+//    Grams of second moments). Cheaper partial tests miss what matters: an indefinite direction that no 2 x 2
 //    minor shows and that the path never steps along leaves a KKT point with gap 0, a wrong answer certified;
 //  - in the solvers (O(c) per pass): a pass step d with negative curvature d'Gd, or a negative duality gap
 //    (weak duality excludes it; a y_sq below q' pinv(G) q also gives one) raises (lasso_check_outcome).
@@ -119,12 +120,13 @@ inline void lasso_certify_psd(const at::Tensor& G, double rtol, const char* op) 
 }
 
 // The contract checks of G at entry (see above), on the float64 copy, CPU or CUDA.
-inline void lasso_check_gram(const at::Tensor& G, double rtol, const char* op) {
+// `certify`: also the O(c^3) certificate (the ops' check_psd argument).
+inline void lasso_check_gram(const at::Tensor& G, double rtol, bool certify, const char* op) {
   if (G.is_cpu())
     lasso_check_gram_cpu(G, rtol, op);
   else
     lasso_check_gram_device(G, rtol, op);
-  lasso_certify_psd(G, rtol, op);
+  if (certify) lasso_certify_psd(G, rtol, op);
 }
 
 // What a solve met that the contract excludes (written by the CPU and CUDA solvers alike).
@@ -180,7 +182,7 @@ inline void lasso_check_values_cpu(const LassoPrepared& in, const char* op) {
 inline LassoPrepared lasso_prepare(const at::Tensor& G, const at::Tensor& q, const at::Tensor& lam,
                                    const at::Tensor& beta0, const std::optional<at::Tensor>& penalty,
                                    const at::Tensor& y_sq, const std::optional<at::Tensor>& unpenalized_pinv,
-                                   double tol, int64_t max_sweeps, const char* op = "lasso_cd") {
+                                   double tol, int64_t max_sweeps, bool check_psd, const char* op = "lasso_cd") {
   TORCH_CHECK(G.dim() == 2, op, ": G must be 2-D, got shape ", G.sizes());
   TORCH_CHECK(G.size(0) == G.size(1), op, ": G must be square, got shape ", G.sizes());
   const int64_t c = G.size(0);
@@ -227,7 +229,7 @@ inline LassoPrepared lasso_prepare(const at::Tensor& G, const at::Tensor& q, con
     TORCH_CHECK_VALUE(std::isfinite(y_sq_v) && y_sq_v >= 0, op, ": y_sq must be finite and >= 0, got ", y_sq_v);
   }
   out.rtol = lasso_contract_rtol(G.scalar_type());
-  lasso_check_gram(out.G, out.rtol, op);
+  lasso_check_gram(out.G, out.rtol, check_psd, op);
   if (out.G.is_cpu()) {
     std::vector<int64_t> unpen;
     const double* g = out.G.data_ptr<double>();

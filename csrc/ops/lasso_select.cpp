@@ -22,6 +22,7 @@
 
 TORCH_LIBRARY_FRAGMENT(gnnaccel, m) {
   m.def("lasso_select(Tensor G, Tensor q, int k, Tensor? penalty, Tensor y_sq, Tensor? unpenalized_pinv, "
-        "float tol, float path_ratio, int max_bisections, int max_sweeps, float lambda_min_ratio) "
+        "float tol, float path_ratio, int max_bisections, int max_sweeps, float lambda_min_ratio, "
+        "bool check_psd=True) "
         "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
 }

@@ -166,7 +166,7 @@ inline LassoPrepared lasso_select_prepare(const at::Tensor& G, const at::Tensor&
                                           const std::optional<at::Tensor>& penalty, const at::Tensor& y_sq,
                                           const std::optional<at::Tensor>& unpenalized_pinv, double tol,
                                           double path_ratio, int64_t max_bisections, int64_t max_sweeps,
-                                          double lambda_min_ratio) {
+                                          double lambda_min_ratio, bool check_psd) {
   TORCH_CHECK_VALUE(path_ratio > 0 && path_ratio < 1, "lasso_select: path_ratio must be in (0, 1), got ", path_ratio);
   TORCH_CHECK_VALUE(max_bisections >= 0, "lasso_select: max_bisections must be >= 0, got ", max_bisections);
   TORCH_CHECK_VALUE(lambda_min_ratio > 0 && lambda_min_ratio < 1, "lasso_select: lambda_min_ratio must be in (0, 1), got ",
@@ -174,7 +174,7 @@ inline LassoPrepared lasso_select_prepare(const at::Tensor& G, const at::Tensor&
   TORCH_CHECK(G.dim() == 2, "lasso_select: G must be 2-D, got shape ", G.sizes());
   const at::Tensor zero = at::zeros({}, G.options());
   LassoPrepared in = lasso_prepare(G, q, zero, at::zeros({G.size(0)}, G.options()), penalty, y_sq,
-                                   unpenalized_pinv, tol, max_sweeps, "lasso_select");
+                                   unpenalized_pinv, tol, max_sweeps, check_psd, "lasso_select");
   int64_t penalised = 0;
   if (in.penalty.is_cpu()) {
     const double* p = in.penalty.data_ptr<double>();

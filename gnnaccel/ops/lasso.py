@@ -54,7 +54,8 @@ def unpenalized_pinv(G: Tensor, penalty: Optional[Tensor]) -> Tensor:
 
 def lasso_cd(G: Tensor, q: Tensor, lam: Union[float, Tensor], beta0: Optional[Tensor] = None,
              penalty: Optional[Tensor] = None, y_sq: Union[None, float, Tensor] = None, tol: float = 1e-6,
-             max_sweeps: int = 1000, unpenalized_pinv: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
+             max_sweeps: int = 1000, unpenalized_pinv: Optional[Tensor] = None,
+             check_psd: bool = True) -> Tuple[Tensor, Tensor, Tensor]:
     """Solve ``min_b 1/2 b'Gb - q'b + lam * sum_i penalty_i |b_i|`` by coordinate descent.
 
     ``G`` [c, c] symmetric PSD, ``q`` [c]; ``lam`` >= 0 (number or one-element tensor); ``beta0`` warm start
@@ -63,6 +64,12 @@ def lasso_cd(G: Tensor, q: Tensor, lam: Union[float, Tensor], beta0: Optional[Te
     the gap; when None it is ``1'G1``, right when the target is the unpruned output (``q = G 1``).
     Coordinates with ``G_ii <= 0`` (dead channels) stay 0. Returns ``(beta, gap, sweeps)`` as tensors
     (``beta`` in G's dtype, ``gap`` absolute, ``sweeps`` int64); the solve runs in float64.
+
+    A G outside the contract raises ValueError (csrc/ops/lasso_cd_common.h): not symmetric, a negative
+    diagonal entry or 2 x 2 minor, an eigenvalue below ``-rtol * max G_ii`` (rtol 1e-8 for float64, 1e-4 for
+    float32: a Cholesky factorisation, O(c^3)), a pass with negative curvature, or a negative duality gap (also
+    given by a ``y_sq`` below ``q' pinv(G) q``). ``check_psd=False`` skips only the O(c^3) factorisation, for
+    callers whose G is PSD by construction.
     """
     require_extension()
     _check_floating(G=G, q=q)
@@ -86,16 +93,16 @@ def lasso_cd(G: Tensor, q: Tensor, lam: Union[float, Tensor], beta0: Optional[Te
         raise ValueError(f"penalty must have shape [{c}] to match G, got {list(penalty.shape)}")
     y_sq_t = G.sum() if y_sq is None else _as_scalar_tensor(y_sq, G, "y_sq")
     return torch.ops.gnnaccel.lasso_cd(G.contiguous(), q.contiguous(), lam_t, beta0.contiguous(), penalty, y_sq_t,
-                                       unpenalized_pinv, float(tol), int(max_sweeps))
+                                       unpenalized_pinv, float(tol), int(max_sweeps), bool(check_psd))
 
 
 def lasso_select(G: Tensor, q: Tensor, k: int, penalty: Optional[Tensor] = None, y_sq: Union[None, float, Tensor] = None,
                  tol: float = 1e-5, path_ratio: float = 0.6, max_bisections: int = 30, max_sweeps: int = 10_000,
-                 lambda_min_ratio: float = 1e-7, unpenalized_pinv: Optional[Tensor] = None
+                 lambda_min_ratio: float = 1e-7, unpenalized_pinv: Optional[Tensor] = None, check_psd: bool = True
                  ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """The ``k`` coordinates the LASSO path selects, in one op call (see csrc/ops/lasso_select.cpp).
 
-    Same problem and arguments as :func:`lasso_cd` (``tol`` is every solve's stopping rule); lambda walks down
+    Same problem, contract and arguments as :func:`lasso_cd` (``tol`` is every solve's stopping rule); lambda walks down
     from lambda_max by ``path_ratio`` until ``k`` penalised coordinates are non-zero, then bisects to land on
     exactly ``k`` (at most ``max_bisections`` solves). Returns ``(chosen, beta, lam, nnz, solves, sweeps)``:
     the ``k`` chosen penalised coordinates (increasing int64), beta and lambda of the solution they were read
@@ -109,12 +116,12 @@ def lasso_select(G: Tensor, q: Tensor, k: int, penalty: Optional[Tensor] = None,
     y_sq_t = G.sum() if y_sq is None else _as_scalar_tensor(y_sq, G, "y_sq")
     return torch.ops.gnnaccel.lasso_select(G.contiguous(), q.contiguous(), k, penalty, y_sq_t, unpenalized_pinv,
                                            float(tol), float(path_ratio), int(max_bisections), int(max_sweeps),
-                                           float(lambda_min_ratio))
+                                           float(lambda_min_ratio), bool(check_psd))
 
 
 if EXTENSION_LOADED:
     @torch.library.register_fake("gnnaccel::lasso_cd")
-    def _lasso_cd_fake(G, q, lam, beta0, penalty, y_sq, unpenalized_pinv, tol, max_sweeps):
+    def _lasso_cd_fake(G, q, lam, beta0, penalty, y_sq, unpenalized_pinv, tol, max_sweeps, check_psd=True):
         torch._check(G.dim() == 2, lambda: "G must be 2-D")
         torch._check(G.shape[0] == G.shape[1], lambda: "G must be square")
         torch._check(q.dim() == 1 and q.shape[0] == G.shape[0], lambda: "q must be [c]")
@@ -122,7 +129,7 @@ if EXTENSION_LOADED:
 
     @torch.library.register_fake("gnnaccel::lasso_select")
     def _lasso_select_fake(G, q, k, penalty, y_sq, unpenalized_pinv, tol, path_ratio, max_bisections, max_sweeps,
-                           lambda_min_ratio):
+                           lambda_min_ratio, check_psd=True):
         torch._check(G.dim() == 2, lambda: "G must be 2-D")
         torch._check(G.shape[0] == G.shape[1], lambda: "G must be square")
         torch._check(q.dim() == 1 and q.shape[0] == G.shape[0], lambda: "q must be [c]")

@@ -210,7 +210,7 @@ def _select(method: str, S: Tensor, weights: List[Tensor], form: str, cols: List
             sel = select_magnitude(weights, k)
         else:
             G, q, y_sq = gram_from_moments(S, weights, form, "channel", cols)
-            sel = select_channels(G, q, k, y_sq=y_sq, **solver_kwargs)
+            sel = select_channels(G, q, k, y_sq=y_sq, check_psd=False, **solver_kwargs)  # Gram: PSD
         return [sel] * B
     penalised = [b for b in range(B) if b != self_branch]
     if k >= c:
@@ -223,7 +223,7 @@ def _select(method: str, S: Tensor, weights: List[Tensor], form: str, cols: List
         G, q, y_sq = gram_from_moments(S, weights, form, "branch", cols)
         penalty = branch_penalty(c, B, (self_branch,))
         kk = k * len(penalised)
-        coords = select_channels(G, q, kk, penalty=penalty, y_sq=y_sq, **solver_kwargs)
+        coords = select_channels(G, q, kk, penalty=penalty, y_sq=y_sq, check_psd=False, **solver_kwargs)
         split = split_branch_coordinates(coords, c, B)
         sel_by_branch = {b: split[b] for b in penalised}
     return [torch.arange(c) if b == self_branch else sel_by_branch[b] for b in range(B)]

@@ -151,7 +151,7 @@ class UnpenalizedReduction:
 def select_channels(G: Tensor, q: Tensor, k: int, penalty: Optional[Tensor] = None,
                     y_sq: Union[None, float, Tensor] = None, tol: float = 1e-5, path_ratio: float = 0.6,
                     max_bisections: int = 30, max_sweeps: int = 10_000, lambda_min_ratio: float = 1e-7,
-                    return_info: bool = False, eliminate_unpenalized: bool = True):
+                    return_info: bool = False, eliminate_unpenalized: bool = True, check_psd: bool = True):
     """The ``k`` coordinates the LASSO path selects, as sorted indices (exact budget).
 
     Walks lambda down from :func:`lambda_max` (steps of at most ``path_ratio``), warm-starting each solve
@@ -165,6 +165,9 @@ def select_channels(G: Tensor, q: Tensor, k: int, penalty: Optional[Tensor] = No
     filled by |gradient| / penalty (the coordinates next to enter), then by index. ``y_sq`` (||Y||^2, default
     1'G1 for q = G 1) and ``tol`` set the solver's stopping rule (gap <= tol * y_sq). With ``return_info``
     returns ``(indices, info)``; info holds lam, beta, nnz, solves and sweeps.
+
+    ``check_psd=False`` skips the op's O(c^3) PSD certificate of G (:func:`gnnaccel.ops.lasso_select`), for
+    a G that is PSD by construction (prune's Grams of second moments); its cheaper checks still run.
 
     ``eliminate_unpenalized`` (default): with unpenalised coordinates, run the path on the exact reduced
     LASSO over the penalised coordinates only (:class:`UnpenalizedReduction`, a Schur complement) instead of
@@ -193,7 +196,8 @@ def select_channels(G: Tensor, q: Tensor, k: int, penalty: Optional[Tensor] = No
         # where the unpenalised block is optimal).
         tol_r = tol * float(y_sq_t) / float(red.y_sq) if float(red.y_sq) > 0 else tol
         chosen_r, info_r = select_channels(red.G, red.q, k, red.penalty, red.y_sq, tol_r, path_ratio,
-                                           max_bisections, max_sweeps, lambda_min_ratio, return_info=True)
+                                           max_bisections, max_sweeps, lambda_min_ratio, return_info=True,
+                                           check_psd=check_psd)
         chosen = torch.sort(red.kept[chosen_r]).values
         if return_info:
             info_r.update(beta=red.full_beta(info_r["beta"]), reduced_size=int(red.kept.numel()),
@@ -202,7 +206,7 @@ def select_channels(G: Tensor, q: Tensor, k: int, penalty: Optional[Tensor] = No
         return chosen
     chosen, beta, lam, nnz, solves, sweeps = lasso_select(
         G, q, k, p, y_sq, tol=tol, path_ratio=path_ratio, max_bisections=max_bisections, max_sweeps=max_sweeps,
-        lambda_min_ratio=lambda_min_ratio)
+        lambda_min_ratio=lambda_min_ratio, check_psd=check_psd)
     if return_info:
         return chosen, {"lam": float(lam), "beta": beta, "nnz": int(nnz), "solves": int(solves),
                         "sweeps": int(sweeps)}

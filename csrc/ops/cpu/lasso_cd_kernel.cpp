@@ -11,9 +11,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lasso_cd_cpu(const at::Tensor& G,
                                                             const std::optional<at::Tensor>& penalty,
                                                             const at::Tensor& y_sq,
                                                             const std::optional<at::Tensor>& unpenalized_pinv,
-                                                            double tol, int64_t max_sweeps) {
+                                                            double tol, int64_t max_sweeps, bool check_psd) {
   TORCH_CHECK(G.device().is_cpu(), "lasso_cd_cpu got a non-CPU tensor");
-  LassoPrepared in = lasso_prepare(G, q, lam, beta0, penalty, y_sq, unpenalized_pinv, tol, max_sweeps);
+  LassoPrepared in = lasso_prepare(G, q, lam, beta0, penalty, y_sq, unpenalized_pinv, tol, max_sweeps, check_psd);
   const int64_t c = in.G.size(0);
   const double lam_v = in.lam.item<double>(), y_sq_v = in.y_sq.item<double>();
   at::Tensor beta = in.beta0.clone();

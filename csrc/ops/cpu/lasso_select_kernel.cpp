@@ -176,10 +176,10 @@ class WorkingSetSolver {
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lasso_select_cpu(
     const at::Tensor& G, const at::Tensor& q, int64_t k, const std::optional<at::Tensor>& penalty,
     const at::Tensor& y_sq, const std::optional<at::Tensor>& unpenalized_pinv, double tol, double path_ratio,
-    int64_t max_bisections, int64_t max_sweeps, double lambda_min_ratio) {
+    int64_t max_bisections, int64_t max_sweeps, double lambda_min_ratio, bool check_psd) {
   TORCH_CHECK(G.device().is_cpu(), "lasso_select_cpu got a non-CPU tensor");
   const LassoPrepared in = lasso_select_prepare(G, q, k, penalty, y_sq, unpenalized_pinv, tol, path_ratio,
-                                                max_bisections, max_sweeps, lambda_min_ratio);
+                                                max_bisections, max_sweeps, lambda_min_ratio, check_psd);
   const PathCoordinates coords = path_coordinates(in);
   WorkingSetSolver solver(in, tol, max_sweeps);
   const PathOutcome out = walk_lasso_path(

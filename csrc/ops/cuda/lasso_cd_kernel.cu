@@ -254,10 +254,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lasso_cd_cuda(const at::Tensor& G
                                                              const std::optional<at::Tensor>& penalty,
                                                              const at::Tensor& y_sq,
                                                              const std::optional<at::Tensor>& unpenalized_pinv,
-                                                             double tol, int64_t max_sweeps) {
+                                                             double tol, int64_t max_sweeps, bool check_psd) {
   TORCH_CHECK(G.is_cuda(), "lasso_cd_cuda got a non-CUDA tensor");
   const c10::cuda::CUDAGuard guard(G.device());
-  LassoPrepared in = lasso_prepare(G, q, lam, beta0, penalty, y_sq, unpenalized_pinv, tol, max_sweeps);
+  LassoPrepared in = lasso_prepare(G, q, lam, beta0, penalty, y_sq, unpenalized_pinv, tol, max_sweeps, check_psd);
   const int64_t c = in.G.size(0);
   auto opts = in.G.options();
   at::Tensor beta = in.beta0.clone();
@@ -288,11 +288,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lasso_cd_cuda(const at::Tensor& G
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lasso_select_cuda(
     const at::Tensor& G, const at::Tensor& q, int64_t k, const std::optional<at::Tensor>& penalty,
     const at::Tensor& y_sq, const std::optional<at::Tensor>& unpenalized_pinv, double tol, double path_ratio,
-    int64_t max_bisections, int64_t max_sweeps, double lambda_min_ratio) {
+    int64_t max_bisections, int64_t max_sweeps, double lambda_min_ratio, bool check_psd) {
   TORCH_CHECK(G.is_cuda(), "lasso_select_cuda got a non-CUDA tensor");
   const c10::cuda::CUDAGuard guard(G.device());
   const LassoPrepared in = lasso_select_prepare(G, q, k, penalty, y_sq, unpenalized_pinv, tol, path_ratio,
-                                                max_bisections, max_sweeps, lambda_min_ratio);
+                                                max_bisections, max_sweeps, lambda_min_ratio, check_psd);
   const PathCoordinates coords = path_coordinates(in);
   const int64_t c = in.G.size(0), nu = in.unpen_idx.numel();
   auto opts = in.G.options();

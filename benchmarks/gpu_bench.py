@@ -103,21 +103,19 @@ def rows_with_ratios(times: Dict[str, List[float]], baseline: Optional[str], **c
 # ------------------------------------------------------------------------------------------ backends
 def kernel_backends(device: str) -> List[str]:
     """The kernel backends to time gnnaccel with on ``device``: on CUDA "triton" (when triton imports) and "cpp"
-    (the .cu kernels); on CPU "cpp" (and "triton" only under TRITON_INTERPRET=1). Without the backend switch
-    (``gnnaccel.use_backend``) there is one entry, "default"."""
+    (the .cu kernels); on CPU "cpp" only (Triton runs there only in its interpreter, not a benchmark). Without
+    the backend switch (``gnnaccel.use_backend``) there is one entry, "default"."""
     import gnnaccel
 
     if getattr(gnnaccel, "use_backend", None) is None:
         return ["default"]
-    names = ["cpp"]
+    if not device.startswith("cuda"):
+        return ["cpp"]
     try:
         import triton  # noqa: F401
-
-        if device.startswith("cuda") or os.environ.get("TRITON_INTERPRET") == "1":
-            names.insert(0, "triton")
     except Exception:  # a broken triton: the CUDA path falls back, nothing to time
-        pass
-    return names
+        return ["cpp"]
+    return ["triton", "cpp"]
 
 
 def backend(name: str):

@@ -33,7 +33,9 @@ def problem(request, quick):
     X, y, gram, xy, y_sq = sklearn_equivalent(G, q)
     from gnnaccel.pruning import select_channels
 
-    keep, info = select_channels(G, q, c // 4, y_sq=y_sq, tol=TOL, return_info=True)
+    # check_psd=False: the solver's time, as scikit-learn's (which verifies nothing); the O(c^3) certificate's
+    # cost is measured on its own in RESULTS.md ("LASSO contract checks")
+    keep, info = select_channels(G, q, c // 4, y_sq=y_sq, tol=TOL, return_info=True, check_psd=False)
     return dict(c=c, G=G, q=q, X=X, y=y, gram=gram, xy=xy, y_sq=y_sq, keep=keep, lam=info["lam"])
 
 
@@ -45,7 +47,8 @@ def test_select_channels_speed(benchmark, problem, impl):
     if impl == "gnnaccel":
         from gnnaccel.pruning import select_channels
 
-        fn = lambda: select_channels(problem["G"], problem["q"], k, y_sq=problem["y_sq"], tol=TOL)  # noqa: E731
+        fn = lambda: select_channels(problem["G"], problem["q"], k, y_sq=problem["y_sq"], tol=TOL,  # noqa: E731
+                                     check_psd=False)
         keep = benchmark.pedantic(fn, rounds=10, iterations=1, warmup_rounds=1)
         assert keep.numel() == k
     else:

@@ -25,6 +25,10 @@ if ! command -v "$PY" >/dev/null 2>&1; then
   echo "gpu-check: $PY not found (set PYTHON to the interpreter with a CUDA build of torch)" >&2
   exit 2
 fi
+if ! torch_error=$("$PY" -c "import torch" 2>&1); then
+  echo "gpu-check: $PY cannot import torch ($(echo "$torch_error" | tail -1)); set PYTHON to the interpreter with a CUDA build of torch" >&2
+  exit 2
+fi
 if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
   echo "gpu-check: no CUDA GPU: torch.cuda.is_available() is False for $PY ($("$PY" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)' 2>&1 | tail -1)). Nothing was built or run; run this on a GPU machine." >&2
   exit 2

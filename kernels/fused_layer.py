@@ -144,7 +144,7 @@ def _launch(rowptr, col, x, w_neigh, w_self, bias, edge_weight, rows, self_rows,
     w_self = w_self.contiguous() if w_self is not None else None
     bias = bias.contiguous() if bias is not None else None
     dummy = x
-    block_m, block_n, block_k = 16, min(64, max(16, triton.next_power_of_2(d_out))), 32
+    block_m, block_n, block_k = 16, min(128, max(16, triton.next_power_of_2(d_out))), 32
     grid = (triton.cdiv(num_out, block_m), triton.cdiv(d_out, block_n))
     opt = lambda t: t if t is not None else dummy  # noqa: E731  (never read: the HAS_* flags guard them)
     torch.library.wrap_triton(_fused_layer_kernel)[grid](

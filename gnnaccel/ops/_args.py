@@ -21,6 +21,8 @@ def check_tensor(name: str, t) -> None:
 
 
 def check_features(name: str, x) -> None:
+    if isinstance(x, Tensor) and x.is_floating_point() and x.dim() == 2:  # fast path (per-call overhead)
+        return
     check_tensor(name, x)
     if not x.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
@@ -30,7 +32,7 @@ def check_features(name: str, x) -> None:
 
 def check_index(name: str, idx) -> None:
     """``idx`` (if not None) must be a 1-D int32/int64 tensor."""
-    if idx is None:
+    if idx is None or (isinstance(idx, Tensor) and idx.dtype in INDEX_DTYPES and idx.dim() == 1):
         return
     if not isinstance(idx, Tensor):
         raise TypeError(f"{name} must be a 1-D int32/int64 torch.Tensor, got {type(idx).__name__} "
@@ -44,6 +46,9 @@ def check_index(name: str, idx) -> None:
 
 
 def check_csr(rowptr, col) -> None:
+    if (isinstance(rowptr, Tensor) and isinstance(col, Tensor) and rowptr.dtype in INDEX_DTYPES
+            and col.dtype == rowptr.dtype and rowptr.dim() == 1 and col.dim() == 1 and rowptr.shape[0] >= 1):
+        return  # fast path (per-call overhead); the checks below name the problem
     for name, t in (("rowptr", rowptr), ("col", col)):
         check_tensor(name, t)
         if t.dtype not in INDEX_DTYPES:

@@ -6,13 +6,15 @@ SAINTGraphSAGE, pruned or not) by computing, per layer, only the rows the next l
 * Support, outwards from the targets (``expand_hop``, C++): layer ``l`` runs on rows ``R_l`` (``R_{L-1}`` = the
   targets); its block's frontier is ``R_{l-1}`` (``R_{l-1}[:|R_l|] == R_l``). A row whose layer-``l`` output is
   cached, or that no later layer reads, is skipped (``skip=``): its neighbourhood is never expanded.
-* Compute, inwards: layer ``l`` on the rows still needed, from the layer's own weights (``linear_parts()``).
-  Layer 0 aggregates straight from the raw feature table through global source ids (no gather of the support
-  into a buffer); a branch that reads a subset of the raw channels (batched pruning scheme) aggregates from a
-  compact ``[N, k]`` copy of those channels made once at construction; a self branch reads the rows of its
-  targets only (``pruned_linear`` with row gather).
-* GCN: edge weights are the normalisation over the *full* graph, sliced with the block's global edge ids, so
-  exact mode equals full inference.
+* Compute, inwards: layer ``l`` on the rows still needed, through the model's ``layer_block`` (the block
+  protocol, :mod:`gnnaccel.nn.protocol`): the engine cuts a block out of the layer's own ``message_graph`` and
+  the layer does its math. Layer 0 reads straight from the raw feature table through global source ids (no
+  gather of the support into a buffer); when its neighbour aggregation reads a subset of the raw channels
+  (``neighbour_channels()``, batched pruning scheme) the engine keeps a compact ``[N, k]`` copy of them. Per-edge
+  values (GCN's normalisation) are the message graph's, i.e. over the *full* graph, sliced with the block's
+  global edge ids, so exact mode equals full inference.
+* Everything (masks, bookkeeping, compact copies, cache) lives on the device of the features; nothing is
+  moved to the host but what data-dependent sizes need.
 
 Fanouts per layer: ``None``/``-1`` = every neighbour (exact), ``k`` = ``k`` neighbours drawn uniformly with
 replacement; the draws are a pure function of ``(seed, layer, node, draw)`` (see ``expand_hop``), so an
@@ -24,28 +26,22 @@ model's output on one consistent state of the graph and features (the one before
 """
 from __future__ import annotations
 
+import copy
 import threading
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from .graph import Graph
 from .ids import as_node_ids
 from .nn.adjacency import as_graph
-from .nn.conv import GCNConv, SAGEConv, SAINTConv
-from .ops.aggregate import aggregate
+from .nn.protocol import Block, check_layer
 from .ops.expand_hop import ALL_NEIGHBOURS, expand_hop, hop_random_seed
-from .ops.pruned_linear import pruned_linear
 
 __all__ = ["BatchedEngine"]
-
-_REDUCE = {"mean": "mean", "sum": "sum", "max": "max", "gcn": "sum"}
-_LINEAR_PROPAGATIONS = ("mean", "sum", "gcn")
 
 
 class _ReadWriteLock:
@@ -87,57 +83,6 @@ class _ReadWriteLock:
                 self._cond.notify_all()
 
 
-@dataclass
-class _BranchPlan:
-    name: str
-    weight: Tensor  # [in_b, out_b], contiguous
-    cols: Optional[slice]  # output columns (None = all, sum form)
-    propagation: str
-    input_index: Optional[Tensor]  # channels of the layer input read by this branch (None = all)
-
-
-@dataclass
-class _LayerPlan:
-    conv: torch.nn.Module
-    branches: List[_BranchPlan]
-    bias: Optional[Tensor]
-    form: str
-    out_channels: int
-    propagates: bool  # has a neighbour branch (needs a hop)
-    has_self: bool  # has an identity branch (reads its own row of the input)
-    gcn: bool
-
-
-def _cols_as_slice(cols: Tensor, out_channels: int, form: str) -> Optional[slice]:
-    if form == "sum":
-        return None
-    cols = cols.long()
-    if cols.numel() == 0:
-        return slice(0, 0)
-    start, stop = int(cols[0]), int(cols[-1]) + 1
-    if not torch.equal(cols, torch.arange(start, stop, device=cols.device)):
-        raise ValueError("concat-form branches must write contiguous output columns")
-    return slice(start, stop)
-
-
-def _plan_layer(conv) -> _LayerPlan:
-    if not hasattr(conv, "linear_parts"):
-        raise TypeError(f"BatchedEngine needs protocol layers (gnnaccel.nn); got {type(conv).__name__}")
-    parts = conv.linear_parts()
-    index = parts.extra.get("input_index", {})
-    branches = []
-    for b in parts.branches:
-        idx = index.get(b.name)
-        branches.append(_BranchPlan(b.name, b.weight.detach().contiguous(),
-                                    _cols_as_slice(b.cols, parts.out_channels, parts.form), b.propagation,
-                                    None if idx is None else idx.detach().long().contiguous()))
-    bias = parts.bias.detach().contiguous() if parts.bias is not None else None
-    return _LayerPlan(conv, branches, bias, parts.form, parts.out_channels,
-                      any(b.propagation != "identity" for b in branches),
-                      any(b.propagation == "identity" for b in branches),
-                      any(b.propagation == "gcn" for b in branches))
-
-
 def _as_edge_index(edge_index, num_nodes: int) -> Tensor:
     """A [2, E] tensor / numpy array / pair of id sequences -> validated int64 [2, E]."""
     if isinstance(edge_index, np.ndarray):
@@ -167,52 +112,71 @@ def _as_new_edge_weight(edge_weight, num_edges: int) -> Optional[Tensor]:
     return edge_weight
 
 
+def _resolve_cache(cache, num_nodes: int, widths: List[int], x: Tensor):
+    """``cache=`` argument -> a FeatureCache or None, with a clear error for anything else."""
+    from .cache import FeatureCache
+
+    if cache is None or cache is False:
+        return None
+    if isinstance(cache, FeatureCache):
+        return cache
+    if cache is True or (isinstance(cache, int) and not isinstance(cache, bool)):
+        if cache is not True and cache < 1:
+            raise ValueError(f"cache capacity must be a positive int, got {cache}")
+        if not widths:
+            return None
+        return FeatureCache(num_nodes, widths, capacity=None if cache is True else cache, device=x.device,
+                            dtype=x.dtype)
+    raise TypeError(f"cache must be None/False, True (unbounded), a positive int (LRU capacity in nodes) or a "
+                    f"gnnaccel.cache.FeatureCache, got {cache!r}")
+
+
 class BatchedEngine:
     """Answers ``predict(targets)`` for a trained gnnaccel model, computing only the targets' support.
 
     Args:
-        model: a gnnaccel model with ``convs`` of protocol layers (``GraphSAGE``, ``GCN``, ``SAINTGraphSAGE``,
-            pruned ones included) and ``norms``/``act`` (eval-mode semantics: BatchNorm uses running stats).
-            The engine reads the weights at construction: build a new engine after changing them.
-        graph: a :class:`~gnnaccel.Graph` (or an edge_index / sparse adjacency).
-        x: raw node features [N, C]. The engine reads it in place; ``update_features`` copies it on first write
-            (the caller's tensor is never modified).
+        model: a gnnaccel model: ``convs`` of block-protocol layers (:mod:`gnnaccel.nn.protocol`; ``GraphSAGE``,
+            ``GCN``, ``SAINTGraphSAGE``, pruned ones included, or user layers) and ``layer_block``. The engine
+            runs an eval-mode copy taken at construction (BatchNorm uses running stats; the caller's model
+            and its training flag are left alone): build a new engine after changing the weights.
+        graph: a :class:`~gnnaccel.Graph` (or an edge_index / sparse adjacency); moved to ``x``'s device.
+        x: raw node features [N, C] on the model's device. The engine reads it in place; ``update_features``
+            copies it on first write (the caller's tensor is never modified).
         fanouts: one entry per propagating layer (or per conv): ``None``/``-1`` = all neighbours, ``k`` = ``k``
             sampled with replacement. ``None`` = exact everywhere.
         cache: optional :class:`~gnnaccel.cache.FeatureCache` whose layer ``l`` holds model layer ``l``'s
             output (at most ``L - 1`` layers are used); ``True`` builds an unbounded one sized for the model,
-            an int one with that capacity (LRU).
+            a positive int one with that capacity (LRU).
         seed: random seed of the neighbour sampling.
     """
 
     def __init__(self, model, graph, x: Tensor, fanouts: Optional[Sequence[Optional[int]]] = None,
                  cache=None, seed: int = 0):
-        if not hasattr(model, "convs"):
-            raise TypeError("BatchedEngine expects a gnnaccel model with .convs (convert PyG models with "
-                            "gnnaccel.from_pyg)")
+        if not hasattr(model, "convs") or not hasattr(model, "layer_block"):
+            raise TypeError("BatchedEngine expects a gnnaccel model with .convs and .layer_block (convert PyG "
+                            "models with gnnaccel.from_pyg)")
         if not isinstance(x, Tensor) or x.dim() != 2 or not x.is_floating_point():
             raise TypeError("x must be a 2-D floating-point tensor [num_nodes, channels]")
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise TypeError(f"seed must be an int, got {seed!r}")
-        self.model = model.eval()
-        graph = as_graph(graph, x.shape[0])
+        for conv in model.convs:
+            check_layer(conv, "BatchedEngine")
+        params = list(model.parameters())
+        if params and params[0].dtype != x.dtype:
+            raise TypeError(f"x has dtype {x.dtype} but the model's weights are {params[0].dtype}")
+        if params and params[0].device != x.device:
+            raise ValueError(f"x is on {x.device} but the model is on {params[0].device}")
+        self.model = model
+        self._model = copy.deepcopy(model).eval()
+        self._convs = list(self._model.convs)
+        graph = as_graph(graph, x.shape[0]).to(x.device)
         self.num_nodes = graph.num_nodes
         self.seed = seed
         self.dtype = x.dtype
-        self._layers = [_plan_layer(conv) for conv in model.convs]
-        self.num_layers = len(self._layers)
+        self.num_layers = len(self._convs)
         self.fanouts = self._resolve_fanouts(fanouts)
-        first = self._layers[0]
-        if any(b.weight.dtype != x.dtype for b in first.branches):
-            raise TypeError(f"x has dtype {x.dtype} but the model's weights are {first.branches[0].weight.dtype}")
-        if cache is True or (isinstance(cache, int) and not isinstance(cache, bool)):
-            from .cache import FeatureCache
-
-            widths = [layer.out_channels for layer in self._layers[:-1]]
-            cache = FeatureCache(graph.num_nodes, widths, capacity=None if cache is True else cache,
-                                 device=x.device, dtype=x.dtype) if widths else None
-        elif cache is False:
-            cache = None
+        widths = [conv.out_channels for conv in self._convs[:-1]]
+        cache = _resolve_cache(cache, graph.num_nodes, widths, x)
         self.cache = cache
         self.num_cached = 0
         if cache is not None:
@@ -222,9 +186,8 @@ class BatchedEngine:
             if cache.dtype != x.dtype:
                 raise TypeError(f"the cache stores {cache.dtype}, x is {x.dtype}")
             for l in range(self.num_cached):
-                if cache.dims[l] != self._layers[l].out_channels:
-                    raise ValueError(f"cache layer {l} is {cache.dims[l]} wide, model layer {l} outputs "
-                                     f"{self._layers[l].out_channels}")
+                if cache.dims[l] != widths[l]:
+                    raise ValueError(f"cache layer {l} is {cache.dims[l]} wide, model layer {l} outputs {widths[l]}")
             cache.check_owner(model, x)  # refuses a cache filled by another model or from other features
         self.version = 0  # number of updates applied (read without the lock: a monotone counter)
         self._lock = _ReadWriteLock()
@@ -234,7 +197,7 @@ class BatchedEngine:
 
     # ------------------------------------------------------------------ state
     def _resolve_fanouts(self, fanouts) -> List[int]:
-        propagating = [l for l, p in enumerate(self._layers) if p.propagates]
+        propagating = [l for l, conv in enumerate(self._convs) if conv.reads_neighbours]
         if fanouts is None:
             return [ALL_NEIGHBOURS] * self.num_layers
         if not isinstance(fanouts, (list, tuple)):
@@ -258,28 +221,38 @@ class BatchedEngine:
         return out
 
     def _set_graph(self, graph: Graph) -> None:
-        """Per layer: the graph it aggregates on (GCN: normalised over the full graph) and its edge weights."""
+        """Per propagating layer: the message graph it aggregates over (asked from the layer) and its per-edge
+        values in the features' dtype."""
         self.graph = graph
-        self._layer_graphs = []
-        for plan in self._layers:
-            g = plan.conv.normalized_graph(graph, self.dtype) if plan.gcn else graph
+        self._message = []
+        for conv in self._convs:
+            if not conv.reads_neighbours:
+                self._message.append(None)
+                continue
+            g = conv.message_graph(graph, self.dtype)
             w = g.edge_weight
             if w is not None and w.dtype != self.dtype:
                 w = w.to(self.dtype)
-            self._layer_graphs.append((g, w))
+            self._message.append((g, w))
 
     def _set_features(self, x: Tensor) -> None:
-        """The raw table and, per first-layer neighbour branch reading a channel subset, its compact copy."""
+        """The raw table and, when layer 0 aggregates a subset of its channels, the compact copy of those."""
         self.x = x.contiguous()
-        self._tables: Dict[str, Tensor] = {}
-        for b in self._layers[0].branches:
-            if b.propagation != "identity":
-                self._tables[b.name] = self.x if b.input_index is None else \
-                    self.x.index_select(1, b.input_index).contiguous()
+        first = self._convs[0]
+        idx = first.neighbour_channels() if first.reads_neighbours else None
+        self._neigh_index = None if idx is None else idx.to(self.x.device, torch.long)
+        self._x_neigh = None if idx is None else self.x.index_select(1, self._neigh_index).contiguous()
 
     # ------------------------------------------------------------------ prediction
-    def predict(self, targets: Tensor, seed: Optional[int] = None) -> Tensor:
-        """Model outputs ``[len(targets), out]`` for ``targets`` (1-D int32/int64 node ids, duplicates allowed)."""
+    def predict(self, targets, seed: Optional[int] = None) -> Tensor:
+        """Model outputs ``[len(targets), out]`` for ``targets``.
+
+        Args:
+            targets: node ids (int tensor on any device, list or numpy array; duplicates allowed; not empty).
+            seed: sampling seed for this call (default: the engine's).
+        Returns:
+            Tensor on the features' device.
+        """
         targets = as_node_ids(targets, self.num_nodes, "targets", device=self.x.device, allow_empty=False)
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise TypeError(f"seed must be an int or None, got {seed!r}")
@@ -292,30 +265,30 @@ class BatchedEngine:
         cache = self.cache
         token = cache.epoch if cache is not None else None
         rows_of = [None] * L  # R_l: node ids of layer l's rows
-        blocks = [None] * L
+        hops = [None] * L
         compute = [None] * L  # positions in R_l to compute (None = all)
         cached_values = [None] * L
         needed = None  # bool mask over R_l of rows a later layer reads (None = all)
         rows = targets
         for l in reversed(range(L)):
-            plan = self._layers[l]
+            conv = self._convs[l]
             rows_of[l] = rows
             mask = needed
             if l < self.num_cached:
-                hit, cached_values[l] = cache.lookup(l, rows)
+                hit, cached_values[l] = cache.lookup(l, rows, validate=False)  # ids the engine produced
                 mask = ~hit if mask is None else mask & ~hit
             if mask is not None:
                 compute[l] = torch.nonzero(mask).flatten()
-            if plan.propagates:
-                g, _ = self._layer_graphs[l]
-                block = expand_hop(g.rowptr, g.col, rows, self.fanouts[l], hop_random_seed(seed, l),
-                                   None if mask is None else ~mask)
-                blocks[l] = block
+            if conv.reads_neighbours:
+                g, _ = self._message[l]
+                hop = expand_hop(g.rowptr, g.col, rows, self.fanouts[l], hop_random_seed(seed, l),
+                                 None if mask is None else ~mask)
+                hops[l] = hop
                 if l > 0:
-                    frontier = block.frontier
-                    needed = torch.zeros(frontier.numel(), dtype=torch.bool)
-                    needed[block.col] = True
-                    if plan.has_self:
+                    frontier = hop.frontier
+                    needed = torch.zeros(frontier.numel(), dtype=torch.bool, device=frontier.device)
+                    needed[hop.col] = True
+                    if conv.reads_self:
                         if mask is None:
                             needed[: rows.numel()] = True
                         else:
@@ -323,18 +296,18 @@ class BatchedEngine:
                     rows = frontier
             else:
                 needed = mask
-        if cache is not None and blocks[0] is not None:
-            self._record_support(targets, blocks[0], compute[0], rows_of[0].numel(), seed)
+        if cache is not None and hops[0] is not None:
+            self._record_support(targets, hops[0], compute[0], rows_of[0].numel(), seed)
 
         h = None
         for l in range(L):
             pos = compute[l]
-            out = self._layer(l, h, rows_of[l], blocks[l], pos)
+            out = self._layer(l, h, rows_of[l], hops[l], pos)
             if cached_values[l] is not None:
                 buf = cached_values[l]
                 if pos.numel():
                     buf.index_copy_(0, pos, out)
-                    cache.insert(l, rows_of[l].index_select(0, pos), out, since=token)
+                    cache.insert(l, rows_of[l].index_select(0, pos), out, since=token, validate=False)
                 out = buf
             elif pos is not None:
                 buf = out.new_zeros(rows_of[l].numel(), out.shape[1])
@@ -343,77 +316,33 @@ class BatchedEngine:
             h = out
         return h
 
-    def _record_support(self, targets, block0, pos0, num_rows0: int, seed: int) -> None:
+    def _record_support(self, targets, hop0, pos0, num_rows0: int, seed: int) -> None:
         """Raw-feature supporting nodes of this batch: with the cache and (``cache.track_support``) without it."""
-        computed = block0.frontier.numel() - (num_rows0 - (num_rows0 if pos0 is None else pos0.numel()))
+        computed = hop0.frontier.numel() - (num_rows0 - (num_rows0 if pos0 is None else pos0.numel()))
         if not self.cache.track_support:
             self.cache.record_support(computed)
             return
         rows = targets
         for l in reversed(range(self.num_layers)):
-            if self._layers[l].propagates:
-                g, _ = self._layer_graphs[l]
+            if self._convs[l].reads_neighbours:
+                g, _ = self._message[l]
                 rows = expand_hop(g.rowptr, g.col, rows, self.fanouts[l], hop_random_seed(seed, l)).frontier
         self.cache.record_support(computed=computed, without_cache=rows.numel())
 
-    def _layer(self, l: int, h: Optional[Tensor], rows: Tensor, block, pos: Optional[Tensor]) -> Tensor:
+    def _layer(self, l: int, h: Optional[Tensor], rows: Tensor, hop, pos: Optional[Tensor]) -> Tensor:
         """Output of layer ``l`` for ``rows[pos]`` (all rows if ``pos`` is None); ``h`` = layer input for the
-        block's frontier (``None`` for layer 0, which reads the raw tables)."""
-        plan = self._layers[l]
-        g, edge_weight = self._layer_graphs[l]
-        n_out = rows.numel() if pos is None else pos.numel()
+        hop's frontier (``None`` for layer 0, which reads the raw table through global ids)."""
+        conv = self._convs[l]
         first = l == 0
-        if plan.propagates:
-            block_col = g.col.index_select(0, block.edge_ids) if first else block.col
-            block_weight = edge_weight.index_select(0, block.edge_ids) if edge_weight is not None else None
-        out = None
-        for b in plan.branches:
-            if b.propagation == "identity":
-                if first:
-                    z = pruned_linear(self.x, b.weight, None, rows if pos is None else rows.index_select(0, pos),
-                                      b.input_index)
-                else:
-                    src = h if pos is not None else h[: rows.numel()]
-                    z = pruned_linear(src, b.weight, None, pos, b.input_index)
-            else:
-                reduce = _REDUCE[b.propagation]
-                if first:
-                    agg = aggregate(block.rowptr, block_col, self._tables[b.name], reduce, block_weight, pos)
-                    z = agg @ b.weight
-                else:
-                    src = h if b.input_index is None else h.index_select(1, b.input_index)
-                    if b.propagation in _LINEAR_PROPAGATIONS and b.weight.shape[1] < b.weight.shape[0]:
-                        z = aggregate(block.rowptr, block.col, src @ b.weight, reduce, block_weight, pos)
-                    else:
-                        z = aggregate(block.rowptr, block.col, src.contiguous(), reduce, block_weight, pos) \
-                            @ b.weight
-            if b.cols is None:
-                out = z if out is None else out.add_(z)
-            else:
-                if out is None:
-                    out = z.new_empty(n_out, plan.out_channels)
-                out[:, b.cols] = z
-        if plan.bias is not None:
-            out = out + plan.bias
-        out = self._epilogue(l, out)
-        return out
-
-    def _epilogue(self, l: int, out: Tensor) -> Tensor:
-        """What follows the linear part: the conv's own normalisation/activation, then the model's norm and
-        activation between layers (as ``model.layer``)."""
-        conv = self._layers[l].conv
-        if isinstance(conv, SAGEConv) and conv.normalize:
-            out = F.normalize(out, p=2.0, dim=-1)
-        elif isinstance(conv, SAINTConv) and conv.act is not None:
-            out = conv.act(out)
-        if l < self.num_layers - 1:
-            norms = getattr(self.model, "norms", None)
-            if norms is not None:
-                out = norms[l](out)
-            act = getattr(self.model, "act", None)
-            if act is not None:
-                out = act(out)
-        return out
+        if conv.reads_neighbours:
+            g, edge_weight = self._message[l]
+            weight = None if edge_weight is None else edge_weight.index_select(0, hop.edge_ids)
+            col = g.col.index_select(0, hop.edge_ids) if first else hop.col
+            block = Block(rows.numel(), hop.rowptr, col, weight, rows if first else None)
+        else:
+            block = Block(rows.numel(), self_rows=rows if first else None)
+        src = self.x if first else h
+        return self._model.layer_block(l, src, block, pos, x_neigh=self._x_neigh if first else None)
 
     # ------------------------------------------------------------------ updates
     def add_edges(self, edge_index: Tensor, edge_weight: Optional[Tensor] = None) -> None:
@@ -428,7 +357,7 @@ class BatchedEngine:
             self._set_graph(graph)
             if self.cache is not None:
                 self.cache.invalidate_after_update(graph, new_edge_index=edge_index,
-                                                   degree_normalised=any(p.gcn for p in self._layers))
+                                                   degree_normalised=any(c.reads_neighbours and c.degree_normalised for c in self._convs))
             self.version += 1
 
     def update_features(self, nodes: Tensor, values: Tensor) -> None:
@@ -446,9 +375,8 @@ class BatchedEngine:
                 self._set_features(self.x.clone())
                 self._owns_x = True
             self.x.index_copy_(0, nodes, values)
-            for b in self._layers[0].branches:
-                if b.propagation != "identity" and b.input_index is not None:
-                    self._tables[b.name].index_copy_(0, nodes, values.index_select(1, b.input_index))
+            if self._x_neigh is not None:
+                self._x_neigh.index_copy_(0, nodes, values.index_select(1, self._neigh_index))
             if self.cache is not None:
                 self.cache.invalidate_after_update(self.graph, changed_nodes=nodes)
                 self.cache.bind(self.model, self.x)  # the cache now holds outputs on the engine's own copy

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from .nn.adjacency import Adjacency, as_graph
+from .nn.protocol import Block, check_layer, graph_block
 
 
 def _progress(total: int, enabled: bool, desc: str):
@@ -19,7 +20,8 @@ def _progress(total: int, enabled: bool, desc: str):
 def full_inference(model: torch.nn.Module, graph: Adjacency, x: Tensor, chunk_size: Optional[int] = None,
                    progress: bool = True, return_hidden: bool = False
                    ) -> Union[Tensor, Tuple[Tensor, List[Tensor]]]:
-    """Outputs of ``model`` (a gnnaccel model with ``convs`` and ``layer(i, h, graph, rows)``) for all nodes.
+    """Outputs of ``model`` (a gnnaccel model: ``convs`` of block-protocol layers and ``layer_block``, see
+    :mod:`gnnaccel.nn.protocol`) for all nodes.
 
     Runs in eval mode under ``torch.inference_mode`` one layer at a time. With ``chunk_size``, each layer's
     output is filled ``chunk_size`` rows at a time (``rows=`` aggregation), so besides the model the peak
@@ -31,9 +33,11 @@ def full_inference(model: torch.nn.Module, graph: Adjacency, x: Tensor, chunk_si
     """
     if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size <= 0):
         raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
-    if not hasattr(model, "convs") or not hasattr(model, "layer"):
-        raise TypeError("full_inference expects a gnnaccel model (with .convs and .layer); convert PyG models with "
-                        "gnnaccel.from_pyg")
+    if not hasattr(model, "convs") or not hasattr(model, "layer_block"):
+        raise TypeError("full_inference expects a gnnaccel model (with .convs and .layer_block); convert PyG "
+                        "models with gnnaccel.from_pyg")
+    for conv in model.convs:
+        check_layer(conv, "full_inference")
     g = as_graph(graph, x.shape[0])
     was_training = model.training
     model.eval()
@@ -42,11 +46,12 @@ def full_inference(model: torch.nn.Module, graph: Adjacency, x: Tensor, chunk_si
         with torch.inference_mode():
             h = x
             n = g.num_nodes
-            for i in range(len(model.convs)):
+            for i, conv in enumerate(model.convs):
+                block = graph_block(conv, g, h.dtype)
                 if chunk_size is None or chunk_size >= n:
-                    h = model.layer(i, h, g)
+                    h = model.layer_block(i, h, block)
                 else:
-                    h = _layer_in_chunks(model, i, h, g, chunk_size, progress)
+                    h = _layer_in_chunks(model, i, h, block, chunk_size, progress)
                 if return_hidden:
                     hidden.append(h)
     finally:
@@ -54,18 +59,16 @@ def full_inference(model: torch.nn.Module, graph: Adjacency, x: Tensor, chunk_si
     return (h, hidden) if return_hidden else h
 
 
-def _layer_in_chunks(model, i: int, h: Tensor, graph, chunk_size: int, progress: bool) -> Tensor:
-    conv = model.convs[i]
-    n = graph.num_nodes
-    projected = None
-    # A projecting-first layer aggregates its projected input: compute that once, not once per chunk.
-    if hasattr(conv, "chunk_plan") and hasattr(conv, "forward_planned"):
-        projected = conv.chunk_plan(h)
+def _layer_in_chunks(model, i: int, h: Tensor, block: Block, chunk_size: int, progress: bool) -> Tensor:
+    n = block.num_rows
+    # What the layer can share between chunks (e.g. a project-first layer's projection of every node) is
+    # computed once, by the layer.
+    plan = model.convs[i].block_plan(h, block, n)
     out = None
     with _progress(n, progress, f"layer {i + 1}/{len(model.convs)}") as bar:
         for start in range(0, n, chunk_size):
-            rows = torch.arange(start, min(n, start + chunk_size), device=h.device, dtype=graph.index_dtype)
-            part = model.layer(i, h, graph, rows, projected=projected)
+            rows = torch.arange(start, min(n, start + chunk_size), device=h.device)
+            part = model.layer_block(i, h, block, rows, plan=plan)
             if out is None:
                 out = h.new_empty((n, part.shape[1]))
             out[start:start + rows.numel()] = part

@@ -1,8 +1,9 @@
 """GNN models built from :mod:`gnnaccel.nn` layers, and conversion of PyG modules (:func:`from_pyg`).
 
-Every model has ``convs`` (ModuleList of protocol layers), ``norms`` (ModuleList, same length, BatchNorm1d or
+Every model has ``convs`` (ModuleList of block-protocol layers, :mod:`gnnaccel.nn.protocol`), ``norms`` (ModuleList, same length, BatchNorm1d or
 Identity; the last is always Identity), an activation between layers and none after the last. ``forward``
-applies conv -> norm -> activation -> dropout (PyG's BasicGNN order with ``act_first=False``).
+applies conv -> norm -> activation -> dropout (PyG's BasicGNN order with ``act_first=False``). Every path
+(``forward``, ``layer``, ``full_inference``, ``BatchedEngine``) runs a layer through ``layer_block``.
 """
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .nn.adjacency import Adjacency, as_graph
+from .ids import as_node_ids
 from .nn.conv import Dense, GCNConv, SAGEConv, SAINTConv, resolve_activation
+from .nn.protocol import Block, graph_block
 
 
 class _GNN(nn.Module):
@@ -35,16 +38,17 @@ class _GNN(nn.Module):
     def _make_convs(self):
         raise NotImplementedError
 
-    def layer(self, i: int, h: Tensor, graph, rows: Optional[Tensor] = None,
-              projected: Optional[Tensor] = None) -> Tensor:
-        """Output of layer ``i`` (conv, norm, activation; no dropout) for ``rows`` (all nodes if None).
-        ``projected``: the conv's ``chunk_plan(h)``, precomputed once when a layer is run in row chunks."""
-        if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < len(self.convs):
-            raise ValueError(f"layer index must be an int in [0, {len(self.convs)}), got {i!r}")
-        if projected is not None:
-            h = self.convs[i].forward_planned(h, projected, graph, rows)
-        else:
-            h = self.convs[i](h, graph, rows)
+    def layer_block(self, i: int, x: Tensor, block: Block, rows: Optional[Tensor] = None, *,
+                    x_neigh: Optional[Tensor] = None, plan: Optional[Tensor] = None) -> Tensor:
+        """Layer ``i`` on a block (block protocol, :mod:`gnnaccel.nn.protocol`): the conv's ``forward_block``,
+        then the model's norm and activation (none after the last layer; no dropout).
+
+        Args:
+            i: layer index. x, block, rows, x_neigh, plan: as ``convs[i].forward_block``.
+        Returns:
+            [len(rows) or block.num_rows, convs[i].out_channels].
+        """
+        h = self.convs[i].forward_block(x, block, rows, x_neigh=x_neigh, plan=plan)
         if i < len(self.convs) - 1:
             h = self.norms[i](h)
             if self.act is F.relu and not (torch.is_grad_enabled() and h.requires_grad):
@@ -53,11 +57,21 @@ class _GNN(nn.Module):
                 h = self.act(h)
         return h
 
-    def save(self, path) -> None:
-        """Write the model (pruned or not) to ``path``; read it back with :func:`gnnaccel.load`."""
-        from .serialize import save
+    def layer(self, i: int, h: Tensor, graph, rows: Optional[Tensor] = None) -> Tensor:
+        """Output of layer ``i`` (conv, norm, activation; no dropout) for the node ids ``rows`` (all if None).
 
-        save(self, path)
+        Args:
+            i: layer index. h: the layer's input for every node [N, in]. graph: adjacency (Graph, edge_index,
+            sparse). rows: node ids (tensor, list or numpy array), validated.
+        """
+        if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < len(self.convs):
+            raise ValueError(f"layer index must be an int in [0, {len(self.convs)}), got {i!r}")
+        conv = self.convs[i]
+        n = h.shape[0]
+        block = graph_block(conv, as_graph(graph, n), h.dtype) if conv.reads_neighbours else Block(n)
+        if rows is not None:
+            rows = as_node_ids(rows, n, "rows", device=h.device)
+        return self.layer_block(i, h, block, rows)
 
     def forward(self, x: Tensor, adj: Adjacency) -> Tensor:
         graph = as_graph(adj, x.shape[0])

@@ -251,8 +251,8 @@ def test_pruned_model_equals_its_own_forward(cache_kind, generator):
     with torch.no_grad():
         reference = model(x, graph)
     engine = BatchedEngine(model, graph, x, fanouts=[-1, -1], cache=_cache_for(model, n, cache_kind))
-    assert engine._tables["neigh"].shape == (n, 4)  # the compact neighbour table, sliced once
-    torch.testing.assert_close(engine._tables["neigh"], x[:, keep_neigh])
+    assert engine._x_neigh.shape == (n, 4)  # the compact neighbour table, sliced once
+    torch.testing.assert_close(engine._x_neigh, x[:, keep_neigh])
     for _ in range(6):
         targets = _targets(n, generator)
         torch.testing.assert_close(engine.predict(targets), reference[targets], **TOL)

@@ -193,3 +193,22 @@ def test_full_inference_warms_feature_cache(generator):
     hit, values = cache.lookup(0, torch.arange(n))
     assert bool(hit.all())
     assert_rel(values, model.layer(0, x, g), torch.float64)
+
+
+def test_models_do_not_import_serialize():
+    """Dependencies point one way: serialize imports models, never the reverse (issue 12 item 8)."""
+    import ast
+    import pathlib
+
+    import gnnaccel.models as models
+
+    tree = ast.parse(pathlib.Path(models.__file__).read_text())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            imported.add((node.module or "").split(".")[-1])
+            imported.update(a.name for a in node.names)
+        elif isinstance(node, ast.Import):
+            imported.update(a.name.split(".")[-1] for a in node.names)
+    assert "serialize" not in imported and "save" not in imported
+    assert not hasattr(models.GraphSAGE, "save")  # gnnaccel.save(model, path) is the one writer

@@ -1,6 +1,8 @@
-"""Drop-in GNN layers (PyG-compatible parameters and semantics) built on gnnaccel operators."""
+"""Drop-in GNN layers (PyG-compatible parameters and semantics) built on gnnaccel operators; the block
+protocol that models and engines run them through is documented in :mod:`gnnaccel.nn.protocol`."""
 from .adjacency import as_graph
 from .conv import Dense, GCNConv, SAGEConv, SAINTConv, gcn_normalized_graph
 from .parts import Branch, LinearParts
+from .protocol import Block, graph_block
 
-__all__ = ["Branch", "LinearParts", "SAGEConv", "GCNConv", "SAINTConv", "Dense", "as_graph", "gcn_normalized_graph"]
+__all__ = ["Block", "graph_block", "Branch", "LinearParts", "SAGEConv", "GCNConv", "SAINTConv", "Dense", "as_graph", "gcn_normalized_graph"]

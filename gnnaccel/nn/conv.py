@@ -1,12 +1,15 @@
-"""Drop-in GNN layers with PyG semantics and parameter names, plus the pruning protocol of :mod:`.parts`.
+"""Drop-in GNN layers with PyG semantics and parameter names, implementing the block protocol of
+:mod:`.protocol` (how models and engines run them) and the pruning protocol of :mod:`.parts`.
 
 Common conventions:
 
-* ``forward(x, adj, rows=None)``: ``x`` holds the layer input of all nodes; ``rows`` (optional) restricts
-  the output to those nodes (layer-wise / chunked inference).
+* ``forward(x, adj, rows=None)``: ``x`` holds the layer input of all nodes; ``rows`` (optional node ids,
+  validated) restricts the output to those nodes. It is ``forward_block`` on the block of the whole graph.
+* ``forward_block(x, block, rows, x_neigh=, plan=)``: the one place where a layer's math is written (see
+  :mod:`.protocol`). A layer picks between aggregating first and projecting first by the cost of both on
+  the block it is given (:func:`_projects_first`), and calls op entry points only.
 * Pruning: ``linear_parts``, ``branch_inputs``, ``load_pruned``, ``prune_outputs`` (see parts.py). A branch
-  may read a subset of the input channels (``input_index_<branch>`` buffer, None = all); ``forward`` then
-  slices the input per branch (the root branch through ``pruned_linear`` without copying).
+  may read a subset of the input channels (``input_index_<branch>`` buffer, None = all).
 """
 from __future__ import annotations
 
@@ -25,16 +28,16 @@ from ..ops.sage_fused import sage_fused
 from ..ops.sage_projected import sage_projected
 from .adjacency import Adjacency, as_graph
 from .parts import Branch, LinearParts
+from .protocol import Block, graph_block
 
 _ACTIVATIONS = {"relu": F.relu, "elu": F.elu, "gelu": F.gelu, "tanh": torch.tanh, "sigmoid": torch.sigmoid,
                 "leaky_relu": F.leaky_relu, None: None, "identity": None}
+_FUSED_DTYPES = (torch.float32, torch.float64)
 
 
 def _canonical_module_activation(act):
     """torch.nn activation modules with default settings (as PyG models carry them) -> their functional form,
     so that converted models behave and serialise like ones built from an activation name."""
-    import torch.nn as nn
-
     if isinstance(act, nn.ReLU):
         return F.relu
     if isinstance(act, nn.ELU) and act.alpha == 1.0:
@@ -87,24 +90,6 @@ def _needs_grad(*tensors) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
-def _projected_kernel_ok(x: Tensor, *params: Optional[Tensor]) -> bool:
-    """Whether the inference-only ``sage_projected`` op can finish a project-first layer (no autograd
-    recording, a dtype its kernels take)."""
-    dtype_ok = x.dtype in (torch.float32, torch.float64) or x.device.type == "cuda"
-    return dtype_ok and x.is_floating_point() and not _needs_grad(x, *params)
-
-
-def _finish_projected(graph: Graph, projected: Tensor, reduce: str, rows: Optional[Tensor],
-                      root: Optional[Tensor], bias: Optional[Tensor]) -> Tensor:
-    """Aggregate a project-first layer's neighbour projections and add its root term and bias in one pass."""
-    if projected.shape[0] != graph.num_nodes:
-        raise ValueError(f"x must have {graph.num_nodes} rows (one per node), got {projected.shape[0]}")
-    if projected.shape[1] > 1 and projected.stride(1) != 1:
-        projected = projected.contiguous()
-    return sage_projected(graph.rowptr, graph.col, projected, root, bias,
-                          _edge_weight(graph, projected.dtype), rows, reduce)
-
-
 def _project(x: Tensor, weight_t: Tensor, bias: Optional[Tensor], rows: Optional[Tensor],
              index: Optional[Tensor]) -> Tensor:
     """``x[rows][:, index] @ weight_t + bias``, gathering without a copy when rows/index are given."""
@@ -113,6 +98,73 @@ def _project(x: Tensor, weight_t: Tensor, bias: Optional[Tensor], rows: Optional
             return project_for_gather(x, weight_t.t())
         return F.linear(x, weight_t.t(), bias)
     return pruned_linear(x, weight_t, bias, rows, index)
+
+
+# ------------------------------------------------------------------------------------ block math helpers
+def _num_out(block: Block, rows: Optional[Tensor]) -> int:
+    return block.num_rows if rows is None else rows.numel()
+
+
+def _self_rows(block: Block, rows: Optional[Tensor]) -> Optional[Tensor]:
+    """Rows of ``x`` holding the own input of the asked output rows (None: rows ``0 .. num_out-1``)."""
+    if block.self_rows is None:
+        return rows
+    return block.self_rows if rows is None else block.self_rows.index_select(0, rows)
+
+
+def _self_term(x: Tensor, weight_t: Tensor, bias: Optional[Tensor], block: Block, rows: Optional[Tensor],
+               keep: Optional[Tensor]) -> Tensor:
+    """``x[s_i][:, keep] @ weight_t + bias`` for the asked rows (a row gather inside ``pruned_linear``)."""
+    s = _self_rows(block, rows)
+    if s is None and x.shape[0] != block.num_rows:
+        x = x[: block.num_rows]  # the block's own rows come first in its source table (a view, no copy)
+    return _project(x, weight_t, bias, s, keep)
+
+
+def _fused(x: Tensor, block: Block, rows: Optional[Tensor], w_neigh: Tensor, w_self: Optional[Tensor],
+           bias: Optional[Tensor], neigh_keep: Optional[Tensor], self_keep: Optional[Tensor], reduce: str) -> Tensor:
+    """``AGG_e (w_e x[col_e, neigh_keep]) @ w_neigh + x[s_i, self_keep] @ w_self + bias`` for the asked rows
+    (the semantics of the fused-layer op entry point), aggregating first."""
+    self_rows = _self_rows(block, rows) if w_self is not None else None
+    if (block.self_rows is None and neigh_keep is None and self_keep is None and reduce in ("sum", "mean")
+            and x.dtype in _FUSED_DTYPES
+            and not _needs_grad(x, w_neigh, w_self, bias, block.edge_weight)):
+        weight = w_neigh if w_self is None else torch.cat([w_neigh, w_self], 0)
+        return sage_fused(block.rowptr, block.col, x.contiguous(), weight, bias, block.edge_weight, rows, reduce,
+                          w_self is not None)
+    src = x if neigh_keep is None else x.index_select(1, neigh_keep)
+    out = aggregate(block.rowptr, block.col, src.contiguous(), reduce, block.edge_weight, rows) @ w_neigh
+    if w_self is not None:
+        out = out + _self_term(x, w_self, None, block, rows, self_keep)
+    return out if bias is None else out + bias
+
+
+def _finish_projected(block: Block, projected: Tensor, rows: Optional[Tensor], root: Optional[Tensor],
+                      bias: Optional[Tensor], reduce: str) -> Tensor:
+    """A project-first layer's aggregation of the projected source rows, plus its root term and bias."""
+    if projected.shape[1] > 1 and projected.stride(1) != 1:
+        projected = projected.contiguous()
+    if projected.dtype in _FUSED_DTYPES and not _needs_grad(projected, root, bias, block.edge_weight):
+        return sage_projected(block.rowptr, block.col, projected, root, bias, block.edge_weight, rows, reduce)
+    out = aggregate(block.rowptr, block.col, projected, reduce, block.edge_weight, rows)
+    if bias is not None:
+        out = out + bias
+    return out if root is None else out + root
+
+
+# Relative cost of aggregating one element (a scattered read) against one multiply-add of a streamed GEMM.
+AGGREGATE_COST = 16
+
+
+def _projects_first(width_in: int, width_out: int, block: Block, num_src: int, num_out: int, reduce: str) -> bool:
+    """Whether projecting every source row before aggregating is cheaper than aggregating the input widths
+    of the block's edges and projecting the output rows. On a whole graph (``num_src == num_out``) this is
+    ``width_out < width_in``; on a small block cut from a large table it is aggregating first."""
+    if reduce not in ("mean", "sum") or width_out >= width_in:
+        return False
+    project = num_src * width_in * width_out + AGGREGATE_COST * block.num_edges * width_out
+    aggregate_first = AGGREGATE_COST * block.num_edges * width_in + num_out * width_in * width_out
+    return project < aggregate_first
 
 
 def _as_index(keep, name: str, bound: int) -> Tensor:
@@ -125,9 +177,31 @@ def _as_index(keep, name: str, bound: int) -> Tensor:
 
 
 class _PrunableConv(nn.Module):
-    """Shared bookkeeping: per-branch input index buffers and the pruning protocol's input handling."""
+    """Shared bookkeeping: per-branch input index buffers, the pruning protocol's input handling, and the
+    defaults of the block protocol (:mod:`.protocol`): a layer over the graph as given, not degree-normalised,
+    ``forward`` = ``forward_block`` on the whole graph."""
 
     branch_names: tuple = ()
+    reads_neighbours = True
+    reads_self = True
+    degree_normalised = False
+
+    def _forward_graph(self, x: Tensor, adj: Adjacency, rows) -> Tensor:
+        """``forward_block`` on the block of the whole graph ``adj``, for the node ids ``rows`` (all if None)."""
+        block = graph_block(self, as_graph(adj, x.shape[0]), x.dtype) if self.reads_neighbours else Block(x.shape[0])
+        return self.forward_block(x, block, _rows(rows, x))
+
+    def message_graph(self, graph: Graph, dtype: torch.dtype) -> Graph:
+        """The graph this layer aggregates over, with its per-edge values (block protocol)."""
+        return graph
+
+    def neighbour_channels(self) -> Optional[Tensor]:
+        """Input channels read by the neighbour aggregation (None = all; block protocol)."""
+        return self._input_index("neigh") if "neigh" in self.branch_names else None
+
+    def block_plan(self, x: Tensor, block: Block, num_out: Optional[int] = None,
+                   x_neigh: Optional[Tensor] = None) -> Optional[Tensor]:
+        return None
 
     def _init_input_index(self):
         for name in self.branch_names:
@@ -181,8 +255,8 @@ class SAGEConv(_PrunableConv):
     r"""GraphSAGE layer, PyG's ``SAGEConv``: ``out = lin_l(aggr_{j in N(i)} x_j) + lin_r(x_i)``.
 
     Same constructor arguments and parameters (``lin_l`` with bias, ``lin_r`` without) as PyG, so a PyG
-    state dict loads unchanged. Mean/sum aggregation projects before aggregating when ``out < in`` (fewer
-    channels to aggregate); under no-grad on CPU the aggregate-first case runs the fused ``sage_fused`` op.
+    state dict loads unchanged. Mean/sum aggregation projects before aggregating when that is cheaper on the
+    block (over a whole graph: ``out < in``); under no-grad the aggregate-first case runs the fused op.
     Edge weights of a weighted Graph / sparse tensor scale the messages (as PyG's sparse path does).
     """
 
@@ -205,46 +279,34 @@ class SAGEConv(_PrunableConv):
         self.lin_r = nn.Linear(in_channels, out_channels, bias=False) if root_weight else None
         self._init_input_index()
 
+    def forward(self, x: Tensor, adj: Adjacency, rows: Optional[Tensor] = None) -> Tensor:
+        """Output rows ``rows`` (node ids; all nodes if None) of the layer applied to ``x`` [N, in] on ``adj``."""
+        return self._forward_graph(x, adj, rows)
+
+    @property
+    def reads_self(self) -> bool:
+        return self.root_weight
+
+    def _root_index(self) -> Optional[Tensor]:
+        return self.input_index_self if self.root_weight else None
+
     def reset_parameters(self):
         self.lin_l.reset_parameters()
         if self.lin_r is not None:
             self.lin_r.reset_parameters()
 
-    def project_first(self) -> bool:
-        return self.aggr in ("mean", "sum") and self.out_channels < self._branch_width("neigh")
-
-    def forward(self, x: Tensor, adj: Adjacency, rows: Optional[Tensor] = None) -> Tensor:
-        rows = _rows(rows, x)
-        graph = as_graph(adj, x.shape[0])
-        bias = self.lin_l.bias
-        idx_l = self.input_index_neigh
-        idx_r = self.input_index_self if self.root_weight else None
-        if (not self.project_first() and self.aggr in ("mean", "sum") and x.device.type == "cpu"
-                and idx_l is None and idx_r is None and x.dtype in (torch.float32, torch.float64)
-                and not _needs_grad(x, self.lin_l.weight, bias, self.lin_r.weight if self.lin_r is not None else None)):
-            weight = (torch.cat([self.lin_l.weight, self.lin_r.weight], 1) if self.root_weight
-                      else self.lin_l.weight).t()
-            out = sage_fused(graph.rowptr, graph.col, x.contiguous(), weight, bias, _edge_weight(graph, x.dtype),
-                             rows, self.aggr, self.root_weight)
-        else:
-            if self.project_first():
-                return self.forward_planned(x, self.chunk_plan(x), graph, rows)
-            out = F.linear(_propagate(graph, self._branch_input(x, "neigh"), self.aggr, rows),
-                           self.lin_l.weight, bias)
-            if self.root_weight:
-                out = out + _project(x, self.lin_r.weight.t(), None, rows, idx_r)
-        if self.normalize:
-            out = F.normalize(out, p=2.0, dim=-1)
-        return out
+    def _projects_first(self, x: Tensor, block: Block, num_out: Optional[int]) -> bool:
+        num_out = block.num_rows if num_out is None else num_out
+        return _projects_first(self._branch_width("neigh"), self.out_channels, block, x.shape[0], num_out,
+                               self.aggr)
 
     def _params(self):
         return (self.lin_l.weight, self.lin_l.bias, self.lin_r.weight if self.root_weight else None)
 
-    # Inference of a project-first layer projects both branches with one GEMM into [x W_l | x W_r] (x read
-    # once) and aggregates its left half in place, unless the layer is narrow on both sides: then reading x
-    # twice is cheap and a compact neighbour projection keeps the gather source small enough for the cache.
-    # Measured (200k nodes, 4M edges, 2 threads): out 128 / in 256 combined 3-4% faster; out 16 / in 512
-    # combined 13% faster; out 32 / in 256 combined 6% faster; out 16 / in 128 separate 12% faster.
+    # Inference of a project-first layer over a whole graph projects both branches with one GEMM into
+    # [x W_l | x W_r] (x read once) and aggregates its left half in place, unless the layer is narrow on both
+    # sides: then reading x twice is cheap and a compact neighbour projection keeps the gather source small
+    # enough for the cache (measurements: benchmarks/RESULTS.md, "combined projection").
     COMBINED_PROJECTION_MIN_WIDTH = 64
     COMBINED_PROJECTION_MIN_INPUT = 256
 
@@ -252,38 +314,45 @@ class SAGEConv(_PrunableConv):
         return (self.out_channels >= self.COMBINED_PROJECTION_MIN_WIDTH
                 or self._branch_width("neigh") >= self.COMBINED_PROJECTION_MIN_INPUT)
 
-    def chunk_plan(self, x: Tensor) -> Optional[Tensor]:
-        """For a project-first layer, the projections of all nodes (computed once and reused by every row
-        chunk): ``x[:, idx] @ W_l`` [N, out], or in inference for a wide layer whose branches read all of x,
-        ``x @ [W_l | W_r]`` [N, 2 out] (``forward_planned`` tells them apart by width). None when the layer
-        aggregates first."""
-        if not self.project_first():
+    def block_plan(self, x: Tensor, block: Block, num_out: Optional[int] = None,
+                   x_neigh: Optional[Tensor] = None) -> Optional[Tensor]:
+        """When projecting first is cheaper on this block: the neighbour projections of every source row,
+        ``x[:, idx] @ W_l`` [S, out], or (inference over a whole graph, both branches reading all of x)
+        ``x @ [W_l | W_r]`` [S, 2 out] (``forward_block`` tells them apart by width). Else None."""
+        if not self._projects_first(x, block, num_out):
             return None
-        if (self.root_weight and self._combined_projection()
-                and self.input_index_neigh is None and self.input_index_self is None
-                and _projected_kernel_ok(x, *self._params())):
+        if x_neigh is not None:
+            return _project(x_neigh, self.lin_l.weight.t(), None, None, None)
+        if (self.root_weight and self._combined_projection() and x.shape[0] <= (num_out or block.num_rows)
+                and self.input_index_neigh is None and self._root_index() is None
+                and x.dtype in _FUSED_DTYPES and not _needs_grad(x, *self._params())):
             return project_for_gather(x, torch.cat([self.lin_l.weight, self.lin_r.weight], 0))
         return _project(x, self.lin_l.weight.t(), None, None, self.input_index_neigh)
 
-    def forward_planned(self, x: Tensor, projected: Tensor, adj: Adjacency, rows: Optional[Tensor] = None) -> Tensor:
-        rows = _rows(rows, x)
-        graph = as_graph(adj, x.shape[0])
-        d = self.out_channels
-        if self.root_weight and projected.shape[1] == 2 * d != 0:  # [x W_l | x W_r] from chunk_plan
-            root = projected[:, d:] if rows is None else projected[:, d:].index_select(0, rows.long())
-            out = _finish_projected(graph, projected[:, :d], self.aggr, rows, root, self.lin_l.bias)
+    def forward_block(self, x: Tensor, block: Block, rows: Optional[Tensor] = None, *,
+                      x_neigh: Optional[Tensor] = None, plan: Optional[Tensor] = None) -> Tensor:
+        """Block protocol: ``lin_l(AGG x_j) + lin_r(x_i)`` (+ L2 normalisation) for the asked rows."""
+        if plan is None:
+            plan = self.block_plan(x, block, _num_out(block, rows), x_neigh)
+        d, bias = self.out_channels, self.lin_l.bias
+        w_self = self.lin_r.weight.t() if self.root_weight else None
+        if plan is not None and self.root_weight and plan.shape[1] == 2 * d != 0:  # [x W_l | x W_r]
+            s = _self_rows(block, rows)
+            root = plan[: block.num_rows, d:] if s is None else plan[:, d:].index_select(0, s)
+            out = _finish_projected(block, plan[:, :d], rows, root, bias, self.aggr)
+        elif plan is not None:
+            root = _self_term(x, w_self, None, block, rows, self._root_index()) if self.root_weight else None
+            out = _finish_projected(block, plan, rows, root, bias, self.aggr)
+        elif x_neigh is not None:
+            out = _fused(x_neigh, block, rows, self.lin_l.weight.t(), None, bias, None, None, self.aggr)
+            if self.root_weight:
+                out = out + _self_term(x, w_self, None, block, rows, self._root_index())
         else:
-            root = (_project(x, self.lin_r.weight.t(), None, rows, self.input_index_self) if self.root_weight
-                    else None)
-            if _projected_kernel_ok(projected, *self._params()):  # inference: gather + root + bias in one pass
-                out = _finish_projected(graph, projected, self.aggr, rows, root, self.lin_l.bias)
-            else:
-                out = _propagate(graph, projected, self.aggr, rows)
-                if self.lin_l.bias is not None:
-                    out = out + self.lin_l.bias
-                if root is not None:
-                    out = out + root
-        return F.normalize(out, p=2.0, dim=-1) if self.normalize else out
+            out = _fused(x, block, rows, self.lin_l.weight.t(), w_self, bias, self.input_index_neigh,
+                         self._root_index(), self.aggr)
+        if self.normalize:
+            out = F.normalize(out, p=2.0, dim=-1)
+        return out
 
     # ------------------------------------------------------------------ pruning protocol
     def linear_parts(self) -> LinearParts:
@@ -363,8 +432,8 @@ class GCNConv(_PrunableConv):
     r"""GCN layer, PyG's ``GCNConv``: ``out = D^-1/2 (A + I) D^-1/2 x W + b`` (parameters ``lin.weight``, ``bias``).
 
     ``add_self_loops=None`` means ``normalize`` (PyG's default). Self loops follow PyG's ``add_remaining_self_loops`` (existing self loops are replaced by one per node,
-    keeping an existing loop's weight). The normalised graph is memoised in ``graph.cache`` per dtype.
-    Projects first when ``out < in``, else aggregates first.
+    keeping an existing loop's weight). The normalised graph (the layer's ``message_graph``) is memoised in
+    ``graph.cache`` per dtype. Projects first when that is cheaper on the block (whole graph: ``out < in``).
     """
 
     branch_names = ("gcn",)
@@ -389,45 +458,49 @@ class GCNConv(_PrunableConv):
         if self.bias is not None:
             nn.init.zeros_(self.bias)
 
+    def forward(self, x: Tensor, adj: Adjacency, rows: Optional[Tensor] = None) -> Tensor:
+        """Output rows ``rows`` (node ids; all nodes if None) of the layer applied to ``x`` [N, in] on ``adj``."""
+        return self._forward_graph(x, adj, rows)
+
     def propagation(self) -> str:
         return "gcn" if self.normalize else "sum"
 
-    def normalized_graph(self, graph: Graph, dtype: torch.dtype) -> Graph:
+    reads_self = False  # its own row arrives through the self loop of the normalised graph
+
+    @property
+    def degree_normalised(self) -> bool:
+        return self.normalize
+
+    def message_graph(self, graph: Graph, dtype: torch.dtype) -> Graph:
+        """The graph with PyG's ``gcn_norm`` weights over the whole ``graph`` (memoised in ``graph.cache``), or
+        ``graph`` itself without normalisation."""
         if not self.normalize:
             return graph
         return graph.gcn_normalized(self.add_self_loops, dtype)
 
-    def forward(self, x: Tensor, adj: Adjacency, rows: Optional[Tensor] = None) -> Tensor:
-        rows = _rows(rows, x)
-        raw = as_graph(adj, x.shape[0])
-        projected = self.chunk_plan(x)
-        if projected is not None:
-            return self.forward_planned(x, projected, raw, rows)
-        graph = self.normalized_graph(raw, x.dtype)
-        if (x.device.type == "cpu" and self.input_index_gcn is None and x.dtype in (torch.float32, torch.float64)
-                and not _needs_grad(x, self.lin.weight, self.bias)):
-            # Inference on CPU: aggregate row blocks and project them at once.
-            return sage_fused(graph.rowptr, graph.col, x.contiguous(), self.lin.weight.t(), self.bias,
-                              _edge_weight(graph, x.dtype), rows, "sum", False)
-        out = F.linear(_propagate(graph, self._branch_input(x, "gcn"), "sum", rows), self.lin.weight)
-        if self.bias is not None:
-            out = out + self.bias
-        return out
+    def neighbour_channels(self) -> Optional[Tensor]:
+        return self.input_index_gcn
 
-    def chunk_plan(self, x: Tensor) -> Optional[Tensor]:
-        if self.out_channels >= self._branch_width("gcn"):
+    def block_plan(self, x: Tensor, block: Block, num_out: Optional[int] = None,
+                   x_neigh: Optional[Tensor] = None) -> Optional[Tensor]:
+        """``x[:, idx] @ W`` [S, out] for every source row when projecting first is cheaper, else None."""
+        num_out = block.num_rows if num_out is None else num_out
+        if not _projects_first(self._branch_width("gcn"), self.out_channels, block, x.shape[0], num_out, "sum"):
             return None
+        if x_neigh is not None:
+            return _project(x_neigh, self.lin.weight.t(), None, None, None)
         return _project(x, self.lin.weight.t(), None, None, self.input_index_gcn)
 
-    def forward_planned(self, x: Tensor, projected: Tensor, adj: Adjacency, rows: Optional[Tensor] = None) -> Tensor:
-        rows = _rows(rows, x)
-        graph = self.normalized_graph(as_graph(adj, x.shape[0]), x.dtype)
-        if _projected_kernel_ok(projected, self.lin.weight, self.bias):
-            return _finish_projected(graph, projected, "sum", rows, None, self.bias)
-        out = _propagate(graph, projected, "sum", rows)
-        if self.bias is not None:
-            out = out + self.bias
-        return out
+    def forward_block(self, x: Tensor, block: Block, rows: Optional[Tensor] = None, *,
+                      x_neigh: Optional[Tensor] = None, plan: Optional[Tensor] = None) -> Tensor:
+        """Block protocol: ``sum_j w_ij x_j W + b`` over the block of the message graph."""
+        if plan is None:
+            plan = self.block_plan(x, block, _num_out(block, rows), x_neigh)
+        if plan is not None:
+            return _finish_projected(block, plan, rows, None, self.bias, "sum")
+        if x_neigh is not None:
+            return _fused(x_neigh, block, rows, self.lin.weight.t(), None, self.bias, None, None, "sum")
+        return _fused(x, block, rows, self.lin.weight.t(), None, self.bias, self.input_index_gcn, None, "sum")
 
     def linear_parts(self) -> LinearParts:
         cols = torch.arange(self.out_channels, device=self.lin.weight.device)
@@ -437,7 +510,7 @@ class GCNConv(_PrunableConv):
 
     def branch_inputs(self, graph: Adjacency, h: Tensor, rows: Optional[Tensor] = None) -> Dict[str, Tensor]:
         rows = _rows(rows, h)
-        g = self.normalized_graph(as_graph(graph, h.shape[0]), h.dtype)
+        g = self.message_graph(as_graph(graph, h.shape[0]), h.dtype)
         return {"gcn": _propagate(g, self._branch_input(h, "gcn"), "sum", rows)}
 
     @torch.no_grad()
@@ -496,36 +569,35 @@ class SAINTConv(_PrunableConv):
         self.lin_self.reset_parameters()
         self.lin_neigh.reset_parameters()
 
-    def pre_activation(self, x: Tensor, adj: Adjacency, rows: Optional[Tensor] = None,
-                       projected: Optional[Tensor] = None) -> Tensor:
-        graph = as_graph(adj, x.shape[0])
-        out_self = _project(x, self.lin_self.weight.t(), self.lin_self.bias, rows, self.input_index_self)
-        if projected is None:
-            projected = self.chunk_plan(x)
-        if projected is not None and _projected_kernel_ok(projected, self.lin_neigh.weight, self.lin_neigh.bias):
-            out_neigh = _finish_projected(graph, projected, "mean", rows, None, self.lin_neigh.bias)
-        elif projected is not None:
-            out_neigh = _propagate(graph, projected, "mean", rows)
-            if self.lin_neigh.bias is not None:
-                out_neigh = out_neigh + self.lin_neigh.bias
-        else:
-            out_neigh = F.linear(_propagate(graph, self._branch_input(x, "neigh"), "mean", rows),
-                                 self.lin_neigh.weight, self.lin_neigh.bias)
-        return torch.cat([out_self, out_neigh], dim=1)
+    def forward(self, x: Tensor, adj: Adjacency, rows: Optional[Tensor] = None) -> Tensor:
+        """Output rows ``rows`` (node ids; all nodes if None) of the layer applied to ``x`` [N, in] on ``adj``."""
+        return self._forward_graph(x, adj, rows)
 
-    def chunk_plan(self, x: Tensor) -> Optional[Tensor]:
-        if self.lin_neigh.out_features >= self._branch_width("neigh"):
+    def block_plan(self, x: Tensor, block: Block, num_out: Optional[int] = None,
+                   x_neigh: Optional[Tensor] = None) -> Optional[Tensor]:
+        """The neighbour branch's ``x[:, idx] @ W_neigh`` [S, neigh out] when projecting first is cheaper."""
+        num_out = block.num_rows if num_out is None else num_out
+        if not _projects_first(self._branch_width("neigh"), self.lin_neigh.out_features, block, x.shape[0],
+                               num_out, "mean"):
             return None
+        if x_neigh is not None:
+            return _project(x_neigh, self.lin_neigh.weight.t(), None, None, None)
         return _project(x, self.lin_neigh.weight.t(), None, None, self.input_index_neigh)
 
-    def forward(self, x: Tensor, adj: Adjacency, rows: Optional[Tensor] = None) -> Tensor:
-        rows = _rows(rows, x)
-        out = self.pre_activation(x, adj, rows)
-        return self.act(out) if self.act is not None else out
-
-    def forward_planned(self, x: Tensor, projected: Tensor, adj: Adjacency, rows: Optional[Tensor] = None) -> Tensor:
-        rows = _rows(rows, x)
-        out = self.pre_activation(x, adj, rows, projected)
+    def forward_block(self, x: Tensor, block: Block, rows: Optional[Tensor] = None, *,
+                      x_neigh: Optional[Tensor] = None, plan: Optional[Tensor] = None) -> Tensor:
+        """Block protocol: ``act([x_i W_self + b_self || (mean_j x_j) W_neigh + b_neigh])``."""
+        if plan is None:
+            plan = self.block_plan(x, block, _num_out(block, rows), x_neigh)
+        out_self = _self_term(x, self.lin_self.weight.t(), self.lin_self.bias, block, rows, self.input_index_self)
+        w, b = self.lin_neigh.weight.t(), self.lin_neigh.bias
+        if plan is not None:
+            out_neigh = _finish_projected(block, plan, rows, None, b, "mean")
+        elif x_neigh is not None:
+            out_neigh = _fused(x_neigh, block, rows, w, None, b, None, None, "mean")
+        else:
+            out_neigh = _fused(x, block, rows, w, None, b, self.input_index_neigh, None, "mean")
+        out = torch.cat([out_self, out_neigh], dim=1)
         return self.act(out) if self.act is not None else out
 
     def _bias(self) -> Optional[Tensor]:
@@ -604,9 +676,18 @@ class Dense(_PrunableConv):
         self.lin = nn.Linear(in_channels, out_channels, bias=bias)
         self._init_input_index()
 
+    reads_neighbours = False
+
     def forward(self, x: Tensor, adj: Optional[Adjacency] = None, rows: Optional[Tensor] = None) -> Tensor:
-        rows = _rows(rows, x)
-        return _project(x, self.lin.weight.t(), self.lin.bias, rows, self.input_index_self)
+        return self.forward_block(x, Block(x.shape[0]), _rows(rows, x))
+
+    def message_graph(self, graph: Graph, dtype: torch.dtype) -> Graph:
+        raise TypeError("Dense reads no neighbours: it has no message graph")
+
+    def forward_block(self, x: Tensor, block: Block, rows: Optional[Tensor] = None, *,
+                      x_neigh: Optional[Tensor] = None, plan: Optional[Tensor] = None) -> Tensor:
+        """Block protocol: ``x_i W + b`` for the asked rows."""
+        return _self_term(x, self.lin.weight.t(), self.lin.bias, block, rows, self.input_index_self)
 
     def linear_parts(self) -> LinearParts:
         cols = torch.arange(self.out_channels, device=self.lin.weight.device)
@@ -614,7 +695,6 @@ class Dense(_PrunableConv):
                            self.lin.bias, "sum", {"input_index": {"self": self.input_index_self}})
 
     def branch_inputs(self, graph, h, rows=None):
-        rows = _rows(rows, h)
         rows = _rows(rows, h)
         return {"self": _select_rows(self._branch_input(h, "self"), rows)}
 

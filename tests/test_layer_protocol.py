@@ -36,13 +36,13 @@ class ToyDegreeConv(nn.Module):
         self.b = nn.Parameter(torch.randn(out_channels, generator=generator, dtype=torch.float64) * 0.1)
 
     def message_graph(self, graph, dtype):
-        key = ("toy_degree", dtype)
-        if key not in graph.cache:
+        def build():
             indeg = graph.in_degree().to(dtype)
             c = graph.edge_weight.to(dtype) if graph.edge_weight is not None else torch.ones(graph.num_edges, dtype=dtype)
             w = c / (1 + indeg[graph.col.long()])
-            graph.cache[key] = Graph(graph.rowptr, graph.col, graph.num_nodes, w, validate=False)
-        return graph.cache[key]
+            return Graph(graph.rowptr, graph.col, graph.num_nodes, w, validate=False)
+
+        return graph.cached(("toy_degree", dtype), build)
 
     def neighbour_channels(self):
         return self.keep

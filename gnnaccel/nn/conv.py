@@ -23,8 +23,8 @@ from .._memory import project_for_gather
 from ..graph import Graph
 from ..ids import as_node_ids
 from ..ops.aggregate import aggregate
+from ..ops.fused_layer import fused_layer
 from ..ops.pruned_linear import pruned_linear
-from ..ops.sage_fused import sage_fused
 from ..ops.sage_projected import sage_projected
 from .adjacency import Adjacency, as_graph
 from .parts import Branch, LinearParts
@@ -123,20 +123,13 @@ def _self_term(x: Tensor, weight_t: Tensor, bias: Optional[Tensor], block: Block
 
 def _fused(x: Tensor, block: Block, rows: Optional[Tensor], w_neigh: Tensor, w_self: Optional[Tensor],
            bias: Optional[Tensor], neigh_keep: Optional[Tensor], self_keep: Optional[Tensor], reduce: str) -> Tensor:
-    """``AGG_e (w_e x[col_e, neigh_keep]) @ w_neigh + x[s_i, self_keep] @ w_self + bias`` for the asked rows
-    (the semantics of the fused-layer op entry point), aggregating first."""
-    self_rows = _self_rows(block, rows) if w_self is not None else None
-    if (block.self_rows is None and neigh_keep is None and self_keep is None and reduce in ("sum", "mean")
-            and x.dtype in _FUSED_DTYPES
-            and not _needs_grad(x, w_neigh, w_self, bias, block.edge_weight)):
-        weight = w_neigh if w_self is None else torch.cat([w_neigh, w_self], 0)
-        return sage_fused(block.rowptr, block.col, x.contiguous(), weight, bias, block.edge_weight, rows, reduce,
-                          w_self is not None)
-    src = x if neigh_keep is None else x.index_select(1, neigh_keep)
-    out = aggregate(block.rowptr, block.col, src.contiguous(), reduce, block.edge_weight, rows) @ w_neigh
-    if w_self is not None:
-        out = out + _self_term(x, w_self, None, block, rows, self_keep)
-    return out if bias is None else out + bias
+    """``AGG_e (w_e x[col_e, neigh_keep]) @ w_neigh + x[s_i, self_keep] @ w_self + bias`` for the asked rows,
+    aggregating first: the block's arguments to the fused-layer op entry point."""
+    self_rows = None
+    if w_self is not None and block.self_rows is not None:
+        self_rows = block.self_rows if rows is None else block.self_rows.index_select(0, rows)
+    return fused_layer(block.rowptr, block.col, x, w_neigh, w_self, bias, block.edge_weight, rows, self_rows,
+                       neigh_keep, self_keep, reduce)
 
 
 def _finish_projected(block: Block, projected: Tensor, rows: Optional[Tensor], root: Optional[Tensor],

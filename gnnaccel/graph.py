@@ -361,6 +361,14 @@ class Graph:
         ei = torch.cat([self.edge_index, edge_index.long().to(self.device)], 1)
         return Graph.from_edge_index(ei, self.num_nodes, edge_weight, index_dtype=self.index_dtype)
 
+    def transpose(self):
+        """The reversed graph (:class:`gnnaccel.ops.transpose.CSRTranspose`: row ``j`` lists the edges leaving
+        ``j``), memoised and dropped with the other derived structures when the graph changes."""
+        from .ops.transpose import csr_transpose
+
+        return self.cached(("transpose",), lambda: csr_transpose(self.rowptr, self.col, self.num_nodes),
+                           uses_weight=False)
+
     def gcn_normalized(self, add_self_loops: bool = True, dtype: torch.dtype = torch.float32,
                        improved: bool = False) -> "Graph":
         """The graph with PyG's ``gcn_norm`` weights ``d_j^-1/2 w_ji d_i^-1/2`` (degrees over targets), memoised.

@@ -290,3 +290,38 @@ def test_prune_on_an_empty_graph_is_a_clear_error():
     g = Graph.from_edge_index(torch.empty(2, 0, dtype=torch.long), 0)
     with pytest.raises(ValueError, match="at least one node"):
         gnnaccel.prune(GraphSAGE(4, 8, 2, 2), g, torch.empty(0, 4), keep=0.5, progress=False)
+
+
+# ------------------------------------------------------------------ transpose (one builder: ops.transpose)
+@pytest.mark.parametrize("index_dtype", [torch.int32, torch.int64])
+@pytest.mark.parametrize("num_nodes, num_edges", [(0, 0), (1, 0), (7, 0), (30, 200), (50, 3000)])
+def test_transpose_matches_scipy(index_dtype, num_nodes, num_edges, generator):
+    from conftest import random_edge_index
+
+    ei = random_edge_index(num_nodes, num_edges, generator, power_law=True, hub=num_nodes > 0)
+    g = Graph.from_edge_index(ei, num_nodes, index_dtype=index_dtype)
+    t = g.transpose()
+    assert t.rowptr.dtype == index_dtype and t.col.dtype == index_dtype
+    # reversed CSR = CSR of A^T; same multiset of (row, col) pairs, stable order within a row
+    a = g.to_scipy().T.tocsr()
+    assert torch.equal(t.rowptr.long(), torch.from_numpy(a.indptr.astype("int64")))
+    for j in range(num_nodes):
+        lo, hi = int(t.rowptr[j]), int(t.rowptr[j + 1])
+        mine = t.col[lo:hi].long()
+        want = g.row_of_edge()[g.col.long() == j]  # destinations of edges leaving j, in CSR order
+        assert torch.equal(mine, want)
+        assert torch.equal(g.col.long()[t.order[lo:hi]], torch.full((hi - lo,), j))
+    assert torch.equal(t.row, g.row_of_edge())
+
+
+def test_transpose_is_memoised_and_dropped_when_the_graph_changes(generator):
+    from conftest import random_edge_index
+
+    g = Graph.from_edge_index(random_edge_index(20, 80, generator), 20)
+    t1 = g.transpose()
+    assert g.transpose() is t1
+    g.col[0] = (g.col[0] + 1) % 20  # an in-place write: the memo must not survive it
+    t2 = g.transpose()
+    assert t2 is not t1
+    assert torch.equal(g.col.long()[t2.order], g.col.long().sort(stable=True).values)
+    assert torch.equal(t2.rowptr.long().diff(), torch.bincount(g.col.long(), minlength=20))

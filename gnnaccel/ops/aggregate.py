@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import weakref
-from typing import Dict, NamedTuple, Optional
+from typing import Dict, Optional
 
 import torch
 from torch import Tensor
 
 from .._library import EXTENSION_LOADED, require_extension
 from ..backend import kernel_backend
+from .transpose import CSRTranspose, csr_transpose
 from . import torch_backend
 from ._args import (check_bounds_eager, check_csr, check_edge_weight, check_features, check_index, needs_grad,
                     rows_for_graph)
@@ -57,27 +58,6 @@ def aggregate(rowptr: Tensor, col: Tensor, x: Tensor, reduce: str = "mean", edge
     return out
 
 
-def _row_of_edge(rowptr: Tensor, num_edges: int) -> Tensor:
-    """Row index of every edge; sizes come from shapes only, so the backward traces under torch.compile."""
-    edges = torch.arange(num_edges, device=rowptr.device, dtype=rowptr.dtype)
-    return torch.searchsorted(rowptr[1:], edges, right=True)
-
-
-class _Transpose(NamedTuple):
-    row: Tensor       # int64 [E]: the row (destination) of every edge, CSR order
-    order: Tensor     # int64 [E]: the edges sorted by source, stable
-    t_rowptr: Tensor  # [num_src + 1]: CSR of the reversed edges (dtype of rowptr)
-    t_col: Tensor     # [E]: their destinations, i.e. row[order]
-
-
-def _build_transpose(rowptr: Tensor, src: Tensor, num_src: int) -> _Transpose:
-    row = _row_of_edge(rowptr, src.shape[0]).long()
-    order = torch.argsort(src, stable=True)
-    counts = torch.zeros(num_src, dtype=torch.long, device=src.device).index_add_(0, src, torch.ones_like(src))
-    t_rowptr = torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)]).to(rowptr.dtype)
-    return _Transpose(row, order, t_rowptr, row[order].to(rowptr.dtype))
-
-
 # The transpose of a graph, memoised while its rowptr and col live and are not modified in place: training
 # runs the backward on the same graph every step, and the stable sort by source is about a quarter of a
 # training step of a 2-layer GraphSAGE on a 4M-edge graph. Keyed by id(col) with weak references (a tensor's
@@ -87,18 +67,18 @@ def _build_transpose(rowptr: Tensor, src: Tensor, num_src: int) -> _Transpose:
 _TRANSPOSES: Dict[int, tuple] = {}
 
 
-def _transpose(rowptr: Tensor, col: Tensor, src: Tensor, num_src: int) -> _Transpose:
-    """The transpose of the graph (rowptr, col); ``src`` is col as int64, which the caller already has."""
+def _transpose(rowptr: Tensor, col: Tensor, num_src: int) -> CSRTranspose:
+    """The transpose of the graph (rowptr, col) (built by :func:`gnnaccel.ops.transpose.csr_transpose`)."""
     if type(col) is not Tensor or type(rowptr) is not Tensor or torch.compiler.is_compiling():
-        return _build_transpose(rowptr, src, num_src)
+        return csr_transpose(rowptr, col, num_src)
     try:
         stamp = (rowptr._version, col._version, num_src)
     except RuntimeError:  # inference tensors keep no version counter: do not memoise
-        return _build_transpose(rowptr, src, num_src)
+        return csr_transpose(rowptr, col, num_src)
     hit = _TRANSPOSES.get(id(col))
     if hit is not None and hit[0]() is col and hit[1]() is rowptr and hit[2] == stamp:
         return hit[3]
-    result = _build_transpose(rowptr, src, num_src)
+    result = csr_transpose(rowptr, col, num_src)
     if hit is None or hit[0]() is not col:
         weakref.finalize(col, _TRANSPOSES.pop, id(col), None)
     _TRANSPOSES[id(col)] = (weakref.ref(col), weakref.ref(rowptr), stamp, result)
@@ -128,7 +108,7 @@ def _backward(ctx, grad_out, _grad_arg):
         if rows is not None:
             # out = P @ agg(x) with P selecting rows: pull the gradient back onto the full row set first.
             grad_out = grad_out.new_zeros(num_rows, channels).index_add_(0, rows.long(), grad_out)
-        tr = _transpose(rowptr, col, src, ctx.num_src)
+        tr = _transpose(rowptr, col, ctx.num_src)
         row = tr.row
         scale = torch.ones(num_edges, dtype=grad_out.dtype, device=grad_out.device)
         if ctx.reduce == "mean":
@@ -137,7 +117,7 @@ def _backward(ctx, grad_out, _grad_arg):
         if need_x:
             # d out[i] / d x[j] flows along the reversed edges: a sum-aggregation over the transposed graph.
             weight = scale * edge_weight if edge_weight is not None else scale
-            grad_x, _ = torch.ops.gnnaccel.aggregate(tr.t_rowptr, tr.t_col, grad_out, weight[tr.order].contiguous(),
+            grad_x, _ = torch.ops.gnnaccel.aggregate(tr.rowptr, tr.col, grad_out, weight[tr.order].contiguous(),
                                                      None, "sum", False)
         if need_w:
             grad_w = (grad_out[row] * x[src]).sum(-1) * scale

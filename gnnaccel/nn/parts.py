@@ -16,7 +16,8 @@ Sum form (PyG SAGEConv, GCNConv): every branch writes all output columns. Concat
 branch writes its own block of columns. Removing input channel ``i`` of ``h`` removes row ``i`` of every
 branch weight -- the rank-1 blocks of DESIGN.md section 3.
 
-Layer protocol (implemented by gnnaccel.nn.SAGEConv, GCNConv, SAINTConv):
+Pruning protocol (implemented by gnnaccel.nn.SAGEConv, GCNConv, SAINTConv, Dense; how layers are run is the
+block protocol of :mod:`gnnaccel.nn.protocol`):
 
 * ``linear_parts() -> LinearParts``: the current weights in [in, out] orientation.
 * ``branch_inputs(graph, h, rows=None) -> Dict[str, Tensor]``: ``Z_branch`` for ``rows`` (all nodes if None),
@@ -33,7 +34,7 @@ Details as implemented by the layers of :mod:`gnnaccel.nn.conv`:
   channel) or the LongTensor of input channels it reads; then ``branch.weight`` has one row per entry.
   ``parts.in_channels`` is always the width of the ``h`` the layer is fed. ``branch_inputs`` returns each
   ``Z_branch`` already restricted to the branch's channels, so ``sum_b Z_b @ W_b (+ bias)`` is the layer's
-  pre-activation output (SAINTConv: ``pre_activation``; the others: ``forward``).
+  pre-activation output (``forward``; SAINTConv: ``forward`` with ``act=None``).
 * ``load_pruned``: ``input_keep`` must name every branch; indices refer to the channels of the current ``h``
   (unique, in range); ``weights[name]`` is ``[len(keep), len(cols)]`` ([in, out] orientation); ``bias`` is
   required when the layer has one (it replaces it; SAINT: the concatenated ``[b_self || b_neigh]``).

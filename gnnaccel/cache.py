@@ -615,14 +615,9 @@ def reverse_csr(graph):
     """CSR of the reversed graph: row ``j`` lists the nodes ``i`` that aggregate from ``j`` (memoised on the
     graph with ``Graph.cached``, so it is rebuilt when the graph changes), on the graph's device."""
 
-    def build():
-        src = graph.col.long()
-        dst = graph.row_of_edge()
-        order = torch.argsort(src, stable=True)
-        counts = torch.bincount(src, minlength=graph.num_nodes)
-        rowptr = torch.zeros(graph.num_nodes + 1, dtype=torch.long, device=src.device)
-        torch.cumsum(counts, 0, out=rowptr[1:])
-        return rowptr.to(graph.index_dtype), dst[order].to(graph.index_dtype).contiguous()
+    def build():  # the rows of the Graph's transpose (gnnaccel.ops.transpose.csr_transpose, the one builder)
+        t = graph.transpose()
+        return t.rowptr, t.col
 
     return graph.cached("reverse_csr", build, uses_weight=False)
 

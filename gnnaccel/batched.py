@@ -36,6 +36,7 @@ import torch
 from torch import Tensor
 
 from .graph import Graph
+from .models import as_model
 from .ids import as_node_ids
 from .nn.adjacency import as_graph
 from .nn.protocol import Block, check_layer
@@ -152,9 +153,10 @@ class BatchedEngine:
 
     def __init__(self, model, graph, x: Tensor, fanouts: Optional[Sequence[Optional[int]]] = None,
                  cache=None, seed: int = 0):
+        model = as_model(model)  # a PyG GraphSAGE / GCN: converted once with from_pyg
         if not hasattr(model, "convs") or not hasattr(model, "layer_block"):
-            raise TypeError("BatchedEngine expects a gnnaccel model with .convs and .layer_block (convert PyG "
-                            "models with gnnaccel.from_pyg)")
+            raise TypeError("BatchedEngine expects a gnnaccel model with .convs and .layer_block, or a PyG "
+                            "GraphSAGE / GCN")
         if not isinstance(x, Tensor) or x.dim() != 2 or not x.is_floating_point():
             raise TypeError("x must be a 2-D floating-point tensor [num_nodes, channels]")
         if isinstance(seed, bool) or not isinstance(seed, int):

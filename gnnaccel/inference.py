@@ -7,6 +7,7 @@ from typing import List, Optional, Tuple, Union
 import torch
 from torch import Tensor
 
+from .models import as_model
 from .nn.adjacency import Adjacency, as_graph
 from .nn.protocol import Block, check_layer, graph_block
 
@@ -33,9 +34,10 @@ def full_inference(model: torch.nn.Module, graph: Adjacency, x: Tensor, chunk_si
     """
     if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size <= 0):
         raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
+    model = as_model(model)  # a PyG GraphSAGE / GCN: converted (once, memoised) with from_pyg
     if not hasattr(model, "convs") or not hasattr(model, "layer_block"):
-        raise TypeError("full_inference expects a gnnaccel model (with .convs and .layer_block); convert PyG "
-                        "models with gnnaccel.from_pyg")
+        raise TypeError("full_inference expects a gnnaccel model (with .convs and .layer_block) or a PyG "
+                        "GraphSAGE / GCN")
     for conv in model.convs:
         check_layer(conv, "full_inference")
     g = as_graph(graph, x.shape[0])

@@ -19,21 +19,42 @@ from .nn.conv import Dense, GCNConv, SAGEConv, SAINTConv, resolve_activation
 from .nn.protocol import Block, graph_block
 
 
+_NORMS = {None: None, "batchnorm": nn.BatchNorm1d, "batch_norm": nn.BatchNorm1d,
+          "layernorm": nn.LayerNorm, "layer_norm": nn.LayerNorm}
+
+
+def _normalises_output(conv) -> bool:
+    """Whether the conv L2-normalises its output rows (SAGEConv(normalize=True)), i.e. is not affine."""
+    return isinstance(conv, SAGEConv) and conv.normalize
+
+
 class _GNN(nn.Module):
     def __init__(self, in_channels: int, hidden_channels: int, out_channels: int, num_layers: int,
-                 dropout: float = 0.0, act="relu", norm: Optional[str] = None):
+                 dropout: float = 0.0, act="relu", norm: Optional[str] = None, act_first: bool = False):
         super().__init__()
         if num_layers < 1:
             raise ValueError(f"num_layers must be at least 1, got {num_layers}")
-        if norm not in (None, "batchnorm", "batch_norm"):
-            raise ValueError(f"norm must be None or 'batchnorm', got {norm!r}")
+        if norm not in _NORMS:
+            raise ValueError(f"norm must be None, 'batchnorm' or 'layernorm', got {norm!r}")
         self.in_channels, self.hidden_channels, self.out_channels = in_channels, hidden_channels, out_channels
         self.num_layers, self.dropout = num_layers, float(dropout)
         self.act = resolve_activation(act)
+        self.act_first = bool(act_first)
         self.convs = nn.ModuleList(self._make_convs())
+        make_norm = _NORMS[norm]
         self.norms = nn.ModuleList(
-            nn.BatchNorm1d(conv.out_channels) if norm is not None and i < len(self.convs) - 1 else nn.Identity()
+            make_norm(conv.out_channels) if make_norm is not None and i < len(self.convs) - 1 else nn.Identity()
             for i, conv in enumerate(self.convs))
+
+    def extra_repr(self) -> str:
+        """A pruned model names its scheme and keep ratios (its convs show the widths)."""
+        info = getattr(self, "pruning_info", None)
+        if not info:
+            return "act_first=True" if self.act_first else ""
+        keep = info.get("keep")
+        keep = [None if k is None else round(float(k), 4) for k in keep] if isinstance(keep, (list, tuple)) else keep
+        return (f"pruned: scheme={info.get('scheme')}, method={info.get('method')}, keep={keep}"
+                + (", act_first=True" if self.act_first else ""))
 
     def _make_convs(self):
         raise NotImplementedError
@@ -50,11 +71,14 @@ class _GNN(nn.Module):
         """
         h = self.convs[i].forward_block(x, block, rows, x_neigh=x_neigh, plan=plan)
         if i < len(self.convs) - 1:
-            h = self.norms[i](h)
+            if not self.act_first:  # PyG's order: conv -> norm -> act (act_first: conv -> act -> norm)
+                h = self.norms[i](h)
             if self.act is F.relu and not (torch.is_grad_enabled() and h.requires_grad):
                 h = h.clamp_min_(0)  # inference: the conv's output is a fresh buffer, rectify it in place
             elif self.act is not None:
                 h = self.act(h)
+            if self.act_first:
+                h = self.norms[i](h)
         return h
 
     def layer(self, i: int, h: Tensor, graph, rows: Optional[Tensor] = None) -> Tensor:
@@ -81,16 +105,23 @@ class _GNN(nn.Module):
                 x = F.dropout(x, p=self.dropout, training=self.training)
         return x
 
+    def _foldable(self, i: int) -> bool:
+        """Whether norms[i] (a BatchNorm1d with running statistics) folds exactly into convs[i]: only when it
+        directly follows the conv's affine output (no activation first, no L2 normalisation in the conv)."""
+        norm = self.norms[i]
+        return (isinstance(norm, nn.BatchNorm1d) and norm.running_mean is not None and not self.act_first
+                and hasattr(self.convs[i], "scale_outputs") and not _normalises_output(self.convs[i]))
+
     @torch.no_grad()
     def fold_batchnorm(self) -> "_GNN":
-        """Fold every BatchNorm1d (its running statistics, i.e. eval-mode behaviour) into the preceding conv's
-        weights and bias, and replace it by Identity. Returns self."""
+        """Fold each BatchNorm1d (its running statistics, i.e. eval-mode behaviour) into the preceding conv's
+        weights and bias where that is exact, and replace it by Identity. Norms that cannot be folded exactly
+        stay as separate steps: a BatchNorm after a conv that L2-normalises its output (``SAGEConv(normalize=
+        True)``: BN(normalize(conv(x))) is not affine in the conv's weights) or after the activation
+        (``act_first``), and LayerNorm. Returns self."""
         for i, norm in enumerate(self.norms):
-            if isinstance(norm, nn.Identity):
+            if isinstance(norm, nn.Identity) or not self._foldable(i):
                 continue
-            if not isinstance(norm, nn.BatchNorm1d) or norm.running_mean is None:
-                raise ValueError(f"norms[{i}] ({type(norm).__name__}) cannot be folded: need BatchNorm1d with "
-                                 "running statistics")
             scale = torch.rsqrt(norm.running_var + norm.eps)
             if norm.weight is not None:
                 scale = scale * norm.weight
@@ -101,18 +132,48 @@ class _GNN(nn.Module):
             self.norms[i] = nn.Identity()
         return self
 
+    @torch.no_grad()
+    def prune_layer_outputs(self, i: int, keep: Tensor) -> None:
+        """Keep output channels ``keep`` of layer ``i``: its conv and a per-channel norm after it (BatchNorm).
+
+        Raises ValueError when layer ``i`` is followed by a LayerNorm (dropping channels changes its statistics).
+        """
+        norm = self.norms[i]
+        if isinstance(norm, nn.LayerNorm):
+            raise ValueError(f"layer {i} is followed by a LayerNorm, which normalises over all its output channels: "
+                             "pruning them would change the normalisation; not supported")
+        self.convs[i].prune_outputs(keep)
+        if isinstance(norm, nn.BatchNorm1d):
+            keep = torch.as_tensor(keep, dtype=torch.long, device=norm.running_mean.device
+                                   if norm.running_mean is not None else None)
+            bn = nn.BatchNorm1d(keep.numel(), eps=norm.eps, momentum=norm.momentum, affine=norm.affine,
+                                track_running_stats=norm.track_running_stats)
+            state = {k: (v[keep] if v.dim() == 1 else v) for k, v in norm.state_dict().items()}
+            bn.load_state_dict(state)
+            self.norms[i] = bn.to(next(iter(state.values())).device).train(norm.training)
+
 
 class _ConvStack(_GNN):
-    """``num_layers`` convolutions of one class (``conv_class``): in -> hidden -> ... -> out."""
+    """``num_layers`` convolutions of one class (``conv_class``): in -> hidden -> ... -> out; with ``jk="last"``
+    (PyG's jumping knowledge "last"): in -> hidden -> ... -> hidden, each followed by norm and activation, then a
+    linear head hidden -> out (a :class:`~gnnaccel.nn.Dense`, the last entry of ``convs``)."""
 
     conv_class: type = None
 
     def __init__(self, in_channels: int, hidden_channels: int, out_channels: int, num_layers: int = 2,
-                 dropout: float = 0.0, act="relu", norm: Optional[str] = None, **conv_kwargs):
-        self.conv_kwargs = conv_kwargs
-        super().__init__(in_channels, hidden_channels, out_channels, num_layers, dropout, act, norm)
+                 dropout: float = 0.0, act="relu", norm: Optional[str] = None, act_first: bool = False,
+                 jk: Optional[str] = None, **conv_kwargs):
+        if jk not in (None, "last"):
+            raise ValueError(f"jk must be None or 'last', got {jk!r} (PyG's 'cat', 'max' and 'lstm' combine the "
+                             "outputs of every layer, which layer-by-layer inference cannot; not supported)")
+        self.conv_kwargs, self.jk = conv_kwargs, jk
+        super().__init__(in_channels, hidden_channels, out_channels, num_layers, dropout, act, norm, act_first)
 
     def _make_convs(self):
+        if self.jk == "last":
+            dims = [self.in_channels] + [self.hidden_channels] * self.num_layers
+            convs = [self.conv_class(dims[i], dims[i + 1], **self.conv_kwargs) for i in range(self.num_layers)]
+            return convs + [Dense(self.hidden_channels, self.out_channels)]
         dims = [self.in_channels] + [self.hidden_channels] * (self.num_layers - 1) + [self.out_channels]
         return [self.conv_class(dims[i], dims[i + 1], **self.conv_kwargs) for i in range(self.num_layers)]
 
@@ -143,8 +204,20 @@ class SAINTGraphSAGE(_GNN):
 # ---------------------------------------------------------------------------------------------- PyG import
 def from_pyg(module: nn.Module) -> nn.Module:
     """Convert a PyG ``SAGEConv``, ``GCNConv``, ``models.GraphSAGE`` or ``models.GCN`` into the gnnaccel
-    equivalent with the same weights (BatchNorm folded with its running statistics, i.e. matching the PyG
-    module in eval mode). The result is in eval mode. Raises ValueError / TypeError for what it cannot map."""
+    equivalent with the same weights, matching the PyG module in eval mode.
+
+    Supported model options: ``act``, ``act_first``, ``dropout``, ``norm`` ("batch_norm", or "layer_norm" with
+    ``norm_kwargs={"mode": "node"}``), ``jk`` None or "last", and the conv options (SAGE: ``aggr`` mean / sum
+    / max, ``normalize``, ``root_weight``, ``bias``; GCN: ``improved``, ``add_self_loops``, ``normalize``,
+    ``bias``). BatchNorm is folded into the conv where that is exact, else kept as a separate step (see
+    :meth:`fold_batchnorm`); LayerNorm is kept. Rejected with a clear error: SAGE ``project=True``, other
+    aggregations, ``jk`` "cat" / "max" / "lstm", LayerNorm ``mode="graph"`` and other norms.
+
+    Args:
+        module: the PyG module (its parameters must be initialised: run a lazy module once first).
+    Returns:
+        The gnnaccel module, in eval mode, on the module's device and dtype.
+    """
     try:
         import torch_geometric.nn as pyg_nn
     except ImportError as exc:  # pragma: no cover
@@ -160,25 +233,68 @@ def from_pyg(module: nn.Module) -> nn.Module:
                     f"got {type(module).__module__}.{type(module).__name__}")
 
 
+_PYG_MODELS = None
+
+
+def as_model(model: nn.Module) -> nn.Module:
+    """``model`` itself if it is a gnnaccel model; a PyG ``models.GraphSAGE`` / ``models.GCN`` converted with
+    :func:`from_pyg` (memoised per PyG module until its parameters or buffers change, so that repeated calls
+    convert once).
+
+    Args:
+        model: a gnnaccel model or a PyG GraphSAGE / GCN.
+    Returns:
+        A model with ``convs`` and ``layer_block``.
+    """
+    module = type(model).__module__ or ""
+    if not module.startswith("torch_geometric"):
+        return model
+    import torch_geometric.nn as pyg_nn
+
+    if not isinstance(model, (pyg_nn.models.GraphSAGE, pyg_nn.models.GCN)):
+        raise TypeError(f"expected a gnnaccel model or a PyG models.GraphSAGE / models.GCN, got "
+                        f"{type(model).__module__}.{type(model).__name__}")
+    global _PYG_MODELS
+    if _PYG_MODELS is None:
+        import weakref
+
+        _PYG_MODELS = weakref.WeakKeyDictionary()
+    state = tuple((t.data_ptr(), t._version, tuple(t.shape)) for t in model.state_dict().values())
+    hit = _PYG_MODELS.get(model)
+    if hit is not None and hit[0] == state:
+        return hit[1]
+    converted = from_pyg(model)
+    _PYG_MODELS[model] = (state, converted)
+    return converted
+
+
+def _channels(value, what: str) -> int:
+    if value == -1:
+        raise ValueError(f"the PyG {what} has a lazy input width (-1): run one forward first, then convert")
+    return value
+
+
 def _sage_from_pyg(conv) -> SAGEConv:
-    if not isinstance(conv.in_channels, int):
-        raise ValueError("bipartite SAGEConv (tuple in_channels) is not supported")
     aggr = conv.aggr if isinstance(conv.aggr, str) else None
     if aggr not in ("mean", "add", "sum", "max"):
         raise ValueError(f"SAGEConv aggregation {conv.aggr!r} is not supported (use mean, sum/add or max)")
     if getattr(conv, "project", False):
-        raise ValueError("SAGEConv(project=True) is not supported")
-    ours = SAGEConv(conv.in_channels, conv.out_channels, aggr=aggr, root_weight=conv.root_weight,
-                    bias=conv.lin_l.bias is not None, normalize=conv.normalize)
+        raise ValueError("SAGEConv(project=True) is not supported by gnnaccel (its ReLU projection of the source "
+                         "features precedes the aggregation)")
+    in_channels = conv.in_channels
+    if isinstance(in_channels, (tuple, list)):
+        in_channels = (_channels(in_channels[0], "SAGEConv"), _channels(in_channels[1], "SAGEConv"))
+    else:
+        in_channels = _channels(in_channels, "SAGEConv")
+    ours = SAGEConv(in_channels, conv.out_channels, aggr=aggr, normalize=conv.normalize,
+                    root_weight=conv.root_weight, bias=conv.lin_l.bias is not None)
     ours.load_state_dict(_plain_state(conv.state_dict()))
     return ours.to(conv.lin_l.weight)
 
 
 def _gcn_from_pyg(conv) -> GCNConv:
-    if conv.improved:
-        raise ValueError("GCNConv(improved=True) is not supported")
-    ours = GCNConv(conv.in_channels, conv.out_channels, add_self_loops=conv.add_self_loops,
-                   normalize=conv.normalize, bias=conv.bias is not None)
+    ours = GCNConv(_channels(conv.in_channels, "GCNConv"), conv.out_channels, improved=conv.improved,
+                   add_self_loops=conv.add_self_loops, normalize=conv.normalize, bias=conv.bias is not None)
     ours.load_state_dict(_plain_state(conv.state_dict()))
     return ours.to(conv.lin.weight)
 
@@ -188,33 +304,71 @@ def _plain_state(state):
     return {k: v for k, v in state.items() if k.endswith(("weight", "bias"))}
 
 
+def _conv_kwargs(conv, pyg_nn) -> dict:
+    """The gnnaccel constructor arguments of a converted conv (what ``save`` records to rebuild it)."""
+    if isinstance(conv, SAGEConv):
+        return {"aggr": conv.aggr, "normalize": conv.normalize, "root_weight": conv.root_weight,
+                "bias": conv.lin_l.bias is not None}
+    return {"improved": conv.improved, "add_self_loops": conv.add_self_loops, "normalize": conv.normalize,
+            "bias": conv.bias is not None}
+
+
+def _norm_from_pyg(norm, pyg_nn, width: int):
+    """A PyG norm module -> (gnnaccel norm name, module), or raise for what gnnaccel cannot keep."""
+    inner = getattr(norm, "module", norm)  # PyG's BatchNorm wraps torch's
+    if isinstance(inner, nn.Identity):
+        return None, nn.Identity()
+    if isinstance(inner, nn.BatchNorm1d):
+        if inner.running_mean is None:
+            raise ValueError("BatchNorm without running statistics (track_running_stats=False) normalises with "
+                             "the statistics of each batch; not supported")
+        bn = nn.BatchNorm1d(inner.num_features, eps=inner.eps, momentum=inner.momentum, affine=inner.affine)
+        bn = bn.to(inner.running_mean)  # dtype and device first: loading into float32 would round float64
+        bn.load_state_dict(inner.state_dict())
+        return "batchnorm", bn
+    if isinstance(norm, pyg_nn.norm.LayerNorm):
+        if norm.mode != "node":
+            raise ValueError(f"LayerNorm(mode={norm.mode!r}) normalises over all nodes of the graph at once, which "
+                             "row-chunked and batched inference cannot reproduce; not supported (PyG's "
+                             "norm='layer_norm' defaults to mode='graph': use norm_kwargs={'mode': 'node'})")
+        ln = nn.LayerNorm(norm.in_channels, eps=norm.eps, elementwise_affine=norm.weight is not None)
+        if norm.weight is not None:
+            ln = ln.to(norm.weight)
+            ln.load_state_dict({"weight": norm.weight.detach(), "bias": norm.bias.detach()})
+        return "layernorm", ln
+    raise ValueError(f"norm {type(norm).__name__} is not supported (supported: BatchNorm, LayerNorm(mode='node'))")
+
+
 def _model_from_pyg(model, pyg_nn) -> _GNN:
-    if getattr(model, "jk_mode", None) is not None or getattr(model, "jk", None) is not None:
-        raise ValueError("PyG models with jumping knowledge (jk=...) are not supported")
-    if getattr(model, "act_first", False) and any(not isinstance(n, nn.Identity) for n in model.norms or []):
-        raise ValueError("act_first=True with a norm cannot be folded (the norm follows the activation)")
-    if getattr(model, "supports_edge_attr", False):
-        pass
-    convs = [(_sage_from_pyg if isinstance(c, pyg_nn.SAGEConv) else _gcn_from_pyg)(c) for c in model.convs]
+    jk = getattr(model, "jk_mode", None)
+    if jk not in (None, "last"):
+        raise ValueError(f"PyG jumping knowledge jk={jk!r} is not supported: it combines the outputs of every layer, "
+                         "which gnnaccel's layer-by-layer inference (full_inference chunks, BatchedEngine, the "
+                         "pruner) cannot; jk=None and jk='last' are")
     for c in model.convs:
         if not isinstance(c, (pyg_nn.SAGEConv, pyg_nn.GCNConv)):
             raise TypeError(f"unsupported conv {type(c).__name__} inside {type(model).__name__}")
+    convs = [(_sage_from_pyg if isinstance(c, pyg_nn.SAGEConv) else _gcn_from_pyg)(c) for c in model.convs]
+    if isinstance(model.in_channels, (tuple, list)):
+        raise ValueError("PyG models with bipartite (tuple) in_channels are not supported")
+    norm_names, norms = set(), []
+    for i, norm in enumerate(model.norms):
+        name, module = _norm_from_pyg(norm, pyg_nn, convs[i].out_channels)
+        norm_names.add(name)
+        norms.append(module)
+    norm_names.discard(None)
     dropout = model.dropout.p if isinstance(model.dropout, nn.Module) else float(model.dropout)
     cls = GraphSAGE if isinstance(model, pyg_nn.models.GraphSAGE) else GCN
     ours = cls(model.in_channels, model.hidden_channels, model.out_channels, model.num_layers, dropout=dropout,
-               act=model.act if model.act is not None else None)
+               act=model.act if model.act is not None else None, norm=next(iter(norm_names), None),
+               act_first=bool(model.act_first), jk=jk, **_conv_kwargs(convs[0], pyg_nn))
+    if jk == "last":
+        head = Dense(model.lin.in_features, model.lin.out_features, bias=model.lin.bias is not None).to(
+            model.lin.weight)
+        head.lin.load_state_dict(_plain_state(model.lin.state_dict()))
+        convs.append(head)
+    norms.extend(nn.Identity() for _ in range(len(convs) - len(norms)))
     ours.convs = nn.ModuleList(convs)
-    norms = list(model.norms) if model.norms is not None else []
-    for i, norm in enumerate(norms):
-        inner = getattr(norm, "module", norm)
-        if isinstance(inner, nn.Identity):
-            continue
-        if not isinstance(inner, nn.BatchNorm1d):
-            raise ValueError(f"norm {type(norm).__name__} is not supported (only BatchNorm can be folded)")
-        if inner.running_mean is None:
-            raise ValueError("BatchNorm without running statistics cannot be folded")
-        bn = nn.BatchNorm1d(inner.num_features, eps=inner.eps, affine=inner.affine).to(inner.running_mean)
-        bn.load_state_dict(inner.state_dict())
-        ours.norms[i] = bn
+    ours.norms = nn.ModuleList(norms)
     ours.eval()
     return ours.fold_batchnorm()

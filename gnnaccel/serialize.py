@@ -40,6 +40,8 @@ _PAYLOAD_KEYS = frozenset({"format", "version", "class", "init", "widths", "stat
                            "pruning_info", "sha256"})
 _REQUIRED_KEYS = ("class", "init", "widths", "state_dict")
 _BASE_INIT = ("in_channels", "hidden_channels", "out_channels", "num_layers", "dropout", "act", "norm")
+_MODEL_OPTIONS = {"act_first": False, "jk": None}  # model constructor options beyond _BASE_INIT, with defaults
+_NORM_NAMES = (None, "batchnorm", "batch_norm", "layernorm", "layer_norm")
 _MAX_WIDTH = 2 ** 31 - 1
 _MAX_DEPTH = 32  # nesting of containers in the payload (pruning_info is the deepest: a few levels)
 _CONV_KEY = re.compile(r"convs\.(\d+)\.")
@@ -139,6 +141,8 @@ def _conv_kwargs(model: nn.Module) -> dict:
             continue
         values = []
         for conv in model.convs:
+            if not isinstance(conv, conv_cls):  # jk="last": the linear head (a Dense) is no conv of the stack
+                continue
             if p.name == "bias":
                 values.append(conv.linear_parts().bias is not None)
             elif isinstance(getattr(conv, p.name, ()), (bool, int, float, str)):
@@ -154,17 +158,25 @@ def save(model: nn.Module, path: PathLike) -> None:
     """Write a gnnaccel model to a file.
 
     Args:
-        model: a gnnaccel GraphSAGE / GCN / SAINTGraphSAGE, pruned or not, on any device but meta.
+        model: a gnnaccel GraphSAGE / GCN / SAINTGraphSAGE, pruned or not, on any device but meta; or a PyG
+            GraphSAGE / GCN (converted with :func:`gnnaccel.from_pyg`, so eval-mode behaviour is saved).
         path: the file to write (overwritten).
     """
+    from .models import as_model
+
+    model = as_model(model)
     classes = _model_classes()
     cls_name = type(model).__name__
     if classes.get(cls_name) is not type(model):
         raise TypeError(f"save supports gnnaccel {sorted(classes)} models, got {type(model).__module__}.{cls_name}")
-    norm = "batchnorm" if any(isinstance(n, nn.BatchNorm1d) for n in model.norms) else None
+    norm = ("batchnorm" if any(isinstance(n, nn.BatchNorm1d) for n in model.norms)
+            else "layernorm" if any(isinstance(n, nn.LayerNorm) for n in model.norms) else None)
     init = {"in_channels": model.in_channels, "hidden_channels": model.hidden_channels,
             "out_channels": model.out_channels, "num_layers": model.num_layers, "dropout": model.dropout,
             "act": _activation_name(model.act), "norm": norm}
+    for name, default in _MODEL_OPTIONS.items():  # recorded only when set: older readers see the same init
+        if getattr(model, name, default) != default:
+            init[name] = getattr(model, name)
     init.update(_conv_kwargs(model))
     # Only widths that differ from a freshly constructed model's (pruning narrows layers).
     with torch.device("meta"):
@@ -266,7 +278,7 @@ def _check_init(cls, init, state_keys) -> dict:
     if not isinstance(init, dict) or not all(isinstance(k, str) for k in init):
         raise ModelFileError("init must be a dict with str keys")
     conv_cls = getattr(cls, "conv_class", None)
-    allowed = set(_BASE_INIT)
+    allowed = set(_BASE_INIT) | set(_MODEL_OPTIONS)
     if conv_cls is not None:
         params = inspect.signature(conv_cls.__init__).parameters.values()
         allowed |= {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)} - {
@@ -290,8 +302,12 @@ def _check_init(cls, init, state_keys) -> dict:
     if act is not None and (not isinstance(act, str) or act not in _activation_names()):
         raise ModelFileError(f"init['act'] must be one of {[k for k in _activation_names() if k]} or None, "
                              f"got {act!r}")
-    if init.get("norm") not in (None, "batchnorm", "batch_norm"):
-        raise ModelFileError(f"init['norm'] must be None or 'batchnorm', got {init.get('norm')!r}")
+    if init.get("norm") not in _NORM_NAMES:
+        raise ModelFileError(f"init['norm'] must be one of {_NORM_NAMES}, got {init.get('norm')!r}")
+    if not isinstance(init.get("act_first", False), bool):
+        raise ModelFileError(f"init['act_first'] must be a bool, got {init.get('act_first')!r}")
+    if init.get("jk") not in (None, "last"):
+        raise ModelFileError(f"init['jk'] must be None or 'last', got {init.get('jk')!r}")
     for name in set(init) - set(_BASE_INIT):
         v = init[name]
         if not (v is None or isinstance(v, (bool, int, float)) or (isinstance(v, str) and len(v) <= 64)):

@@ -13,14 +13,14 @@ Common conventions:
 """
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._memory import project_for_gather
-from ..graph import Graph
+from ..graph import Graph, tracing
 from ..ids import as_node_ids
 from ..ops.aggregate import aggregate
 from ..ops.fused_layer import fused_layer
@@ -80,6 +80,99 @@ def _propagate(graph: Graph, x: Tensor, reduce: str, rows: Optional[Tensor],
 def _rows(rows, x: Tensor) -> Optional[Tensor]:
     """Validated output rows (node ids into ``x``) or None: the layers' ``rows=`` argument."""
     return None if rows is None else as_node_ids(rows, x.shape[0], "rows", device=x.device)
+
+
+def _check_features(x, name: str = "x") -> None:
+    """Node features must be a dense 2-D floating-point tensor [num_nodes, channels]."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.layout != torch.strided:
+        raise TypeError(f"{name} must be a dense tensor, got a sparse one ({x.layout}); call .to_dense() first")
+    if x.dim() != 2:
+        raise ValueError(f"{name} must be 2-D [num_nodes, channels], got shape {list(x.shape)} (PyG's 3-D "
+                         "static-graph batches are not supported)")
+
+
+def _check_channels(value, name: str) -> int:
+    """An int channel count > 0, or -1 (PyG's lazy size, set by the first forward)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not (value > 0 or value == -1):
+        raise ValueError(f"{name} must be a positive int or -1 (lazy: set from the first input), got {value!r}")
+    return value
+
+
+def _linear(in_channels: int, out_channels: int, bias: bool) -> nn.Module:
+    """``nn.Linear``, or ``nn.LazyLinear`` for PyG's lazy ``in_channels=-1`` (materialised by the first forward)."""
+    if in_channels == -1:
+        return nn.LazyLinear(out_channels, bias=bias)
+    return nn.Linear(in_channels, out_channels, bias=bias)
+
+
+def _materialise(lin: Optional[nn.Module], width: int) -> None:
+    """Give a lazy linear its input width (outside inference mode: the weights must stay trainable)."""
+    if isinstance(lin, nn.modules.lazy.LazyModuleMixin) and lin.has_uninitialized_params():
+        with torch.inference_mode(False):
+            lin.initialize_parameters(torch.empty(0, width))
+
+
+def _check_size(size, num_src: int, num_dst: Optional[int]) -> Optional[int]:
+    """PyG's ``size=(num_src, num_dst)``: checked against the inputs; returns num_dst (None if not given)."""
+    if size is None:
+        return num_dst
+    if not isinstance(size, (tuple, list, torch.Size)) or len(size) != 2:
+        raise ValueError(f"size must be a pair (num_src_nodes, num_dst_nodes), got {size!r}")
+    src, dst = size
+    if src is not None and int(src) != num_src:
+        raise ValueError(f"size[0] = {src} but x (the source features) has {num_src} rows")
+    if dst is not None and num_dst is not None and int(dst) != num_dst:
+        raise ValueError(f"size[1] = {dst} but the target features have {num_dst} rows")
+    return num_dst if dst is None else int(dst)
+
+
+def _bipartite_block(adj, num_src: int, num_dst: Optional[int], dtype: torch.dtype) -> Block:
+    """The block of a bipartite adjacency: ``num_dst`` target rows aggregating source rows ``[0, num_src)``.
+
+    ``adj``: an edge_index [2, E] / PyG EdgeIndex (row 0 = source, row 1 = target), a torch sparse ``adj_t``
+    [num_dst, num_src] (CSR or COO), a torch_sparse SparseTensor ``adj_t``, or a square Graph."""
+    if isinstance(adj, Graph):
+        if num_dst is not None and (adj.num_nodes != num_src or adj.num_nodes != num_dst):
+            raise ValueError(f"a Graph is square ({adj.num_nodes} nodes); bipartite inputs have {num_src} source "
+                             f"and {num_dst} target rows: pass an edge_index or a sparse adj_t instead")
+        return Block(adj.num_nodes, adj.rowptr, adj.col, _edge_weight(adj, dtype))
+    if type(adj).__name__ == "SparseTensor" and type(adj).__module__.startswith("torch_sparse"):
+        rowptr, col, value = adj.csr()
+        n_rows, n_cols = adj.sizes()
+        adj_rows, weight = n_rows, value
+    elif isinstance(adj, Tensor) and adj.layout in (torch.sparse_csr, torch.sparse_coo):
+        if adj.dim() != 2:
+            raise ValueError(f"the sparse adjacency must be 2-D, got shape {list(adj.shape)}")
+        csr = adj if adj.layout == torch.sparse_csr else adj.coalesce().to_sparse_csr()
+        rowptr, col, weight = csr.crow_indices(), csr.col_indices(), csr.values()
+        adj_rows, n_cols = adj.shape
+        if weight.numel() and bool((weight == 1).all()):
+            weight = None
+    elif isinstance(adj, Tensor):
+        if num_dst is None:
+            raise ValueError("with (x_src, None) and an edge_index, pass size=(num_src_nodes, num_dst_nodes)")
+        plain = adj.as_tensor() if hasattr(adj, "as_tensor") else adj  # PyG EdgeIndex
+        if plain.dim() != 2 or plain.shape[0] != 2:
+            raise ValueError(f"edge_index must have shape [2, num_edges], got {list(plain.shape)}")
+        if plain.shape[1] and not tracing():
+            for row, bound, name in ((0, num_src, "source node"), (1, num_dst, "target node")):
+                top = int(plain[row].max())
+                if top >= bound:
+                    raise ValueError(f"edge_index holds {name} {top} but there are {bound} "
+                                     f"{'source (x_src)' if row == 0 else 'target'} rows")
+        g = as_graph(adj, max(num_src, num_dst))
+        return Block(num_dst, g.rowptr[: num_dst + 1], g.col, _edge_weight(g, dtype))
+    else:
+        raise TypeError(f"unsupported adjacency {type(adj).__name__} for bipartite inputs")
+    if n_cols != num_src:
+        raise ValueError(f"the adjacency has {n_cols} columns (sources) but x_src has {num_src} rows")
+    if num_dst is not None and adj_rows != num_dst:
+        raise ValueError(f"the adjacency has {adj_rows} rows (targets) but there are {num_dst} target rows")
+    if weight is not None:
+        weight = weight.to(dtype) if weight.is_floating_point() else weight.to(dtype)
+    return Block(int(adj_rows), rowptr, col, weight)
 
 
 def _select_rows(x: Tensor, rows: Optional[Tensor]) -> Tensor:
@@ -236,6 +329,14 @@ class _PrunableConv(nn.Module):
                 device = getattr(self, "_param_device")()
                 setattr(self, f"input_index_{name}", keeps[name].to(device))
 
+    def _pruned_repr(self) -> str:
+        """``, inputs: neigh 186/745, self 745/745`` when branches read subsets of the input (batched scheme)."""
+        widths = [(n, self._input_index(n)) for n in self.branch_names]
+        if all(idx is None for _, idx in widths):
+            return ""
+        return ", inputs: " + ", ".join(f"{n} {self.in_channels if idx is None else idx.numel()}/{self.in_channels}"
+                                        for n, idx in widths)
+
     def _param_device(self) -> torch.device:
         return next(self.parameters()).device
 
@@ -255,26 +356,106 @@ class SAGEConv(_PrunableConv):
 
     branch_names = ("neigh", "self")
 
-    def __init__(self, in_channels: int, out_channels: int, aggr: str = "mean", root_weight: bool = True,
-                 bias: bool = True, normalize: bool = False, project: bool = False):
+    def __init__(self, in_channels: Union[int, Tuple[int, int]], out_channels: int, aggr: str = "mean",
+                 normalize: bool = False, root_weight: bool = True, project: bool = False, bias: bool = True):
+        """PyG's constructor (same argument order).
+
+        Args:
+            in_channels: input width, ``-1`` (lazy: taken from the first input), or a pair ``(source width,
+                target width)`` for bipartite inputs ``(x_src, x_dst)`` (each may be -1).
+            out_channels: output width.
+            aggr: "mean", "sum" (or "add") or "max" (PyG's LSTM / MLP / multi aggregations are rejected).
+            normalize: L2-normalise each output row.
+            root_weight: add ``lin_r(x_i)``.
+            project: not supported (rejected).
+            bias: ``lin_l``'s bias.
+        """
         super().__init__()
-        if isinstance(in_channels, (tuple, list)):
-            raise ValueError("bipartite (tuple) in_channels are not supported by gnnaccel.nn.SAGEConv")
         if project:
-            raise ValueError("SAGEConv(project=True) is not supported by gnnaccel")
-        aggr = "sum" if aggr == "add" else aggr
-        if aggr not in ("mean", "sum", "max"):
-            raise ValueError(f"aggr must be 'mean', 'sum' or 'max', got {aggr!r}")
-        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
-        self.aggr, self.root_weight, self.normalize = aggr, bool(root_weight), bool(normalize)
+            raise ValueError("SAGEConv(project=True) is not supported by gnnaccel (its ReLU projection of the "
+                             "source features precedes the aggregation)")
+        if not isinstance(aggr, str) or aggr not in ("mean", "sum", "add", "max"):
+            raise ValueError(f"aggr must be 'mean', 'sum' ('add') or 'max', got {aggr!r} (PyG's LSTM, MLP and "
+                             "multi aggregations are not supported by gnnaccel)")
+        if isinstance(in_channels, (tuple, list)):
+            if len(in_channels) != 2:
+                raise ValueError(f"bipartite in_channels must be a pair (source, target), got {in_channels!r}")
+            in_src = _check_channels(in_channels[0], "in_channels[0]")
+            in_dst = _check_channels(in_channels[1], "in_channels[1]")
+            self.in_channels_spec = (in_src, in_dst)
+        else:
+            in_src = in_dst = _check_channels(in_channels, "in_channels")
+            self.in_channels_spec = in_src
+        self.in_channels, self.out_channels = in_src, int(out_channels)
+        self.aggr, self.root_weight, self.normalize = "sum" if aggr == "add" else aggr, bool(root_weight), bool(normalize)
         self.branch_names = ("neigh", "self") if root_weight else ("neigh",)
-        self.lin_l = nn.Linear(in_channels, out_channels, bias=bias)
-        self.lin_r = nn.Linear(in_channels, out_channels, bias=False) if root_weight else None
+        self.lin_l = _linear(in_src, self.out_channels, bias)
+        self.lin_r = _linear(in_dst, self.out_channels, False) if root_weight else None
         self._init_input_index()
 
-    def forward(self, x: Tensor, adj: Adjacency, rows: Optional[Tensor] = None) -> Tensor:
-        """Output rows ``rows`` (node ids; all nodes if None) of the layer applied to ``x`` [N, in] on ``adj``."""
-        return self._forward_graph(x, adj, rows)
+    def _materialise(self, x_src: Tensor, x_dst: Optional[Tensor]) -> None:
+        """Lazy widths (``-1``) from the first input; then a width check."""
+        if self.in_channels == -1:
+            _materialise(self.lin_l, x_src.shape[1])
+            self.in_channels = x_src.shape[1]
+        if self.lin_r is not None and x_dst is not None:
+            _materialise(self.lin_r, x_dst.shape[1])
+
+    def forward(self, x: Union[Tensor, Tuple[Tensor, Optional[Tensor]]], edge_index: Adjacency,
+                size: Optional[Tuple[int, int]] = None, *, rows=None) -> Tensor:
+        """PyG's call: ``conv(x, edge_index, size=None)``.
+
+        Args:
+            x: node features [N, in], or bipartite ``(x_src, x_dst)`` / ``(x_src, None)`` (then no root term,
+                as in PyG).
+            edge_index: a Graph, edge_index [2, E] / PyG EdgeIndex, torch sparse or torch_sparse ``adj_t``.
+            size: PyG's ``(num_src_nodes, num_dst_nodes)``; checked against the inputs.
+            rows: (keyword only; not bipartite) node ids of the output rows (all if None).
+        Returns:
+            [N or num_dst or len(rows), out_channels].
+        """
+        if isinstance(x, (tuple, list)):
+            if rows is not None:
+                raise ValueError("rows= is not supported with bipartite (x_src, x_dst) inputs")
+            return self._forward_bipartite(x, edge_index, size)
+        _check_features(x)
+        _check_size(size, x.shape[0], x.shape[0])
+        self._materialise(x, x)
+        self._check_protocol_widths()
+        return self._forward_graph(x, edge_index, rows)
+
+    def _root_materialised(self) -> bool:
+        return self.lin_r is not None and not (isinstance(self.lin_r, nn.modules.lazy.LazyModuleMixin)
+                                               and self.lin_r.has_uninitialized_params())
+
+    def _check_protocol_widths(self) -> None:
+        """The block and pruning protocols read one x for both branches: equal, known widths."""
+        if self.in_channels == -1:
+            raise ValueError("this SAGEConv has a lazy input width (-1): run one forward first")
+        if (isinstance(self.in_channels_spec, tuple) and self.root_weight and self._root_materialised()
+                and self.lin_r.in_features != self.in_channels):
+            raise ValueError(f"this SAGEConv is bipartite with source width {self.in_channels} and target width "
+                             f"{self.lin_r.in_features}: call it with (x_src, x_dst); it cannot run on one x or be "
+                             "pruned")
+
+    def _forward_bipartite(self, x, adj, size) -> Tensor:
+        if len(x) != 2:
+            raise ValueError("bipartite inputs must be a pair (x_src, x_dst)")
+        x_src, x_dst = x
+        _check_features(x_src, "x_src")
+        if x_dst is not None:
+            _check_features(x_dst, "x_dst")
+        num_dst = _check_size(size, x_src.shape[0], None if x_dst is None else x_dst.shape[0])
+        self._materialise(x_src, x_dst)
+        if any(self._input_index(n) is not None for n in self.branch_names):
+            raise ValueError("a batched-pruned SAGEConv (per-branch input channels) takes a single x, not a pair")
+        block = _bipartite_block(adj, x_src.shape[0], num_dst, x_src.dtype)
+        if x_dst is not None and x_dst.shape[0] != block.num_rows:
+            raise ValueError(f"x_dst has {x_dst.shape[0]} rows but the adjacency has {block.num_rows} targets")
+        out = _fused(x_src, block, None, self.lin_l.weight.t(), None, self.lin_l.bias, None, None, self.aggr)
+        if self.root_weight and x_dst is not None:
+            out = out + _project(x_dst, self.lin_r.weight.t(), None, None, None)
+        return F.normalize(out, p=2.0, dim=-1) if self.normalize else out
 
     @property
     def reads_self(self) -> bool:
@@ -349,6 +530,7 @@ class SAGEConv(_PrunableConv):
 
     # ------------------------------------------------------------------ pruning protocol
     def linear_parts(self) -> LinearParts:
+        self._check_protocol_widths()
         cols = torch.arange(self.out_channels, device=self.lin_l.weight.device)
         branches = [Branch("neigh", self.lin_l.weight.t(), cols, self.aggr)]
         if self.root_weight:
@@ -398,7 +580,12 @@ class SAGEConv(_PrunableConv):
         _fold_bias(self.lin_l, "bias", scale, shift)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.in_channels}, {self.out_channels}, aggr={self.aggr})"
+        """PyG's repr (``SAGEConv(8, 32, aggr=mean)``, ``SAGEConv((8, 16), 32, aggr=mean)``), plus the input
+        channels each branch reads when it was pruned per branch."""
+        spec = self.in_channels
+        if isinstance(self.in_channels_spec, tuple):
+            spec = (self.in_channels, self.lin_r.in_features if self._root_materialised() else self.in_channels_spec[1])
+        return f"{type(self).__name__}({spec}, {self.out_channels}, aggr={self.aggr}{self._pruned_repr()})"
 
 
 def _set_bias(module: nn.Module, attr: str, bias: Optional[Tensor], size: int) -> None:
@@ -431,18 +618,30 @@ class GCNConv(_PrunableConv):
 
     branch_names = ("gcn",)
 
-    def __init__(self, in_channels: int, out_channels: int, add_self_loops: Optional[bool] = None,
-                 normalize: bool = True, bias: bool = True, improved: bool = False, cached: bool = False):
+    def __init__(self, in_channels: int, out_channels: int, improved: bool = False, cached: bool = False,
+                 add_self_loops: Optional[bool] = None, normalize: bool = True, bias: bool = True):
+        """PyG's constructor (same argument order).
+
+        Args:
+            in_channels: input width, or -1 (lazy: taken from the first input).
+            out_channels: output width.
+            improved: self loops of weight 2 (A + 2I).
+            cached: accepted for compatibility; the normalised graph is always memoised per Graph (and
+                recomputed when the graph changes).
+            add_self_loops: None = ``normalize`` (PyG's default); True needs ``normalize``.
+            normalize: apply PyG's ``gcn_norm``; False: a plain weighted sum.
+            bias: learnable bias.
+        """
         super().__init__()
-        if improved:
-            raise ValueError("GCNConv(improved=True) is not supported by gnnaccel")
         if add_self_loops is None:  # PyG: self loops come with the normalisation
             add_self_loops = normalize
         if add_self_loops and not normalize:
-            raise ValueError("GCNConv: add_self_loops=True needs normalize=True (as in PyG)")
-        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+            raise ValueError("GCNConv: add_self_loops=True needs normalize=True (PyG: 'does not support adding "
+                             "self-loops to the graph when no on-the-fly normalization is applied')")
+        self.in_channels, self.out_channels = _check_channels(in_channels, "in_channels"), int(out_channels)
         self.add_self_loops, self.normalize = bool(add_self_loops), bool(normalize)
-        self.lin = nn.Linear(in_channels, out_channels, bias=False)
+        self.improved, self.cached = bool(improved), bool(cached)
+        self.lin = _linear(self.in_channels, self.out_channels, False)
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
         self._init_input_index()
 
@@ -451,9 +650,31 @@ class GCNConv(_PrunableConv):
         if self.bias is not None:
             nn.init.zeros_(self.bias)
 
-    def forward(self, x: Tensor, adj: Adjacency, rows: Optional[Tensor] = None) -> Tensor:
-        """Output rows ``rows`` (node ids; all nodes if None) of the layer applied to ``x`` [N, in] on ``adj``."""
-        return self._forward_graph(x, adj, rows)
+    def forward(self, x: Tensor, edge_index: Adjacency, edge_weight: Optional[Tensor] = None, *,
+                rows=None) -> Tensor:
+        """PyG's call: ``conv(x, edge_index, edge_weight=None)``.
+
+        Args:
+            x: node features [N, in].
+            edge_index: a Graph, edge_index [2, E] / PyG EdgeIndex, torch sparse or torch_sparse ``adj_t``.
+            edge_weight: [E] weights of ``edge_index``'s edges (only with an edge_index: a Graph or sparse
+                adjacency carries its own weights).
+            rows: (keyword only) node ids of the output rows (all if None).
+        Returns:
+            [N or len(rows), out_channels].
+        """
+        _check_features(x)
+        if self.in_channels == -1:
+            _materialise(self.lin, x.shape[1])
+            self.in_channels = x.shape[1]
+        if edge_weight is not None:
+            if isinstance(edge_index, Graph) or not isinstance(edge_index, Tensor) or edge_index.layout != torch.strided:
+                raise ValueError("edge_weight goes with an edge_index [2, E]; a Graph or sparse adjacency carries its "
+                                 "own weights")
+            if hasattr(edge_index, "as_tensor"):  # PyG EdgeIndex
+                edge_index = edge_index.as_tensor()
+            edge_index = Graph.from_edge_index(edge_index, x.shape[0], edge_weight)
+        return self._forward_graph(x, edge_index, rows)
 
     def propagation(self) -> str:
         return "gcn" if self.normalize else "sum"
@@ -469,7 +690,7 @@ class GCNConv(_PrunableConv):
         ``graph`` itself without normalisation."""
         if not self.normalize:
             return graph
-        return graph.gcn_normalized(self.add_self_loops, dtype)
+        return graph.gcn_normalized(self.add_self_loops, dtype, self.improved)
 
     def neighbour_channels(self) -> Optional[Tensor]:
         return self.input_index_gcn
@@ -496,6 +717,8 @@ class GCNConv(_PrunableConv):
         return _fused(x, block, rows, self.lin.weight.t(), None, self.bias, self.input_index_gcn, None, "sum")
 
     def linear_parts(self) -> LinearParts:
+        if self.in_channels == -1:
+            raise ValueError("this GCNConv has a lazy input width (-1): run one forward first")
         cols = torch.arange(self.out_channels, device=self.lin.weight.device)
         return LinearParts(self.in_channels, self.out_channels,
                            [Branch("gcn", self.lin.weight.t(), cols, self.propagation())], self.bias, "sum",
@@ -529,7 +752,7 @@ class GCNConv(_PrunableConv):
         _fold_bias(self, "bias", scale, shift)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.in_channels}, {self.out_channels})"
+        return f"{type(self).__name__}({self.in_channels}, {self.out_channels}{self._pruned_repr()})"
 
 
 def gcn_normalized_graph(graph: Graph, add_self_loops: bool = True, dtype: torch.dtype = torch.float32) -> Graph:

@@ -65,14 +65,9 @@ def _progress(total: int, enabled: bool, desc: str):
 
 
 def _as_gnnaccel_model(model: nn.Module) -> nn.Module:
-    try:
-        import torch_geometric.nn as pyg_nn
-    except ImportError:  # pragma: no cover
-        pyg_nn = None
-    if pyg_nn is not None and isinstance(model, (pyg_nn.models.GraphSAGE, pyg_nn.models.GCN)):
-        from ..models import from_pyg
+    from ..models import as_model
 
-        return from_pyg(model)
+    model = as_model(model)  # a PyG GraphSAGE / GCN: converted with from_pyg (then copied below, as ours are)
     if not hasattr(model, "convs") or not hasattr(model, "layer"):
         raise TypeError(f"prune expects a gnnaccel model (with .convs and .layer) or a PyG GraphSAGE/GCN, got "
                         f"{type(model).__name__}")
@@ -437,6 +432,10 @@ def prune(model: nn.Module, graph, x: Tensor, keep: KeepSpec = 0.25, scheme: str
         if any(v is not None for v in index.values()):
             raise ValueError(f"layer {i} ({type(conv).__name__}) already reads per-branch input subsets "
                              "(a batched-pruned layer); prune the original model instead")
+        norm = model.norms[i] if hasattr(model, "norms") else None
+        if isinstance(norm, nn.LayerNorm) and i < L - 1:
+            raise ValueError(f"layer {i} ({type(conv).__name__}) is followed by a LayerNorm, which normalises over "
+                             "all its output channels: dropping some would change the normalisation; not supported")
         if extra.get("normalize", False) and i < L - 1:
             raise ValueError(f"layer {i} ({type(conv).__name__}) L2-normalises its output (normalize=True): "
                              "dropping its output channels would change the normalisation; not supported")
@@ -517,7 +516,10 @@ def prune(model: nn.Module, graph, x: Tensor, keep: KeepSpec = 0.25, scheme: str
             bias = bias.double().cpu() + bias_shift(mean, weights, new_weights, keeps, parts.form, cols)
         conv.load_pruned({n: kb for n, kb in zip(names, keeps)}, {n: w for n, w in zip(names, new_weights)}, bias)
         if self_branch is None and l > 0:
-            convs[l - 1].prune_outputs(keeps[0])
+            if hasattr(model, "prune_layer_outputs"):  # the conv and a BatchNorm kept after it (not foldable)
+                model.prune_layer_outputs(l - 1, keeps[0])
+            else:
+                convs[l - 1].prune_outputs(keeps[0])
         info.update(kept={n: kb.clone() for n, kb in zip(names, keeps)}, output_rel_error=err)
         layers_info[l] = info
     if refit == "sequential":

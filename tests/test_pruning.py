@@ -308,8 +308,9 @@ def test_greedy_swaps_end_where_no_single_exchange_improves(form, with_metric, k
     for k in (2, 3, 5):
         kw = dict(metric=metric, keep_whole=keep_whole, ridge=1e-6)
         bc = None if form == "sum" else cols
-        # max_swaps beyond the default (k): the assertions below need the swaps to have converged
-        swapped = _units_of(select_greedy(S, ws, k, form, bc, max_swaps=100, **kw), keep_whole)
+        # max_swaps beyond the default (k) and no stopping tolerance: the assertions below need the swaps to
+        # have converged
+        swapped = _units_of(select_greedy(S, ws, k, form, bc, max_swaps=100, swap_tol=0, **kw), keep_whole)
         forward = _units_of(select_greedy(S, ws, k, form, bc, max_swaps=0, **kw), keep_whole)
         value = objective(swapped)
         assert len(swapped) == k and value <= objective(forward) * (1 + 1e-9)
@@ -328,7 +329,7 @@ def test_greedy_swaps_end_where_no_single_exchange_improves(form, with_metric, k
         assert all(torch.equal(a, b) for a, b in zip(same, start_keeps))
         assert explained == pytest.approx(objective([]) - objective(start), rel=1e-8, abs=1e-12)
         refined, explained = select_greedy(S, ws, k, form, bc, initial=start_keeps, return_explained=True,
-                                           max_swaps=100, **kw)
+                                           max_swaps=100, swap_tol=0, **kw)
         refined = _units_of(refined, keep_whole)
         assert explained == pytest.approx(objective([]) - objective(refined), rel=1e-8, abs=1e-12)
         assert objective(refined) <= objective(start) * (1 + 1e-9)
@@ -352,7 +353,7 @@ def test_greedy_swaps_on_a_larger_correlated_layer(form, generator):
     S = torch.cat(zs, 1).T @ torch.cat(zs, 1) / n
     objective, units = _refit_objective(zs, ws, cols, None, None, 1e-6)
     bc = None if form == "sum" else cols
-    swapped = select_greedy(S, ws, k, form, bc, max_swaps=100)[0].tolist()
+    swapped = select_greedy(S, ws, k, form, bc, max_swaps=100, swap_tol=0)[0].tolist()
     forward = select_greedy(S, ws, k, form, bc, max_swaps=0)[0].tolist()
     value = objective(swapped)
     assert value <= objective(forward) * (1 + 1e-9)
@@ -561,7 +562,7 @@ def _project_out(XU, M):
 
 @pytest.mark.parametrize("duplicate", [True, False])
 def test_unpenalized_reduction_equals_data_space_projection(duplicate, generator):
-    from gnnaccel.pruning.select import UnpenalizedReduction
+    from gnnaccel.pruning.lasso import UnpenalizedReduction
 
     X, y, p, U, R = _unpenalized_problem(generator, duplicate=duplicate)
     n = X.shape[0]
@@ -587,7 +588,7 @@ def test_reduced_lasso_matches_full_penalty0_solve_and_sklearn(duplicate, genera
     penalty 0 on U, and scikit-learn's Lasso on the projected data (penalty factors by column scaling)."""
     from sklearn.linear_model import Lasso
 
-    from gnnaccel.pruning.select import UnpenalizedReduction
+    from gnnaccel.pruning.lasso import UnpenalizedReduction
 
     for trial in range(3):
         X, y, p, U, R = _unpenalized_problem(generator, duplicate=duplicate)

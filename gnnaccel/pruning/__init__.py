@@ -14,8 +14,9 @@ Typical use for one layer (scheme full)::
 from .gram import (SecondMoment, branch_penalty, cross_linear_term, gram_from_moments,
                    split_branch_coordinates)
 from .refit import output_relative_error, refit
-from .select import (lambda_max, select_channels, select_greedy, select_greedy_or_refined, select_magnitude,
-                     select_random)
+from .lasso import lambda_max, select_channels
+from .greedy import select_greedy, select_greedy_or_refined
+from .baselines import select_magnitude, select_random
 from .prune import finetune, layer_second_moment, prune
 from . import report
 

@@ -27,3 +27,11 @@ def is_symmetric(A: Tensor, rtol: float = 1e-8, sample_rows: int = 64) -> bool:
     idx = torch.from_numpy(rows).to(A.device)
     a_rows, a_cols = A[idx].double(), A[:, idx].T.double()
     return bool((a_rows - a_cols).abs().max() <= rtol * a_rows.abs().max())
+
+
+def check_k(k: int, available: int) -> int:
+    if isinstance(k, bool) or not isinstance(k, int):
+        raise TypeError(f"k must be an int, got {type(k).__name__}")
+    if not 0 <= k <= available:
+        raise ValueError(f"k must be in [0, {available}] (the number of penalised coordinates), got {k}")
+    return k

@@ -37,7 +37,9 @@ from torch import Tensor, nn
 from .gram import SecondMoment, _placed_weights, branch_penalty, gram_from_moments, split_branch_coordinates
 from ._checks import all_finite
 from .refit import about_mean, bias_shift, choose_ridge, output_relative_error, refit as refit_kept
-from .select import select_channels, select_greedy, select_greedy_or_refined, select_magnitude, select_random
+from .baselines import select_magnitude, select_random
+from .greedy import select_greedy, select_greedy_or_refined
+from .lasso import select_channels
 
 SCHEMES = ("full", "batched")
 METHODS = ("auto", "lasso", "greedy", "random", "magnitude")

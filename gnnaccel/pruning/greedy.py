@@ -1,222 +1,27 @@
-"""Channel selection under an exact budget: LASSO path (the method), greedy forward selection, and the
-random / magnitude baselines.
-
-The LASSO works on (G, q) from :func:`gnnaccel.pruning.gram_from_moments`, where a kept channel's
-contribution can only be rescaled; ``penalty`` marks unpenalised coordinates (0), which are always kept and
-are NOT counted in ``k`` -- the returned indices are the ``k`` selected penalised coordinates only (sorted).
-Dead coordinates (G_ii <= 0) can never enter a LASSO solution; they are only returned when fewer than ``k``
-alive coordinates exist. The greedy selection (:func:`select_greedy`) works on the second moment S and the
-weights directly and scores a candidate by the error of the least-squares refit that follows the selection.
+"""Greedy channel selection on the refit's own objective: forward selection, then best-improvement single
+exchanges (swaps), scored from the second moment S and the weights (see :func:`select_greedy`).
 """
 from __future__ import annotations
 
 import math
-import time
-from typing import List, Optional, Sequence, Tuple, Union
+import sys
+from contextlib import contextmanager
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
 
-from ._checks import all_finite, is_symmetric
+from ._checks import all_finite, check_k as _check_k
 from ._symmetric import add_upper_product_, mirror_upper_
 from .gram import _check_moment, _placed_weights, _stacked_shape
 from .refit import _column_groups
-from ..ops.lasso import lasso_select, unpenalized_coordinates, unpenalized_pinv
-
-
-def _check_gram(G: Tensor, q: Tensor, penalty: Optional[Tensor], values: bool = True, ones: bool = True
-                ) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
-    """Shapes and penalties (always) and the values of G and q (finite, symmetric G; with ``values``) of a
-    Gram problem, as float64. ``values=False`` leaves the O(c^2) checks to the op that consumes the problem
-    (:func:`gnnaccel.ops.lasso_select` makes the same ones in one pass). A missing penalty comes back as all
-    ones, or as None with ``ones=False``."""
-    if not isinstance(G, Tensor) or G.dim() != 2 or G.shape[0] != G.shape[1]:
-        raise ValueError(f"G must be a square matrix, got shape {list(getattr(G, 'shape', []))}")
-    c = G.shape[0]
-    if not isinstance(q, Tensor) or q.shape != (c,):
-        raise ValueError(f"q must have shape [{c}] to match G, got {list(getattr(q, 'shape', []))}")
-    if values and not all_finite(G):
-        raise ValueError("G contains NaN or Inf (non-finite activations or weights?)")
-    if values and not all_finite(q):
-        raise ValueError("q contains NaN or Inf")
-    G, q = G.double(), q.double()
-    if values and c and not is_symmetric(G):
-        raise ValueError("G must be symmetric")
-    if penalty is None:
-        p = torch.ones(c, dtype=torch.float64, device=G.device) if ones else None
-    else:
-        if not isinstance(penalty, Tensor) or penalty.shape != (c,):
-            raise ValueError(f"penalty must have shape [{c}], got {list(getattr(penalty, 'shape', []))}")
-        p = penalty.double().to(G.device)
-        if not bool(torch.isfinite(p).all()) or bool((p < 0).any()):
-            raise ValueError("penalty factors must be finite and >= 0")
-    return G, q, p
-
-
-def _check_k(k: int, available: int) -> int:
-    if isinstance(k, bool) or not isinstance(k, int):
-        raise TypeError(f"k must be an int, got {type(k).__name__}")
-    if not 0 <= k <= available:
-        raise ValueError(f"k must be in [0, {available}] (the number of penalised coordinates), got {k}")
-    return k
-
-
-def lambda_max(G: Tensor, q: Tensor, penalty: Optional[Tensor] = None) -> float:
-    """Smallest lambda at which every penalised coordinate is 0 (after optimising the unpenalised ones):
-    max_i |g_i| / p_i over alive penalised i, with g = q - G[:, U] pinv(G_UU) q_U."""
-    G, q, p = _check_gram(G, q, penalty)
-    if not bool((p > 0).all()):  # the gradient at the unpenalised optimum is q' of the reduced problem
-        red = UnpenalizedReduction(G, q, p, G.sum())
-        G, q, p = red.G, red.q, red.penalty
-    pen = (p > 0) & (G.diagonal() > 0)
-    return float((q[pen].abs() / p[pen]).max()) if bool(pen.any()) else 0.0
-
-
-# Penalised coordinates whose Schur-complement diagonal falls below this share of their own G_ii lie (up to
-# rounding) in the span of the unpenalised block: their gradient at the unpenalised optimum is 0 for every
-# beta, so the LASSO never selects them; the reduced problem treats them as dead.
-SCHUR_DEAD_RTOL = 1e-9
-
-
-class UnpenalizedReduction:
-    """The LASSO on the penalised coordinates only, after minimising over the unpenalised block in closed form.
-
-    With U = alive unpenalised coordinates (:func:`gnnaccel.ops.lasso.unpenalized_coordinates`) and R = the
-    penalised ones (p_i > 0)::
-
-        min_{b_U} 1/2 b'Gb - q'b  =  1/2 b_R'G'b_R - q''b_R - 1/2 q_U'G_UU^+ q_U,   b_U = G_UU^+ (q_U - G_UR b_R)
-        G' = G_RR - G_RU G_UU^+ G_UR,   q' = q_R - G_RU G_UU^+ q_U,   ||Y'||^2 = y_sq - q_U'G_UU^+ q_U
-
-    (Y' = the target with its projection on the unpenalised columns removed), so the LASSO on (G', q', p_R)
-    has the same b_R solutions as the full problem with penalty 0 on U, and the same duality gap at the
-    point where U is optimal. Dead unpenalised coordinates (G_ii = 0) are dropped (b_i = 0).
-
-    G_UU^+ is applied through a Cholesky factor when G_UU is safely positive definite: every pivot (the part
-    of column i not explained by columns < i) above ``SCHUR_DEAD_RTOL * G_ii``; otherwise (an unpenalised
-    column in the span of the others, e.g. a duplicated feature) through the pseudo-inverse of
-    :func:`gnnaccel.ops.lasso.unpenalized_pinv` (minimum-norm b_U), as the full solver does. The Cholesky
-    route costs ~c_U^3 / 3 flops against an eigendecomposition for the pseudo-inverse (30-50x slower at
-    c_U = 3703 on this machine). Penalised coordinates whose Schur diagonal is below
-    ``SCHUR_DEAD_RTOL * G_ii`` are set dead in G' (row, column and q' entry 0).
-    Attributes: G, q, y_sq (reduced), penalty (p_R), kept (R, indices into the full problem), unpen (U),
-    factor ("cholesky" or "pinv"), size (full c).
-    """
-
-    def __init__(self, G: Tensor, q: Tensor, penalty: Tensor, y_sq: Tensor):
-        self.size = G.shape[0]
-        self.unpen = U = unpenalized_coordinates(G, penalty)
-        self.kept = R = torch.nonzero(penalty > 0).flatten()
-        self.penalty = penalty[R]
-        G_UU = G[U.unsqueeze(1), U]  # one gather each, no [u, c] intermediate
-        rhs = torch.cat([G[U.unsqueeze(1), R], q[U].unsqueeze(1)], 1)  # [G_UR | q_U]
-        self._G_UR, self._q_U = rhs[:, :-1], rhs[:, -1]
-        L, info = torch.linalg.cholesky_ex(G_UU)
-        Gr = G[R.unsqueeze(1), R]
-        if int(info) == 0 and bool((L.diagonal().square() > SCHUR_DEAD_RTOL * G_UU.diagonal()).all()):
-            self.factor, self._L, self._pinv = "cholesky", L, None
-            W = torch.linalg.solve_triangular(L, rhs, upper=False)
-            W_R, w_q = W[:, :-1], W[:, -1]
-            add_upper_product_(Gr, W_R, W_R, alpha=-1.0)
-            qr = q[R] - W_R.T @ w_q
-            explained = w_q @ w_q
-        else:
-            self.factor, self._L, self._pinv = "pinv", None, unpenalized_pinv(G, penalty)
-            MG = self._pinv @ self._G_UR  # [u, r]
-            Mq = self._pinv @ self._q_U
-            add_upper_product_(Gr, self._G_UR, MG, alpha=-1.0)
-            qr = q[R] - self._G_UR.T @ Mq
-            explained = self._q_U @ Mq
-        mirror_upper_(Gr)  # exactly symmetric: the upper blocks of G_RR minus the product, mirrored
-        gone = Gr.diagonal() <= SCHUR_DEAD_RTOL * G.diagonal()[R]
-        if bool(gone.any()):
-            Gr[gone] = 0
-            Gr[:, gone] = 0
-            qr[gone] = 0
-        self.G, self.q = Gr, qr
-        self.y_sq = (y_sq - explained).clamp_min(0)
-
-    def full_beta(self, beta_reduced: Tensor) -> Tensor:
-        """The full-problem beta: b_R = ``beta_reduced``, b_U = G_UU^+ (q_U - G_UR b_R), dead ones 0."""
-        beta = torch.zeros(self.size, dtype=torch.float64, device=beta_reduced.device)
-        b_r = beta_reduced.double()
-        beta[self.kept] = b_r
-        rhs = self._q_U - self._G_UR @ b_r
-        if self._L is not None:
-            beta[self.unpen] = torch.cholesky_solve(rhs.unsqueeze(1), self._L).flatten()
-        else:
-            beta[self.unpen] = self._pinv @ rhs
-        return beta
-
-
-def select_channels(G: Tensor, q: Tensor, k: int, penalty: Optional[Tensor] = None,
-                    y_sq: Union[None, float, Tensor] = None, tol: float = 1e-5, path_ratio: float = 0.6,
-                    max_bisections: int = 30, max_sweeps: int = 10_000, lambda_min_ratio: float = 1e-7,
-                    return_info: bool = False, eliminate_unpenalized: bool = True, check_psd: bool = True):
-    """The ``k`` coordinates the LASSO path selects, as sorted indices (exact budget).
-
-    Walks lambda down from :func:`lambda_max` (steps of at most ``path_ratio``), warm-starting each solve
-    from the previous one, until at least ``k`` penalised coordinates are non-zero; then narrows the bracket
-    between the last lambda with fewer and the first with at least ``k`` non-zeros (regula falsi and
-    bisection in log lambda), stopping at exactly ``k``, at a bracket 0.1% wide, or after ``max_bisections``;
-    keeps the ``k`` largest |beta| of that solution. The whole path is one call of
-    :func:`gnnaccel.ops.lasso_select` (on CPU each lambda is solved on a working set). Unpenalised
-    coordinates (penalty 0) are optimised with the rest but never counted or returned. If even
-    ``lambda_max * lambda_min_ratio`` leaves fewer than ``k`` non-zeros (rank of G below k), the rest are
-    filled by |gradient| / penalty (the coordinates next to enter), then by index. ``y_sq`` (||Y||^2, default
-    1'G1 for q = G 1) and ``tol`` set the solver's stopping rule (gap <= tol * y_sq). With ``return_info``
-    returns ``(indices, info)``; info holds lam, beta, nnz, solves and sweeps.
-
-    ``check_psd=False`` skips the op's O(c^3) PSD certificate of G (:func:`gnnaccel.ops.lasso_select`), for
-    a G that is PSD by construction (prune's Grams of second moments); its cheaper checks still run.
-
-    ``eliminate_unpenalized`` (default): with unpenalised coordinates, run the path on the exact reduced
-    LASSO over the penalised coordinates only (:class:`UnpenalizedReduction`, a Schur complement) instead of
-    carrying the unpenalised block through every solve; same lambdas, same stopping rule (tol relative to
-    the full ||Y||^2), same selection up to the solver tolerance, and much faster when the unpenalised block
-    is large (batched scheme, layer 0: half of 2 x #features coordinates). ``info["beta"]`` is the full beta
-    either way.
-    """
-    G, q, p = _check_gram(G, q, penalty, values=False, ones=False)
-    num_penalised = G.shape[0] if p is None else int((p > 0).sum())
-    k = _check_k(k, num_penalised)
-    if not 0 < path_ratio < 1:
-        raise ValueError(f"path_ratio must be in (0, 1), got {path_ratio}")
-    if y_sq is not None:
-        y_sq = float(y_sq)
-        if not (math.isfinite(y_sq) and y_sq >= 0):
-            raise ValueError(f"y_sq must be finite and >= 0, got {y_sq}")
-    # (a default y_sq of a non-finite G is left to the op, whose message names G)
-    if eliminate_unpenalized and num_penalised < G.shape[0]:
-        G, q, p = _check_gram(G, q, p)  # the reduction factorises G: its values first
-        y_sq_t = G.sum() if y_sq is None else torch.tensor(y_sq, dtype=torch.float64)
-        t0 = time.perf_counter()
-        red = UnpenalizedReduction(G, q, p, y_sq_t)
-        reduce_s = time.perf_counter() - t0
-        # Same absolute stopping threshold tol * ||Y||^2 as the full problem (the gaps agree at the point
-        # where the unpenalised block is optimal).
-        tol_r = tol * float(y_sq_t) / float(red.y_sq) if float(red.y_sq) > 0 else tol
-        chosen_r, info_r = select_channels(red.G, red.q, k, red.penalty, red.y_sq, tol_r, path_ratio,
-                                           max_bisections, max_sweeps, lambda_min_ratio, return_info=True,
-                                           check_psd=check_psd)
-        chosen = torch.sort(red.kept[chosen_r]).values
-        if return_info:
-            info_r.update(beta=red.full_beta(info_r["beta"]), reduced_size=int(red.kept.numel()),
-                          reduce_factor=red.factor, reduce_s=reduce_s)
-            return chosen, info_r
-        return chosen
-    chosen, beta, lam, nnz, solves, sweeps = lasso_select(
-        G, q, k, p, y_sq, tol=tol, path_ratio=path_ratio, max_bisections=max_bisections, max_sweeps=max_sweeps,
-        lambda_min_ratio=lambda_min_ratio, check_psd=check_psd)
-    if return_info:
-        return chosen, {"lam": float(lam), "beta": beta, "nnz": int(nnz), "solves": int(solves),
-                        "sweeps": int(sweeps)}
-    return chosen
 
 
 def select_greedy(S: Tensor, weights: Sequence[Tensor], k: int, form: str = "sum",
                   branch_cols: Optional[Sequence[Tensor]] = None, metric: Optional[Tensor] = None,
                   keep_whole: Optional[int] = None, ridge: float = 1e-6, max_swaps: Optional[int] = None,
-                  initial: Optional[Sequence[Tensor]] = None, return_explained: bool = False):
+                  initial: Optional[Sequence[Tensor]] = None, return_explained: bool = False,
+                  swap_tol: float = None, progress: bool = False):
     """Forward selection on the refit objective: repeatedly keep the input channel whose addition most
     reduces the error the least-squares refit (:func:`gnnaccel.pruning.refit`) leaves, computed from ``S``.
 
@@ -231,13 +36,17 @@ def select_greedy(S: Tensor, weights: Sequence[Tensor], k: int, form: str = "sum
     with L_a L_a' = D_a: O(|J| p) per step and group of p coordinates. Unlike the LASSO's Gram (each kept
     channel only rescaled), this is the error of the refit that follows the selection.
 
-    Then swaps: while exchanging one kept unit for one dropped unit lowers the objective (by more than
-    ``SWAP_RTOL`` of what the kept units explain), make the best such exchange, at most ``max_swaps``
-    times (default ``k``). Forward selection alone can keep a channel that looked best early and is
+    Then swaps: while exchanging one kept unit for one dropped unit lowers the objective by more than
+    ``swap_tol`` (default :data:`SWAP_STOP_RTOL`) times the objective itself (the error the refit leaves),
+    make the best such exchange, at most ``max_swaps`` times (default ``k``). ``swap_tol=0`` runs the
+    exhaustive search (every improving exchange, down to rounding: :data:`SWAP_RTOL` of what the kept units
+    explain). Forward selection alone can keep a channel that looked best early and is
     redundant once others are in (it then misses an output that k channels reproduce exactly); the swaps
-    end in a set no single exchange improves. Each round scores all k x (units - k) exchanges from the
-    explicit inverse of the kept block (a removal is a rank-``nb`` update of the residual and of every
-    unit's Schur block), kept up to date by rank-``nb`` updates.
+    end in a set no single exchange improves by more than that share. Each round scores all k x (units - k)
+    exchanges from the explicit inverse of the kept block (a removal is a rank-``nb`` update of the residual
+    and of every unit's Schur block), kept up to date by rank-``nb`` updates. Problems of at most
+    :data:`SINGLE_THREAD_PAIRS` unit x kept pairs run on one intra-op thread (their many small tensor
+    operations are slower on several). ``progress``: a tqdm bar over the swap rounds (interactive only).
 
     ``initial`` (kept channels per branch, e.g. a LASSO selection): skip the forward selection and refine
     that set by swaps. ``return_explained``: also return what the kept set explains, tr(T_J' S_JJ^-1 T_J)
@@ -253,23 +62,28 @@ def select_greedy(S: Tensor, weights: Sequence[Tensor], k: int, form: str = "sum
     jointly, ``k`` per branch on average as in :func:`select_channels`' branch layout: ``k * (B - 1)`` in
     all). Returns the kept channel indices per branch, sorted (scheme full: the same for every branch).
     """
-    sel = _GreedySelection(S, weights, k, form, branch_cols, metric, keep_whole, ridge, max_swaps)
-    picks = sel.forward() if initial is None else sel.units_of(initial)
-    picks, explained = sel.refine(picks, return_explained)
+    sel = _GreedySelection(S, weights, k, form, branch_cols, metric, keep_whole, ridge, max_swaps, swap_tol,
+                           progress)
+    with sel.threads():
+        picks = sel.forward() if initial is None else sel.units_of(initial)
+        picks, explained = sel.refine(picks, return_explained)
     return (sel.keeps_of(picks), explained) if return_explained else sel.keeps_of(picks)
 
 
 def select_greedy_or_refined(S: Tensor, weights: Sequence[Tensor], k: int, start: Sequence[Tensor],
                              form: str = "sum", branch_cols: Optional[Sequence[Tensor]] = None,
                              metric: Optional[Tensor] = None, keep_whole: Optional[int] = None,
-                             ridge: float = 1e-6, max_swaps: Optional[int] = None) -> Tuple[List[Tensor], bool]:
+                             ridge: float = 1e-6, max_swaps: Optional[int] = None, swap_tol: float = None,
+                             progress: bool = False) -> Tuple[List[Tensor], bool]:
     """The better of :func:`select_greedy` and ``start`` (kept channels per branch, e.g. the LASSO's
     selection) refined by the same swaps: the one whose refit explains more (``start`` on ties), and
     whether it was ``start``'s. Same as two :func:`select_greedy` calls (``initial=start`` in the second),
     but the per-group moments and the kept-whole elimination are built once."""
-    sel = _GreedySelection(S, weights, k, form, branch_cols, metric, keep_whole, ridge, max_swaps)
-    forward, explained = sel.refine(sel.forward(), True)
-    refined, explained_start = sel.refine(sel.units_of(start), True)
+    sel = _GreedySelection(S, weights, k, form, branch_cols, metric, keep_whole, ridge, max_swaps, swap_tol,
+                           progress)
+    with sel.threads():
+        forward, explained = sel.refine(sel.forward(), True, "swaps (greedy start)")
+        refined, explained_start = sel.refine(sel.units_of(start), True, "swaps (given start)")
     start_won = explained_start >= explained
     return sel.keeps_of(refined if start_won else forward), start_won
 
@@ -277,7 +91,8 @@ def select_greedy_or_refined(S: Tensor, weights: Sequence[Tensor], k: int, start
 class _GreedySelection:
     """Arguments of :func:`select_greedy` checked, and the states of its column groups."""
 
-    def __init__(self, S, weights, k, form, branch_cols, metric, keep_whole, ridge, max_swaps):
+    def __init__(self, S, weights, k, form, branch_cols, metric, keep_whole, ridge, max_swaps, swap_tol=None,
+                 progress=False):
         S = _check_moment(S)
         placed, cols, d = _placed_weights(weights, form, branch_cols)
         B, c = _stacked_shape(S, placed)
@@ -294,6 +109,11 @@ class _GreedySelection:
         self.max_swaps = self.k if max_swaps is None else max_swaps
         if isinstance(self.max_swaps, bool) or not isinstance(self.max_swaps, int) or self.max_swaps < 0:
             raise ValueError(f"max_swaps must be an int >= 0, got {max_swaps!r}")
+        self.swap_tol = SWAP_STOP_RTOL if swap_tol is None else swap_tol
+        if isinstance(self.swap_tol, bool) or not isinstance(self.swap_tol, (int, float)) or not (
+                0 <= self.swap_tol < 1):
+            raise ValueError(f"swap_tol must be a number in [0, 1), got {swap_tol!r}")
+        self.progress = bool(progress)
         if metric is not None:
             if not isinstance(metric, Tensor) or metric.dim() != 2 or metric.shape[0] != d:
                 raise ValueError(f"metric must be [{d}, m] (rows = the layer's output columns), got "
@@ -318,15 +138,22 @@ class _GreedySelection:
     def units_of(self, keeps: Sequence[Tensor]) -> List[int]:
         return _units_of_keeps(keeps, self.keep_whole, self.penalised, self.B, self.c, self.k)
 
-    def refine(self, picks: List[int], with_explained: bool) -> Tuple[List[int], Optional[float]]:
+    def threads(self):
+        """Context: one intra-op thread for a problem of at most SINGLE_THREAD_PAIRS unit x kept pairs."""
+        return _intra_op_threads(1 if self.num_units * max(self.k, 1) <= SINGLE_THREAD_PAIRS else None)
+
+    def refine(self, picks: List[int], with_explained: bool, desc: str = "swaps") -> Tuple[List[int], Optional[float]]:
         """``picks`` after the swaps, and (``with_explained``) what they explain."""
         prepared = False
         if self.max_swaps and 0 < self.k < self.num_units and self.groups:
             for state in self.groups:
                 state.prepare_swaps(picks)
             prepared = True
-            picks = _swap_refine(self.groups, picks, self.num_units, self.max_swaps,
-                                 SWAP_RTOL * _explained(self.groups))
+            from tqdm.auto import tqdm
+
+            with tqdm(total=self.max_swaps, desc=desc, unit="round", leave=False,
+                      disable=not (self.progress and sys.stderr.isatty())) as bar:
+                picks = _swap_refine(self.groups, picks, self.num_units, self.max_swaps, self.swap_tol, bar)
         if with_explained and not prepared:
             for state in self.groups:
                 state.prepare_swaps(picks)
@@ -400,14 +227,44 @@ def _explained(groups: List["_GreedyGroup"]) -> float:
 # A swap must lower the refit objective by more than this share of what the kept units explain (rounding
 # must not make two equivalent sets trade places forever).
 SWAP_RTOL = 1e-9
+# Default stop of the swaps: the best exchange lowers the objective (the squared error the refit leaves) by
+# at most this share of it, i.e. the relative output error by at most ~0.05%. The exhaustive search
+# (swap_tol=0) spends most of its rounds on such exchanges (benchmarks/RESULTS.md, "Fast default pruning").
+SWAP_STOP_RTOL = 1e-3
+# Selections of at most this many unit x kept pairs run on one intra-op thread: a swap round is a few dozen
+# elementwise operations on [units, kept] tensors, which on a shared machine wait longer for the thread
+# pool than they compute (benchmarks/RESULTS.md, "Fast default pruning").
+SINGLE_THREAD_PAIRS = 1 << 22
+
+
+@contextmanager
+def _intra_op_threads(n: Optional[int]):
+    """Run the block with ``n`` intra-op threads (None: unchanged), restoring the previous count."""
+    before = torch.get_num_threads()
+    if n is not None and n != before:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
+def _objective(groups: List["_GreedyGroup"]) -> float:
+    """The refit objective of the prepared kept set: output energy minus what the kept units (and a kept-whole
+    branch) explain, summed over groups (>= 0 up to rounding and the ridge)."""
+    return max(0.0, sum(g.energy - g.fixed for g in groups) - _explained(groups))
 
 
 def _swap_refine(groups: List["_GreedyGroup"], picks: List[int], num_units: int, max_swaps: int,
-                 tol: float) -> List[int]:
-    """Best-improvement single exchanges (see :func:`select_greedy`) from states prepared for ``picks``;
-    returns the new picks."""
+                 swap_tol: float, bar=None) -> List[int]:
+    """Best-improvement single exchanges (see :func:`select_greedy`) from states prepared for ``picks``,
+    while the best one lowers the objective by more than ``swap_tol`` times the objective (and by more than
+    ``SWAP_RTOL`` of what the kept units explain); returns the new picks."""
     picks = list(picks)
     for _ in range(max_swaps):
+        explained = _explained(groups)
+        tol = max(SWAP_RTOL * explained, swap_tol * _objective(groups))
         # net[j, i]: how much the objective falls when kept unit picks[i] leaves and unit j enters
         net = torch.zeros(num_units, len(picks), dtype=torch.float64, device=groups[0].A.device)
         for state in groups:
@@ -421,6 +278,8 @@ def _swap_refine(groups: List["_GreedyGroup"], picks: List[int], num_units: int,
         for state in groups:
             state.swap(picks[i], j)
         picks[i] = j
+        if bar is not None:
+            bar.update(1)
     return picks
 
 
@@ -448,6 +307,27 @@ def _trace_solve(D: Tensor, Q: Tensor) -> Tensor:
     return out.masked_fill(info != 0, 0.0)
 
 
+def _trace_solve_entries(D: dict, Q: dict, nb: int) -> Tensor:
+    """tr(D^-1 Q) of symmetric nb x nb blocks given entry-wise (``D[a, b]``, ``Q[a, b]`` for a <= b, each a
+    tensor of the same shape); 0 where D is not positive definite."""
+    if nb == 1:
+        return (Q[0, 0] / D[0, 0]).nan_to_num(0.0, posinf=0.0, neginf=0.0)
+    if nb == 2:
+        a, b, c = D[0, 0], D[0, 1], D[1, 1]
+        det = a * c - b * b
+        out = (c * Q[0, 0] - 2 * b * Q[0, 1] + a * Q[1, 1]) / det
+        return out.masked_fill(~((a > 0) & (det > 0)), 0.0)
+    full = [[D[min(i, j), max(i, j)] for j in range(nb)] for i in range(nb)]
+    qfull = [[Q[min(i, j), max(i, j)] for j in range(nb)] for i in range(nb)]
+    return _trace_solve(torch.stack([torch.stack(row, -1) for row in full], -2),
+                        torch.stack([torch.stack(row, -1) for row in qfull], -2))
+
+
+# Unit x pick pairs scored at once per chunk of units in a swap round (bounds the round's temporaries to a
+# few dozen tensors of this many float64 entries).
+SWAP_CHUNK_PAIRS = 1 << 20
+
+
 class _GreedyGroup:
     """Forward-selection state of one column group (see :func:`select_greedy`): its coordinates' moment
     (ridge added; the kept-whole branch eliminated), the residual cross moment R, the Schur diagonal blocks
@@ -461,6 +341,8 @@ class _GreedyGroup:
         scale = float(A.diagonal().mean())
         A.diagonal().add_(ridge * scale if scale > 0 else ridge)
         T = S[coords] @ target
+        # ||Y_g M_g||^2 / n, the objective with nothing kept; `fixed`: what the kept-whole branch explains
+        self.energy, self.fixed = float((target[coords] * T).sum()), 0.0
         if keep_whole in group:  # condition on the kept-whole branch: Schur complement of its block
             w = group.index(keep_whole)
             U = torch.arange(w * c, (w + 1) * c, device=dev)
@@ -472,6 +354,7 @@ class _GreedyGroup:
             add_upper_product_(A_P, XP, XP, alpha=-1.0)
             mirror_upper_(A_P)
             A, T = A_P, T[P] - XP.T @ XT
+            self.fixed = float((XT * XT).sum())
             group = [b for b in group if b != keep_whole]
         self.A, self.R, self.T = A, T, T
         if keep_whole is None:  # a unit is a channel: one coordinate in each branch of the group
@@ -537,10 +420,14 @@ class _GreedyGroup:
         part, for every pair at once. Removing a (its rows of W; L L' = W_aa, y = L^-1 beta_a,
         F = E_:a L^-T) raises the objective by ||y||^2 and changes R_j to R_j + F_j y and D_j to
         D_j + F_j F_j'; the gain of j is then tr(D_j^-1 R_j R_j') with those. Written with the nb x nb
-        products R_j R_j', R_j y' and y y' so that nothing [units, picks, m] is formed. Picks absent from
-        this group leave it unchanged (j's plain gain, no loss)."""
+        products R_j R_j', R_j y' and y y' so that nothing [units, picks, m] is formed; each entry of the
+        nb x nb blocks is one [units, picks] tensor (nb is the number of branches of the group, 1 or 2 in
+        practice: a batched matmul over units x picks tiny blocks is many times slower), over chunks of
+        units of at most ``SWAP_CHUNK_PAIRS`` pairs. Picks absent from this group leave it unchanged (j's
+        plain gain, no loss)."""
         dev = self.A.device
         c = self.coords  # [units, nb]
+        nb = c.shape[1]
         Rc = self.R[c]  # [units, nb, m]
         RR = Rc @ Rc.transpose(1, 2)  # [units, nb, nb]
         present = [i for i, u in enumerate(picks) if u in self.row_of_unit]
@@ -550,16 +437,32 @@ class _GreedyGroup:
             first = {x: pos for pos, x in enumerate(self.J)}
             slots = torch.tensor([[first[int(x)] for x in c[self.row_of_unit[picks[i]]].tolist()] for i in present],
                                  dtype=torch.long, device=dev)  # [r, nb]
+            r = slots.shape[0]
             L = _cholesky_pd(self.W[slots.unsqueeze(2), slots.unsqueeze(1)])  # [r, nb, nb]
             y = torch.linalg.solve_triangular(L, self.beta[slots], upper=False)  # [r, nb, m]
             F = torch.linalg.solve_triangular(L, self.E[:, slots].permute(1, 2, 0), upper=False)  # [r, nb, p]
-            Fc = F[:, :, c].permute(2, 0, 3, 1)  # [units, r, nb_j, nb_i]
-            Cr = torch.einsum("ujm,rkm->urjk", Rc, y)  # R_j y_i'
-            Q = (RR.unsqueeze(1) + Fc @ Cr.transpose(2, 3) + Cr @ Fc.transpose(2, 3)
-                 + Fc @ (y @ y.transpose(1, 2)).unsqueeze(0) @ Fc.transpose(2, 3))
-            Dr = self.D.unsqueeze(1) + Fc @ Fc.transpose(2, 3)
-            part[:, torch.tensor(present, dtype=torch.long, device=dev)] = (
-                _trace_solve(Dr, Q) - (y * y).sum((1, 2)).unsqueeze(0))
+            yy = y @ y.transpose(1, 2)  # [r, nb, nb]
+            loss = (y * y).sum((1, 2))
+            y_flat = y.reshape(r * nb, -1).T  # [m, r * nb]
+            cols = torch.tensor(present, dtype=torch.long, device=dev)
+            units = c.shape[0]
+            step = max(1, SWAP_CHUNK_PAIRS // max(1, r))
+            for u0 in range(0, units, step):
+                cu = c[u0:u0 + step]
+                n_u = cu.shape[0]
+                # f[a][b] = F_j[a, b] for unit j's coordinate a and the removed pick's coordinate b: [n_u, r]
+                f = [[F[:, b, cu[:, a]].T for b in range(nb)] for a in range(nb)]
+                Cr = (Rc[u0:u0 + step].reshape(n_u * nb, -1) @ y_flat).view(n_u, nb, r, nb)  # R_j y_i'
+                X = [[sum(f[a][b] * Cr[:, a2, :, b] for b in range(nb)) for a2 in range(nb)] for a in range(nb)]
+                fy = [[sum(f[a][b] * yy[:, b, b2] for b in range(nb)) for b2 in range(nb)] for a in range(nb)]
+                Q, Dr = {}, {}
+                for a in range(nb):
+                    for a2 in range(a, nb):
+                        Q[a, a2] = (RR[u0:u0 + step, a, a2].unsqueeze(1) + X[a][a2] + X[a2][a]
+                                    + sum(fy[a][b2] * f[a2][b2] for b2 in range(nb)))
+                        Dr[a, a2] = (self.D[u0:u0 + step, a, a2].unsqueeze(1)
+                                     + sum(f[a][b] * f[a2][b] for b in range(nb)))
+                part[u0:u0 + step, cols] = _trace_solve_entries(Dr, Q, nb) - loss.unsqueeze(0)
         net.index_add_(0, self.units, part)
 
     def swap(self, out_unit: int, in_unit: int):
@@ -594,30 +497,3 @@ class _GreedyGroup:
         vc = v[self.coords]  # [units, nb, nb]
         self.D = self.D - vc @ s_inv @ vc.transpose(1, 2)
         self.J = self.J + b.tolist()
-
-
-def select_random(num_channels: int, k: int, seed: int = 0) -> Tensor:
-    """``k`` distinct channels drawn uniformly with a seeded generator, sorted."""
-    if isinstance(num_channels, bool) or not isinstance(num_channels, int) or num_channels < 0:
-        raise ValueError(f"num_channels must be a non-negative int, got {num_channels!r}")
-    k = _check_k(k, num_channels)
-    gen = torch.Generator().manual_seed(int(seed))
-    return torch.sort(torch.randperm(num_channels, generator=gen)[:k]).values
-
-
-def select_magnitude(weights: Union[Tensor, Sequence[Tensor]], k: int) -> Tensor:
-    """The ``k`` channels with the largest row norm of the stacked branch weights [W_0 | W_1 | ...] (each
-    [c, d_b]); ties go to the lower index. Sorted."""
-    ws = [weights] if isinstance(weights, Tensor) else list(weights)
-    if not ws or any(not isinstance(w, Tensor) or w.dim() != 2 for w in ws):
-        raise ValueError("weights must be a 2-D tensor or a non-empty list of 2-D tensors [c, out]")
-    c = ws[0].shape[0]
-    if any(w.shape[0] != c for w in ws):
-        raise ValueError(f"branch weights must share the input dimension, got {[w.shape[0] for w in ws]}")
-    k = _check_k(k, c)
-    stacked = torch.cat([w.detach().double() for w in ws], dim=1)
-    if not bool(torch.isfinite(stacked).all()):
-        raise ValueError("weights contain NaN or Inf")
-    norms = stacked.norm(dim=1)
-    order = torch.sort(norms, descending=True, stable=True).indices
-    return torch.sort(order[:k]).values

@@ -61,7 +61,7 @@ def test_exact_recovery_of_planted_channels(kind, method, generator):
     model = MODELS[kind](10, 24, 5, num_layers=3 if kind != "saint" else 2).double().eval()
     informative = plant_informative_channels(model, 6, generator)
     x = torch.randn(graph.num_nodes, 10, generator=generator, dtype=torch.float64)
-    pruned = gnnaccel.prune(model, graph, x, keep=0.25, method=method, ridge=0.0, progress=False)
+    pruned = gnnaccel.prune(model, graph, x, keep=0.25, method=method, ridge=0.0, progress=False, min_kept=1)
     for l, keep in enumerate(informative, start=1):
         kept = pruned.pruning_info["layers"][l]["kept"]
         assert all(torch.equal(kb, keep) for kb in kept.values()), (l, kept, keep)
@@ -75,7 +75,7 @@ def test_keep_one_reproduces_model(kind, scheme, generator):
     graph, _ = make_graph(generator)
     model = MODELS[kind](10, 16, 4, num_layers=2, norm="batchnorm").eval()
     x = torch.randn(graph.num_nodes, 10, generator=generator)
-    pruned = gnnaccel.prune(model, graph, x, keep=1.0, scheme=scheme, progress=False)
+    pruned = gnnaccel.prune(model, graph, x, keep=1.0, scheme=scheme, progress=False, min_kept=1)
     assert pruned is not model and isinstance(model.norms[0], torch.nn.BatchNorm1d)  # original untouched
     assert rel(forward(pruned, graph, x), forward(model, graph, x)) < 1e-5
 
@@ -88,7 +88,7 @@ def test_schemes_shapes_and_inference(kind, scheme, method, generator):
     model = MODELS[kind](12, 16, 4, num_layers=2, norm="batchnorm").eval()
     x = torch.randn(graph.num_nodes, 12, generator=generator)
     pruned = gnnaccel.prune(model, graph, x, keep=[None, 0.25] + [0.5] * (len(model.convs) - 2)
-                            if scheme == "full" else 0.25, scheme=scheme, method=method, progress=False)
+                            if scheme == "full" else 0.25, scheme=scheme, method=method, progress=False, min_kept=1)
     info = pruned.pruning_info
     assert info["scheme"] == scheme and info["method"] == method
     for l, (conv, layer) in enumerate(zip(pruned.convs, info["layers"])):
@@ -130,8 +130,8 @@ def test_from_pyg_model_prunes_like_its_conversion(generator):
                 m.running_mean.normal_(generator=generator)
                 m.running_var.uniform_(0.5, 2.0, generator=generator)
     x = torch.randn(graph.num_nodes, 10, generator=generator)
-    a = gnnaccel.prune(pyg, graph, x, keep=0.5, scheme="batched", progress=False)
-    b = gnnaccel.prune(from_pyg(pyg), graph, x, keep=0.5, scheme="batched", progress=False)
+    a = gnnaccel.prune(pyg, graph, x, keep=0.5, scheme="batched", progress=False, min_kept=1)
+    b = gnnaccel.prune(from_pyg(pyg), graph, x, keep=0.5, scheme="batched", progress=False, min_kept=1)
     assert rel(forward(a, graph, x), forward(b, graph, x)) < 1e-6
     assert rel(forward(a, graph, x), pyg(x, ei)) < 0.5  # still close to the original at keep 1/2
 
@@ -151,8 +151,10 @@ def test_lasso_beats_random_and_magnitude_on_trained_model(trained, scheme):
     ref = full_inference(model, data.graph, data.x, progress=False)[data.test_mask]
     err = {}
     for method in ("lasso", "random", "magnitude"):
-        pruned = gnnaccel.prune(model, data.graph, data.x, keep=0.25, scheme=scheme, method=method, progress=False)
-        err[method] = logit_relative_error(ref, full_inference(pruned, data.graph, data.x, progress=False)[data.test_mask])
+        pruned = gnnaccel.prune(model, data.graph, data.x, keep=0.25, scheme=scheme, method=method, progress=False,
+                                min_kept=1)
+        err[method] = logit_relative_error(ref, full_inference(pruned, data.graph, data.x,
+                                                               progress=False)[data.test_mask])
     # Seeded model; at the time of writing lasso / best baseline was 0.86 (full) and 0.86 (batched).
     assert err["lasso"] < 0.95 * min(err["random"], err["magnitude"]), err
 
@@ -180,7 +182,7 @@ def test_save_load_round_trip(kind, scheme, tmp_path, generator):
     model = MODELS[kind](10, 16, 4, num_layers=2, norm="batchnorm", dropout=0.1).eval()
     x = torch.randn(graph.num_nodes, 10, generator=generator)
     if scheme is not None:
-        model = gnnaccel.prune(model, graph, x, keep=0.25, scheme=scheme, progress=False)
+        model = gnnaccel.prune(model, graph, x, keep=0.25, scheme=scheme, progress=False, min_kept=1)
     path = tmp_path / "model.pt"
     gnnaccel.save(model, path)
     loaded = gnnaccel.load(path)
@@ -233,36 +235,36 @@ def test_bad_inputs(generator):
     x = torch.randn(graph.num_nodes, 10, generator=generator)
     for keep in (0.0, 1.5, -0.25, float("nan"), [0.5]):
         with pytest.raises(ValueError, match="keep"):
-            gnnaccel.prune(model, graph, x, keep=keep, progress=False)
+            gnnaccel.prune(model, graph, x, keep=keep, progress=False, min_kept=1)
     with pytest.raises(ValueError, match="keep\\[0\\]"):
-        gnnaccel.prune(model, graph, x, keep=[0.5, 0.5], scheme="full", progress=False)
+        gnnaccel.prune(model, graph, x, keep=[0.5, 0.5], scheme="full", progress=False, min_kept=1)
     with pytest.raises(ValueError, match="scheme"):
-        gnnaccel.prune(model, graph, x, scheme="partial", progress=False)
+        gnnaccel.prune(model, graph, x, scheme="partial", progress=False, min_kept=1)
     with pytest.raises(ValueError, match="method"):
-        gnnaccel.prune(model, graph, x, method="l0", progress=False)
+        gnnaccel.prune(model, graph, x, method="l0", progress=False, min_kept=1)
     for calib in (torch.tensor([0, graph.num_nodes]), torch.tensor([-1]), graph.num_nodes + 1,
                   torch.ones(graph.num_nodes + 1, dtype=torch.bool)):
         with pytest.raises(ValueError, match="calib_nodes"):
-            gnnaccel.prune(model, graph, x, calib_nodes=calib, progress=False)
+            gnnaccel.prune(model, graph, x, calib_nodes=calib, progress=False, min_kept=1)
     bad = GraphSAGE(10, 16, 4, num_layers=2).eval()
     bad.convs[1] = torch.nn.Linear(16, 4)
     with pytest.raises(TypeError, match="layer 1 \\(Linear\\)"):
-        gnnaccel.prune(bad, graph, x, progress=False)
+        gnnaccel.prune(bad, graph, x, progress=False, min_kept=1)
     nan_model = GraphSAGE(10, 16, 4, num_layers=2).eval()
     with torch.no_grad():
         nan_model.convs[0].lin_l.weight[3, 0] = float("nan")
     with pytest.raises(ValueError, match="layer 1 \\(SAGEConv\\).*NaN"):
-        gnnaccel.prune(nan_model, graph, x, progress=False)
+        gnnaccel.prune(nan_model, graph, x, progress=False, min_kept=1)
     x_nan = x.clone()
     x_nan[5, 2] = float("nan")
     with pytest.raises(ValueError, match="layer 0.*NaN"):
-        gnnaccel.prune(model, graph, x_nan, scheme="batched", progress=False)
+        gnnaccel.prune(model, graph, x_nan, scheme="batched", progress=False, min_kept=1)
     normalized = GraphSAGE(10, 16, 4, num_layers=2, normalize=True).eval()
     with pytest.raises(ValueError, match="layer 0 \\(SAGEConv\\).*normali"):
-        gnnaccel.prune(normalized, graph, x, progress=False)
-    pruned = gnnaccel.prune(model, graph, x, keep=0.5, scheme="batched", progress=False)
+        gnnaccel.prune(normalized, graph, x, progress=False, min_kept=1)
+    pruned = gnnaccel.prune(model, graph, x, keep=0.5, scheme="batched", progress=False, min_kept=1)
     with pytest.raises(ValueError, match="layer 0"):
-        gnnaccel.prune(pruned, graph, x, progress=False)
+        gnnaccel.prune(pruned, graph, x, progress=False, min_kept=1)
 
 
 def test_save_load_model_converted_from_pyg(tmp_path, generator):
@@ -271,7 +273,7 @@ def test_save_load_model_converted_from_pyg(tmp_path, generator):
     x = torch.randn(graph.num_nodes, 10, generator=generator)
     torch.manual_seed(0)
     pyg = pyg_models.GraphSAGE(10, 16, 2, out_channels=4).eval()  # carries torch.nn.ReLU() as its activation
-    model = gnnaccel.prune(gnnaccel.from_pyg(pyg), graph, x, keep=0.5, progress=False)
+    model = gnnaccel.prune(gnnaccel.from_pyg(pyg), graph, x, keep=0.5, progress=False, min_kept=1)
     gnnaccel.save(model, tmp_path / "m.pt")
     assert torch.equal(forward(gnnaccel.load(tmp_path / "m.pt"), graph, x), forward(model, graph, x))
 
@@ -361,9 +363,9 @@ def test_sequential_refit_matches_dense_lstsq_reference(kind, scheme, fit_bias, 
     x = torch.randn(n, 10, generator=generator, dtype=torch.float64)
     rows = torch.sort(torch.randperm(n, generator=generator)[:90]).values
     pruned = gnnaccel.prune(model, graph, x, keep=0.5, scheme=scheme, calib_nodes=rows, ridge=0.0,
-                            refit="sequential", fit_bias=fit_bias, progress=False)
+                            refit="sequential", fit_bias=fit_bias, progress=False, min_kept=1)
     local = gnnaccel.prune(model, graph, x, keep=0.5, scheme=scheme, calib_nodes=rows, ridge=0.0,
-                           fit_bias=fit_bias, progress=False)
+                           fit_bias=fit_bias, progress=False, min_kept=1)
     info = pruned.pruning_info
     assert info["refit"] == "sequential" and local.pruning_info["refit"] == "local"
     for a, b in zip(info["layers"], local.pruning_info["layers"]):  # the refit does not change the selection
@@ -390,7 +392,7 @@ def test_sequential_refit_keep_one_reproduces_model(kind, scheme, generator):
     graph, _ = make_graph(generator)
     model = MODELS[kind](10, 16, 4, num_layers=3, norm="batchnorm").double().eval()
     x = torch.randn(graph.num_nodes, 10, generator=generator, dtype=torch.float64)
-    pruned = gnnaccel.prune(model, graph, x, keep=1.0, scheme=scheme, refit="sequential", progress=False)
+    pruned = gnnaccel.prune(model, graph, x, keep=1.0, scheme=scheme, refit="sequential", progress=False, min_kept=1)
     assert rel(forward(pruned, graph, x), forward(model, graph, x)) < 1e-12
 
 
@@ -401,12 +403,12 @@ def test_sequential_equals_local_when_only_the_last_layer_is_refit(kind, generat
     graph, _ = make_graph(generator)
     model = MODELS[kind](10, 16, 4, num_layers=2).double().eval()
     x = torch.randn(graph.num_nodes, 10, generator=generator, dtype=torch.float64)
-    a = gnnaccel.prune(model, graph, x, keep=0.25, refit="sequential", progress=False)
-    b = gnnaccel.prune(model, graph, x, keep=0.25, refit="local", progress=False)
+    a = gnnaccel.prune(model, graph, x, keep=0.25, refit="sequential", progress=False, min_kept=1)
+    b = gnnaccel.prune(model, graph, x, keep=0.25, refit="local", progress=False, min_kept=1)
     for pa, pb in zip(a.parameters(), b.parameters()):
         assert torch.equal(pa, pb)
     with pytest.raises(ValueError, match="refit must be one of"):
-        gnnaccel.prune(model, graph, x, refit="global", progress=False)
+        gnnaccel.prune(model, graph, x, refit="global", progress=False, min_kept=1)
 
 
 @pytest.mark.parametrize("refit_mode", ["local", "sequential"])
@@ -417,7 +419,7 @@ def test_ridge_auto_picks_a_candidate_per_refit_layer(refit_mode, generator):
     model = MODELS["sage"](10, 16, 4, num_layers=3).double().eval()
     x = torch.randn(graph.num_nodes, 10, generator=generator, dtype=torch.float64)
     pruned = gnnaccel.prune(model, graph, x, keep=0.5, scheme="batched", ridge="auto", refit=refit_mode,
-                            progress=False)
+                            progress=False, min_kept=1)
     for layer in pruned.pruning_info["layers"]:
         assert layer["ridge"] in RIDGE_CANDIDATES and set(layer["ridge_cv"]) == set(RIDGE_CANDIDATES)
         assert min(layer["ridge_cv"].values()) == layer["ridge_cv"][layer["ridge"]]
@@ -426,9 +428,9 @@ def test_ridge_auto_picks_a_candidate_per_refit_layer(refit_mode, generator):
     assert bool(torch.isfinite(forward(pruned, graph, x)).all())
     for bad in ("cv", -1.0, True):
         with pytest.raises(ValueError, match="ridge must be"):
-            gnnaccel.prune(model, graph, x, ridge=bad, progress=False)
+            gnnaccel.prune(model, graph, x, ridge=bad, progress=False, min_kept=1)
     with pytest.raises(ValueError, match="at least 3"):
-        gnnaccel.prune(model, graph, x, ridge="auto", calib_nodes=torch.tensor([0, 1]), progress=False)
+        gnnaccel.prune(model, graph, x, ridge="auto", calib_nodes=torch.tensor([0, 1]), progress=False, min_kept=1)
 
 
 def _layer_input(model, graph, x, l):
@@ -454,7 +456,7 @@ def test_local_refit_matches_dense_lstsq_with_and_without_intercept(kind, fit_bi
     x = torch.randn(n, 10, generator=generator, dtype=torch.float64)
     rows = torch.sort(torch.randperm(n, generator=generator)[:100]).values
     pruned = gnnaccel.prune(model, graph, x, keep=0.5, calib_nodes=rows, ridge=0.0, fit_bias=fit_bias,
-                            progress=False)
+                            progress=False, min_kept=1)
     info = pruned.pruning_info
     assert info["fit_bias"] is fit_bias
     L = len(model.convs)
@@ -481,7 +483,8 @@ def test_local_refit_matches_dense_lstsq_with_and_without_intercept(kind, fit_bi
         assert rel(got, ref + b) < 1e-8, l
     if fit_bias:  # on the same channels (magnitude selection) the intercept can only lower the calibration error
         errors = [gnnaccel.prune(model, graph, x, keep=0.5, calib_nodes=rows, ridge=0.0, fit_bias=fb,
-                                 method="magnitude", progress=False).pruning_info["layers"][-1]["output_rel_error"]
+                                 method="magnitude", progress=False,
+                                 min_kept=1).pruning_info["layers"][-1]["output_rel_error"]
                   for fb in (True, False)]
         assert errors[0] <= errors[1] + 1e-12
 
@@ -495,9 +498,9 @@ def test_next_layer_objective_selects_on_the_gram_of_what_the_next_layer_reads(g
     n = graph.num_nodes
     model = MODELS["sage"](10, 24, 5, num_layers=3).double().eval()
     x = torch.randn(n, 10, generator=generator, dtype=torch.float64)
-    pruned = gnnaccel.prune(model, graph, x, keep=0.25, ridge=0.0, method="lasso", progress=False)
+    pruned = gnnaccel.prune(model, graph, x, keep=0.25, ridge=0.0, method="lasso", progress=False, min_kept=1)
     layer_obj = gnnaccel.prune(model, graph, x, keep=0.25, ridge=0.0, objective="layer", method="lasso",
-                               progress=False)
+                               progress=False, min_kept=1)
     info = pruned.pruning_info
     assert info["objective"] == "next_layer" and layer_obj.pruning_info["objective"] == "layer"
     # layer 2 is the last: same selection and weights in both
@@ -514,9 +517,9 @@ def test_next_layer_objective_selects_on_the_gram_of_what_the_next_layer_reads(g
     expected = select_channels(G, G.sum(1), 6, y_sq=G.sum())
     assert torch.equal(info["layers"][1]["kept"]["neigh"], expected)
     with pytest.raises(ValueError, match="objective must be one of"):
-        gnnaccel.prune(model, graph, x, objective="logits", progress=False)
+        gnnaccel.prune(model, graph, x, objective="logits", progress=False, min_kept=1)
     with pytest.raises(TypeError, match="fit_bias must be a bool"):
-        gnnaccel.prune(model, graph, x, fit_bias="yes", progress=False)
+        gnnaccel.prune(model, graph, x, fit_bias="yes", progress=False, min_kept=1)
 
 
 
@@ -532,7 +535,7 @@ def test_greedy_selects_on_the_centred_refit_objective_in_the_next_layer_metric(
     n = graph.num_nodes
     model = MODELS[kind](10, 24, 5, num_layers=3 if kind == "sage" else 2).double().eval()
     x = torch.randn(n, 10, generator=generator, dtype=torch.float64)
-    pruned = gnnaccel.prune(model, graph, x, keep=0.25, method="greedy", progress=False)
+    pruned = gnnaccel.prune(model, graph, x, keep=0.25, method="greedy", progress=False, min_kept=1)
     info = pruned.pruning_info["layers"]
     out_keep = next(iter(info[2]["kept"].values()))
     M = torch.cat([b.weight.detach().double() for b in pruned.convs[2].linear_parts().branches], 1)
@@ -565,22 +568,56 @@ def test_auto_method_runs_greedy_where_calibration_rows_outnumber_the_regressors
     x = torch.randn(graph.num_nodes, 10, generator=generator, dtype=torch.float64)
     # scheme batched, keep 1/4: layer 0 refits 10 self + 2 neighbour coordinates, layer 1 2 x 4
     rows = torch.arange(RATIO * 12 - 1)  # enough rows for layer 1 (8 regressors) only, not for layer 0 (12)
-    auto = gnnaccel.prune(model, graph, x, keep=0.25, scheme="batched", calib_nodes=rows, progress=False)
+    auto = gnnaccel.prune(model, graph, x, keep=0.25, scheme="batched", calib_nodes=rows, progress=False, min_kept=1)
     greedy = gnnaccel.prune(model, graph, x, keep=0.25, scheme="batched", calib_nodes=rows, method="greedy",
-                            progress=False)
+                            progress=False, min_kept=1)
     info = auto.pruning_info
     assert info["method"] == "auto"
     first, second = (layer["method"] for layer in info["layers"])
     assert first == "lasso" and second in ("greedy", "lasso+swaps")
     lasso = gnnaccel.prune(model, graph, x, keep=0.25, scheme="batched", calib_nodes=rows, method="lasso",
-                           progress=False)
+                           progress=False, min_kept=1)
     if second == "greedy":
         assert torch.equal(info["layers"][1]["kept"]["neigh"], greedy.pruning_info["layers"][1]["kept"]["neigh"])
     # the one kept leaves the lower refit error on the calibration rows (the last layer: no metric)
     errors = {name: p.pruning_info["layers"][1]["output_rel_error"] for name, p in
               (("auto", auto), ("greedy", greedy), ("lasso", lasso))}
     assert errors["auto"] <= min(errors["greedy"], errors["lasso"]) * (1 + 1e-9)
-    everything = gnnaccel.prune(model, graph, x, keep=0.25, scheme="batched", progress=False)  # 120 rows
+    everything = gnnaccel.prune(model, graph, x, keep=0.25, scheme="batched", progress=False, min_kept=1)  # 120 rows
     assert all(layer["method"] in ("greedy", "lasso+swaps") for layer in everything.pruning_info["layers"])
     with pytest.raises(ValueError, match="method must be one of"):
-        gnnaccel.prune(model, graph, x, method="forward", progress=False)
+        gnnaccel.prune(model, graph, x, method="forward", progress=False, min_kept=1)
+
+
+@pytest.mark.parametrize("method", ["lasso", "auto"])
+def test_min_kept_floor_on_a_narrow_first_layer(method, generator):
+    """Batched scheme on a model with 10 raw features: by default the neighbour branch keeps MIN_KEPT_CHANNELS
+    features instead of round(keep * 10), recorded in pruning_info, with a lower refit error on that layer;
+    min_kept=1 gives the plain budget; a layer narrower than the floor is not pruned."""
+    from gnnaccel.pruning.prune import MIN_KEPT_CHANNELS
+
+    graph, _ = make_graph(generator, n=400, e=3000)
+    model = MODELS["sage"](10, 32, 3, num_layers=2).double().eval()
+    x = torch.randn(graph.num_nodes, 10, generator=generator, dtype=torch.float64)
+    x[:, 5:] += 0.8 * x[:, :5]  # correlated features: the refit can partly stand in for dropped ones
+    default = gnnaccel.prune(model, graph, x, keep=0.25, scheme="batched", method=method, progress=False)
+    plain = gnnaccel.prune(model, graph, x, keep=0.25, scheme="batched", method=method, progress=False, min_kept=1)
+    first, first_plain = default.pruning_info["layers"][0], plain.pruning_info["layers"][0]
+    assert default.pruning_info["min_kept"] == MIN_KEPT_CHANNELS and plain.pruning_info["min_kept"] == 1
+    assert first["k"] == min(10, MIN_KEPT_CHANNELS) and first["k_floored"]
+    assert first["kept"]["neigh"].numel() == first["k"] and first["kept"]["self"].numel() == 10
+    assert first_plain["k"] == 2 and not first_plain["k_floored"] and first_plain["kept"]["neigh"].numel() == 2
+    assert first["output_rel_error"] < first_plain["output_rel_error"]
+    hidden = default.pruning_info["layers"][1]
+    assert hidden["k"] == 8 and not hidden["k_floored"]  # 0.25 * 32 meets the floor
+    assert rel(full_inference(default, graph, x, progress=False), forward(default, graph, x)) < 1e-9
+    # more kept features, closer to the unpruned model
+    assert rel(forward(default, graph, x), forward(model, graph, x)) < rel(forward(plain, graph, x),
+                                                                           forward(model, graph, x))
+    # a branch narrower than the floor keeps everything (nothing to select on that layer)
+    narrow = MODELS["sage"](6, 32, 3, num_layers=2).double().eval()
+    out = gnnaccel.prune(narrow, graph, x[:, :6], keep=0.25, scheme="batched", method=method, progress=False)
+    assert out.pruning_info["layers"][0]["k"] == 6 and out.pruning_info["layers"][0]["kept"]["neigh"].numel() == 6
+    for bad in (0, -1, 2.0, True, "8"):
+        with pytest.raises(ValueError, match="min_kept"):
+            gnnaccel.prune(model, graph, x, keep=0.25, scheme="batched", progress=False, min_kept=bad)

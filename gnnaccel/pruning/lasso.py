@@ -83,9 +83,9 @@ class UnpenalizedReduction:
     of column i not explained by columns < i) above ``SCHUR_DEAD_RTOL * G_ii``; otherwise (an unpenalised
     column in the span of the others, e.g. a duplicated feature) through the pseudo-inverse of
     :func:`gnnaccel.ops.lasso.unpenalized_pinv` (minimum-norm b_U), as the full solver does. The Cholesky
-    route costs ~c_U^3 / 3 flops against an eigendecomposition for the pseudo-inverse (30-50x slower at
-    c_U = 3703 on this machine). Penalised coordinates whose Schur diagonal is below
-    ``SCHUR_DEAD_RTOL * G_ii`` are set dead in G' (row, column and q' entry 0).
+    route costs ~c_U^3 / 3 flops against an eigendecomposition for the pseudo-inverse (many times slower).
+    Penalised coordinates whose Schur diagonal is below ``SCHUR_DEAD_RTOL * G_ii`` are set dead in G' (row,
+    column and q' entry 0).
     Attributes: G, q, y_sq (reduced), penalty (p_R), kept (R, indices into the full problem), unpen (U),
     factor ("cholesky" or "pinv"), size (full c).
     """

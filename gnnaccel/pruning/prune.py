@@ -29,7 +29,8 @@ from __future__ import annotations
 import copy
 import math
 import sys
-from typing import Dict, List, Optional, Sequence, Union
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -49,9 +50,13 @@ METHODS = ("auto", "lasso", "greedy", "random", "magnitude")
 # refit's error on the calibration rows, which is a fair estimate of the error on other nodes only when the
 # rows outnumber the regressors well; where they do not (the batched scheme's raw-feature layer on a small
 # graph: Cora 1433 + 358 regressors for 1708 rows) it picks features that fit those rows, and the LASSO
-# generalises better. Greedy still won at 2.1 rows per regressor (Amazon Computers, 2000 calibration rows for
-# 767 + 192 regressors; benchmarks/RESULTS.md, "Greedy selection on the refit's own error").
+# generalises better (the threshold's measurements: benchmarks/RESULTS.md, "Greedy selection on the refit's
+# own error").
 AUTO_GREEDY_ROWS_PER_REGRESSOR = 2
+# Default floor of the kept channels of a pruned branch (prune's ``min_kept``): a layer with few input
+# channels (raw features around ten, in the batched scheme) costs little to keep, and pruned to one or two
+# channels it lost up to 0.03 ROC-AUC (benchmarks/RESULTS.md, "Narrow layers: a floor on the kept channels").
+MIN_KEPT_CHANNELS = 8
 REFITS = ("local", "sequential")
 OBJECTIVES = ("next_layer", "layer")
 RIDGE_FOLDS = 3  # cross-validation folds of the calibration rows for ridge="auto"
@@ -175,9 +180,153 @@ def _next_layer_metric(convs, l: int, d: int) -> Optional[Tensor]:
     return None if energy == 0 else M * (d / energy) ** 0.5
 
 
+@dataclass
+class LayerProblem:
+    """One layer's pruning problem, built once by :func:`_calibrate` and read by selection, refit and install.
+
+    ``S``: second moment of the stacked branch inputs over the calibration rows (about their mean when the
+    refit has an intercept), ``S_raw`` the raw one, ``mean`` the column means; ``weights`` [c, d_b] and
+    ``cols`` (output columns) per branch, ``form``; ``keep_whole``: the branch kept whole (the batched
+    scheme's self branch on layer 0) or None; ``k``: kept channels per selected branch (the budget);
+    ``metric``: the next layer's weights the selection measures the output error in (objective
+    "next_layer"), or None; ``layer_method``: the selection this layer runs; ``fold_S``: per-fold moments
+    for ``ridge="auto"``; ``info``: the layer's ``pruning_info`` entry, filled in as the steps run."""
+    index: int
+    conv: nn.Module
+    names: List[str]
+    c: int
+    k: int
+    form: str
+    keep_whole: Optional[int]
+    fit_bias: bool
+    info: dict
+    S: Optional[Tensor] = None
+    S_raw: Optional[Tensor] = None
+    mean: Optional[Tensor] = None
+    weights: Optional[List[Tensor]] = None
+    cols: Optional[List[Tensor]] = None
+    metric: Optional[Tensor] = None
+    layer_method: Optional[str] = None
+    fold_S: Optional[list] = None
+    bias: Optional[Tensor] = None
+
+
+def _layer_progress(num_layers: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=num_layers, desc="prune", unit="layer", disable=not (enabled and sys.stderr.isatty()),
+                leave=False)
+
+
+def _budget(ratio: float, c: int, min_kept: int) -> Tuple[int, bool]:
+    """Kept channels of a pruned branch: round(ratio * c), at least ``min_kept`` (and 1), at most c; and
+    whether the floor raised it."""
+    k = max(1, int(round(ratio * c)))
+    floor = min(c, min_kept)
+    return (floor, True) if k < floor else (k, False)
+
+
+def _calibrate(model: nn.Module, l: int, g, h: Tensor, rows: Tensor, ratio: float, scheme: str, min_kept: int,
+               fit_bias: bool, ridge, objective: str, method: str, batch_size: int, progress: bool,
+               seed: int) -> LayerProblem:
+    """Layer ``l``'s problem: budget, kept-whole branch, and (when something is pruned) the calibration
+    moments, the weights, the selection method and the metric."""
+    convs = model.convs
+    conv = convs[l]
+    parts = conv.linear_parts()
+    names = [b.name for b in parts.branches]
+    c = parts.in_channels
+    keep_whole = None
+    if l == 0 and scheme == "batched":
+        if "self" in names and len(names) > 1:
+            keep_whole = names.index("self")
+        else:  # no self branch to keep whole (GCN): the raw features stay, as in scheme full
+            ratio = 1.0
+    k, floored = _budget(ratio, c, min_kept)
+    layer_fits_bias = fit_bias and parts.bias is not None
+    info = {"layer": l, "type": type(conv).__name__, "in_channels": c, "keep_ratio": ratio, "k": k,
+            "k_floored": floored, "branches": names, "form": parts.form, "fit_bias": layer_fits_bias}
+    problem = LayerProblem(l, conv, names, c, k, parts.form, keep_whole, layer_fits_bias, info)
+    if k >= c:
+        info.update(kept={n: torch.arange(c) for n in names}, output_rel_error=0.0)
+        return problem
+    name = f"layer {l} ({type(conv).__name__})"
+    desc = f"calibrate layer {l + 1}/{len(convs)}"
+    try:
+        if ridge == "auto":
+            stats = [(fr.numel(),) + tuple(t.cpu() for t in layer_second_moment(
+                conv, g, h, fr, batch_size, progress, desc, with_mean=True)) for fr in _fold_rows(rows, seed)]
+            S_raw, mean = _pooled(stats)
+            problem.fold_S = [(n_f, about_mean(S_f, mean, mean, m_f, m_f) if layer_fits_bias else S_f)
+                              for n_f, S_f, m_f in stats]
+        else:
+            S_raw, mean = (t.cpu() for t in layer_second_moment(conv, g, h, rows, batch_size, progress, desc,
+                                                                with_mean=True))
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from exc
+    # With an intercept everything below runs on the moment about the calibration mean.
+    problem.S = about_mean(S_raw, mean, mean) if layer_fits_bias else S_raw
+    problem.S_raw, problem.mean = S_raw, mean
+    problem.weights = [b.weight.detach().double().cpu() for b in parts.branches]
+    problem.cols = [b.cols.cpu() for b in parts.branches]
+    problem.bias = None if parts.bias is None else parts.bias.detach().clone()
+    layer_method = method
+    if method == "auto":
+        regressors = len(names) * k if keep_whole is None else c + (len(names) - 1) * k
+        layer_method = "best" if rows.numel() >= AUTO_GREEDY_ROWS_PER_REGRESSOR * regressors else "lasso"
+    problem.layer_method = layer_method
+    if objective == "next_layer" and layer_method in ("lasso", "greedy", "best"):
+        problem.metric = _next_layer_metric(convs, l, parts.out_channels)
+    return problem
+
+
+def _select_layer(problem: LayerProblem, method: str, seed: int, solver_kwargs: dict, ridge,
+                  progress: bool) -> List[Tensor]:
+    """Selection step: kept channels per branch; records the selection used in ``problem.info``."""
+    greedy_ridge = float(ridge) if not isinstance(ridge, str) and ridge > 0 else 1e-6
+    keeps = _select(problem.layer_method, problem.S, problem.weights, problem.form, problem.cols, problem.k, seed,
+                    problem.keep_whole, solver_kwargs, problem.metric, greedy_ridge, problem.info, progress)
+    problem.info["method"] = problem.info.pop("selection", problem.layer_method)
+    return keeps
+
+
+def _refit_layer(problem: LayerProblem, keeps: List[Tensor], ridge) -> Tuple[List[Tensor], Optional[Tensor]]:
+    """Refit step: ridge least-squares weights of the kept channels (ridge chosen by cross-validation for
+    ``ridge="auto"``) and the bias; records ridge and output error in ``problem.info``."""
+    info = problem.info
+    if ridge == "auto":
+        ridge_l, info["ridge_cv"] = choose_ridge(problem.fold_S, keeps, problem.weights, problem.form, problem.cols)
+    else:
+        ridge_l = ridge
+    info["ridge"] = ridge_l
+    new_weights = refit_kept(problem.S, keeps, problem.weights, problem.form, ridge_l, problem.cols)
+    info["output_rel_error"] = output_relative_error(problem.S, problem.weights, new_weights, keeps, problem.form,
+                                                     problem.cols,
+                                                     norm_moment=problem.S_raw if problem.fit_bias else None)
+    bias = problem.bias
+    if problem.fit_bias:
+        bias = bias.double().cpu() + bias_shift(problem.mean, problem.weights, new_weights, keeps, problem.form,
+                                                problem.cols)
+    return new_weights, bias
+
+
+def _install(model: nn.Module, problem: LayerProblem, keeps: List[Tensor], new_weights: List[Tensor],
+             bias: Optional[Tensor]) -> None:
+    """Install step: the smaller weights into the layer, the previous layer's outputs cut to the kept inputs."""
+    names = problem.names
+    problem.conv.load_pruned({n: kb for n, kb in zip(names, keeps)}, {n: w for n, w in zip(names, new_weights)},
+                             bias)
+    if problem.keep_whole is None and problem.index > 0:
+        if hasattr(model, "prune_layer_outputs"):  # the conv and a BatchNorm kept after it (not foldable)
+            model.prune_layer_outputs(problem.index - 1, keeps[0])
+        else:
+            model.convs[problem.index - 1].prune_outputs(keeps[0])
+    problem.info["kept"] = {n: kb.clone() for n, kb in zip(names, keeps)}
+
+
 def _select(method: str, S: Tensor, weights: List[Tensor], form: str, cols: List[Tensor], k: int,
             seed: int, self_branch: Optional[int], solver_kwargs, metric: Optional[Tensor] = None,
-            ridge: float = 1e-6, record: Optional[dict] = None) -> List[Tensor]:
+            ridge: float = 1e-6, record: Optional[dict] = None, progress: bool = False) -> List[Tensor]:
     """Kept input channels per branch. ``self_branch`` not None: batched layer 0, that branch keeps all.
     ``metric`` [d, m] (objective "next_layer"): the output error counts as the next layer reads it.
     ``"best"``: greedy, and the LASSO selection refined by the same swaps; the one leaving the lower refit
@@ -187,7 +336,7 @@ def _select(method: str, S: Tensor, weights: List[Tensor], form: str, cols: List
         if k >= c:
             return [torch.arange(c)] * B
         kk = k if self_branch is None else k * (B - 1)
-        kw = dict(metric=metric, keep_whole=self_branch, ridge=ridge)
+        kw = dict(metric=metric, keep_whole=self_branch, ridge=ridge, progress=progress)
         if method == "greedy":
             return select_greedy(S, weights, kk, form, cols, **kw)
         lasso = _select("lasso", S, weights, form, cols, k, seed, self_branch, solver_kwargs, metric, ridge)
@@ -348,20 +497,20 @@ def _sequential_refit(model: nn.Module, original: nn.Module, graph, inputs: List
 def prune(model: nn.Module, graph, x: Tensor, keep: KeepSpec = 0.25, scheme: str = "full", calib_nodes=None,
           method: str = "auto", progress: bool = True, batch_size: int = 8192, ridge: Union[float, str] = 1e-6,
           seed: int = 0, solver_kwargs: Optional[dict] = None, refit: str = "local", fit_bias: bool = True,
-          objective: str = "next_layer") -> nn.Module:
+          objective: str = "next_layer", min_kept: int = None) -> nn.Module:
     """A pruned copy of ``model`` (eval mode, BatchNorm folded) with physically smaller weights.
 
     ``graph``: a :class:`gnnaccel.Graph` (or edge_index / sparse adjacency), ``x`` the node features.
     ``keep``: ratio of kept input channels, one float for every pruned layer or a list with one entry per layer
-    (``None`` = keep all); ``k = max(1, round(keep * c))``. ``scheme``: ``"full"`` (raw features kept, hidden
-    widths pruned) or ``"batched"`` (also layer 0's neighbour-branch raw features; see the module doc).
+    (``None`` = keep all); ``k = max(min_kept, round(keep * c))`` (at most c). ``scheme``: ``"full"`` (raw
+    features kept, hidden widths pruned) or ``"batched"`` (also layer 0's neighbour-branch raw features; see
+    the module doc).
     ``calib_nodes``: None (every node -- calibration needs no labels), an int (that many random nodes, seeded
     by ``seed``), a bool mask (e.g. ``data.train_mask``) or node indices. The default is every node, not the
     training nodes: the refit is a least-squares fit with B * k regressors per layer (k kept channels per
-    branch), which needs many more calibration nodes than that. On Cora (benchmarks/RESULTS.md) the 140
-    training nodes against 64 * 2 kept regressors overfit: test-logit error 0.72 at keep 1/4 (GraphSAGE,
-    scheme full; F1 0.677) against 0.23 (F1 0.770) with 1708 sampled non-test nodes. A labelled subset is
-    never needed; pass a mask only to hold nodes out (e.g. the test nodes when measuring). ``method``:
+    branch), which needs many more calibration nodes than that (a few training nodes overfit it:
+    benchmarks/RESULTS.md, "Pruning accuracy on real graphs"). A labelled subset is never needed; pass a
+    mask only to hold nodes out (e.g. the test nodes when measuring). ``method``:
     ``"lasso"`` (the LASSO path with exact budget), ``"greedy"`` (forward selection on the refit's own
     objective: each step keeps the channel whose addition most lowers the error the least-squares refit
     leaves, :func:`~gnnaccel.pruning.select_greedy`), ``"random"`` or ``"magnitude"`` (row norm of the
@@ -379,6 +528,11 @@ def prune(model: nn.Module, graph, x: Tensor, keep: KeepSpec = 0.25, scheme: str
     S' and the cross moment Z''Z / n streamed over the calibration nodes (memory O(c^2)). The selection is
     the same in both; layers whose input is unchanged (layer 0, and the layers before the first refit one,
     e.g. both layers of a 2-layer model in scheme full) keep the local refit, which is then the same.
+
+    ``min_kept``: the fewest channels a pruned branch keeps (default :data:`MIN_KEPT_CHANNELS`; all of them
+    when the layer has fewer), whatever ``keep`` asks: a narrow layer is never pruned to one or two channels
+    (it saves next to nothing and can cost accuracy). ``min_kept=1`` gives ``round(keep * c)`` exactly.
+    ``pruning_info`` records ``min_kept`` and, per layer, ``k_floored`` (whether the floor raised ``k``).
 
     ``fit_bias``: refit each layer's bias with its weights (least squares with an intercept, from the moments
     about the calibration mean); layers without a bias keep none. ``objective``: what the LASSO / greedy
@@ -415,6 +569,10 @@ def prune(model: nn.Module, graph, x: Tensor, keep: KeepSpec = 0.25, scheme: str
             raise ValueError(f"ridge must be a number >= 0 or 'auto', got {ridge!r}")
     elif isinstance(ridge, bool) or not isinstance(ridge, (int, float)) or not ridge >= 0:
         raise ValueError(f"ridge must be a number >= 0 or 'auto', got {ridge!r}")
+    if min_kept is None:
+        min_kept = MIN_KEPT_CHANNELS
+    if isinstance(min_kept, bool) or not isinstance(min_kept, int) or min_kept < 1:
+        raise ValueError(f"min_kept must be an int >= 1, got {min_kept!r}")
     if not isinstance(batch_size, int) or batch_size <= 0:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     if not isinstance(x, Tensor) or x.dim() != 2:
@@ -456,79 +614,23 @@ def prune(model: nn.Module, graph, x: Tensor, keep: KeepSpec = 0.25, scheme: str
     original = copy.deepcopy(model) if refit == "sequential" else None
 
     layers_info: List[dict] = [None] * L
-    for l in range(L - 1, -1, -1):
-        conv = convs[l]
-        name = f"layer {l} ({type(conv).__name__})"
-        parts = conv.linear_parts()
-        names = [b.name for b in parts.branches]
-        c = parts.in_channels
-        self_branch = None
-        ratio = ratios[l]
-        if l == 0 and scheme == "batched":
-            if "self" in names and len(names) > 1:
-                self_branch = names.index("self")
-            else:  # no self branch to keep whole (GCN): the raw features stay, as in scheme full
-                ratio = 1.0
-        k = max(1, int(round(ratio * c)))
-        layer_fits_bias = fit_bias and parts.bias is not None
-        info = {"layer": l, "type": type(conv).__name__, "in_channels": c, "keep_ratio": ratio, "k": k,
-                "branches": names, "form": parts.form, "fit_bias": layer_fits_bias}
-        if k >= c:  # nothing to select, and a refit on every channel would only reproduce the weights
-            info.update(kept={n: torch.arange(c) for n in names}, output_rel_error=0.0)
+    with _layer_progress(L, progress) as bar:
+        for l in range(L - 1, -1, -1):
+            bar.set_postfix_str(f"layer {l}")
+            problem = _calibrate(model, l, g, inputs[l], rows, ratios[l], scheme, min_kept, fit_bias, ridge, objective,
+                                 method, batch_size, progress, seed)
+            info = problem.info
             layers_info[l] = info
-            continue
-        h = inputs[l]
-        desc = f"calibrate layer {l + 1}/{L}"
-        try:
-            if ridge == "auto":
-                stats = [(fr.numel(),) + tuple(t.cpu() for t in layer_second_moment(
-                    conv, g, h, fr, batch_size, progress, desc, with_mean=True)) for fr in _fold_rows(rows, seed)]
-                S_raw, mean = _pooled(stats)
-                fold_S = [(n_f, about_mean(S_f, mean, mean, m_f, m_f) if layer_fits_bias else S_f)
-                          for n_f, S_f, m_f in stats]
-            else:
-                S_raw, mean = (t.cpu() for t in layer_second_moment(conv, g, h, rows, batch_size, progress, desc,
-                                                                    with_mean=True))
-        except ValueError as exc:
-            raise ValueError(f"{name}: {exc}") from exc
-        # With an intercept everything below runs on the moment about the calibration mean.
-        S = about_mean(S_raw, mean, mean) if layer_fits_bias else S_raw
-        weights = [b.weight.detach().double().cpu() for b in parts.branches]
-        cols = [b.cols.cpu() for b in parts.branches]
-        layer_method = method
-        if method == "auto":
-            regressors = len(names) * k if self_branch is None else c + (len(names) - 1) * k
-            layer_method = ("best" if rows.numel() >= AUTO_GREEDY_ROWS_PER_REGRESSOR * regressors
-                            else "lasso")
-        metric = (_next_layer_metric(convs, l, parts.out_channels)
-                  if objective == "next_layer" and layer_method in ("lasso", "greedy", "best") else None)
-        keeps = _select(layer_method, S, weights, parts.form, cols, k, seed + l, self_branch, solver_kwargs,
-                        metric, float(ridge) if not isinstance(ridge, str) and ridge > 0 else 1e-6, info)
-        info["method"] = info.pop("selection", layer_method)
-        if ridge == "auto":
-            ridge_l, info["ridge_cv"] = choose_ridge(fold_S, keeps, weights, parts.form, cols)
-        else:
-            ridge_l = ridge
-        info["ridge"] = ridge_l
-        new_weights = refit_kept(S, keeps, weights, parts.form, ridge_l, cols)
-        err = output_relative_error(S, weights, new_weights, keeps, parts.form, cols,
-                                    norm_moment=S_raw if layer_fits_bias else None)
-        bias = None if parts.bias is None else parts.bias.detach().clone()
-        if layer_fits_bias:
-            bias = bias.double().cpu() + bias_shift(mean, weights, new_weights, keeps, parts.form, cols)
-        conv.load_pruned({n: kb for n, kb in zip(names, keeps)}, {n: w for n, w in zip(names, new_weights)}, bias)
-        if self_branch is None and l > 0:
-            if hasattr(model, "prune_layer_outputs"):  # the conv and a BatchNorm kept after it (not foldable)
-                model.prune_layer_outputs(l - 1, keeps[0])
-            else:
-                convs[l - 1].prune_outputs(keeps[0])
-        info.update(kept={n: kb.clone() for n, kb in zip(names, keeps)}, output_rel_error=err)
-        layers_info[l] = info
+            if problem.k < problem.c:  # else nothing to select, and a refit on all channels reproduces the layer
+                keeps = _select_layer(problem, method, seed + l, solver_kwargs, ridge, progress)
+                new_weights, bias = _refit_layer(problem, keeps, ridge)
+                _install(model, problem, keeps, new_weights, bias)
+            bar.update(1)
     if refit == "sequential":
         _sequential_refit(model, original, g, inputs, rows, layers_info, ridge, batch_size, progress, seed)
     model.pruning_info = {"scheme": scheme, "method": method, "keep": ratios, "calib_nodes": int(rows.numel()),
                           "ridge": ridge, "refit": refit, "fit_bias": fit_bias, "objective": objective,
-                          "layers": layers_info}
+                          "min_kept": min_kept, "layers": layers_info}
     return model.eval()
 
 

@@ -26,7 +26,7 @@ def _pruned(kind="sage", scheme="batched", in_ch=6, hidden=8, out=3):
     torch.manual_seed(0)
     model = MODELS[kind](in_ch, hidden, out, num_layers=2, norm="batchnorm").eval()
     if scheme is not None:
-        model = gnnaccel.prune(model, graph, x, keep=0.5, scheme=scheme, progress=False)
+        model = gnnaccel.prune(model, graph, x, keep=0.5, scheme=scheme, progress=False, min_kept=1)
     return model, graph, x
 
 

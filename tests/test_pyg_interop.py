@@ -83,7 +83,7 @@ def test_pyg_models_accepted_directly(generator, tmp_path):
 def test_pruned_repr_shows_scheme_and_widths(generator):
     _, g, x = _graph(generator)
     model = gnnaccel.models.GraphSAGE(12, 16, 4, num_layers=2).eval()
-    pruned = gnnaccel.prune(model, g, x, keep=0.5, scheme="batched", progress=False)
+    pruned = gnnaccel.prune(model, g, x, keep=0.5, scheme="batched", progress=False, min_kept=1)
     text = repr(pruned)
     assert "scheme=batched" in text and "keep=" in text
     assert "inputs: neigh 6/12, self 12/12" in text

@@ -21,6 +21,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from ._csr import csr_row_range
 from ._launch import REDUCE_CODES, check_device, register_triton_op, skip_launch
 
 
@@ -41,13 +42,7 @@ def _aggregate_kernel(
         node = tl.load(rows + offs_m, mask=m_mask, other=0).to(tl.int64)
     else:
         node = offs_m
-    row_ok = m_mask & (node >= 0) & (node < num_rows)
-    bad = m_mask & ~row_ok
-    start = tl.load(rowptr + node, mask=row_ok, other=0).to(tl.int64)
-    end = tl.load(rowptr + node + 1, mask=row_ok, other=0).to(tl.int64)
-    csr_ok = (start >= 0) & (end >= start) & (end <= num_edges)
-    bad = bad | (row_ok & ~csr_ok)
-    deg = tl.where(row_ok & csr_ok, end - start, 0)
+    start, deg, bad = csr_row_range(rowptr, node, m_mask, num_rows, num_edges, offs_m < 0)
     max_deg = tl.max(deg, axis=0)
     if REDUCE == 2:
         agg = tl.full([BLOCK_M, BLOCK_C], float("-inf"), dtype=acc_ty)

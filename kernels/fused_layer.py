@@ -27,6 +27,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from ._csr import csr_row_range, kept_channels
 from ._launch import REDUCE_CODES, check_device, register_triton_op, skip_launch
 
 @triton.jit
@@ -52,24 +53,12 @@ def _fused_layer_kernel(
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=acc_ty)
 
     if HAS_NEIGH:
-        row_ok = m_mask & (node >= 0) & (node < num_rows)
-        bad = bad | (m_mask & ~row_ok)
-        start = tl.load(rowptr + node, mask=row_ok, other=0).to(tl.int64)
-        end = tl.load(rowptr + node + 1, mask=row_ok, other=0).to(tl.int64)
-        csr_ok = (start >= 0) & (end >= start) & (end <= num_edges)
-        bad = bad | (row_ok & ~csr_ok)
-        deg = tl.where(row_ok & csr_ok, end - start, 0)
+        start, deg, bad = csr_row_range(rowptr, node, m_mask, num_rows, num_edges, bad)
         max_deg = tl.max(deg, axis=0)
         for k0 in range(0, k_neigh, BLOCK_K):
             offs_k = k0 + tl.arange(0, BLOCK_K)
             k_mask = offs_k < k_neigh
-            if HAS_NEIGH_KEEP:
-                channel = tl.load(neigh_keep + offs_k, mask=k_mask, other=0).to(tl.int64)
-                ch_ok = k_mask & (channel >= 0) & (channel < num_channels)
-                bad = bad | (tl.max((k_mask & ~ch_ok).to(tl.int32), axis=0) > 0)
-            else:
-                channel = offs_k.to(tl.int64)
-                ch_ok = k_mask
+            channel, ch_ok, bad = kept_channels(neigh_keep, offs_k, k_mask, num_channels, bad, HAS_NEIGH_KEEP)
             if REDUCE == 2:
                 agg = tl.full([BLOCK_M, BLOCK_K], float("-inf"), dtype=acc_ty)
             else:
@@ -108,13 +97,7 @@ def _fused_layer_kernel(
         for k0 in range(0, k_self, BLOCK_K):
             offs_k = k0 + tl.arange(0, BLOCK_K)
             k_mask = offs_k < k_self
-            if HAS_SELF_KEEP:
-                channel = tl.load(self_keep + offs_k, mask=k_mask, other=0).to(tl.int64)
-                ch_ok = k_mask & (channel >= 0) & (channel < num_channels)
-                bad = bad | (tl.max((k_mask & ~ch_ok).to(tl.int32), axis=0) > 0)
-            else:
-                channel = offs_k.to(tl.int64)
-                ch_ok = k_mask
+            channel, ch_ok, bad = kept_channels(self_keep, offs_k, k_mask, num_channels, bad, HAS_SELF_KEEP)
             xs = tl.load(x + srow[:, None] * stride_x + channel[None, :], mask=srow_ok[:, None] & ch_ok[None, :],
                          other=0.0).to(acc_ty)
             w = tl.load(w_self + offs_k[:, None] * d_out + offs_n[None, :], mask=k_mask[:, None] & n_mask[None, :],

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <limits>
+#include <optional>
 
 #include "utils.h"
 
@@ -44,6 +45,35 @@ inline void expand_hop_check_block(int64_t total, int64_t num_seeds, int64_t fan
               "expand_hop: fanout=", fanout, " over ", num_seeds, " seeds gives a block of ", total,
               " edges, which needs more memory than the ", device, " has available (", memory_bytes,
               " bytes); use a smaller fanout");
+}
+
+// Argument checks of both kernels (contract in expand_hop.cpp): 1-D contiguous index tensors of one dtype and
+// device, a valid fanout, an optional bool `skip` mask over the seeds. Returns skip's data (nullptr without it).
+inline const bool* expand_hop_check_args(const at::Tensor& rowptr, const at::Tensor& col, const at::Tensor& seeds,
+                                         int64_t fanout, const std::optional<at::Tensor>& skip) {
+  GNNACCEL_CHECK_1D(rowptr, "rowptr");
+  GNNACCEL_CHECK_1D(col, "col");
+  GNNACCEL_CHECK_1D(seeds, "seeds");
+  GNNACCEL_CHECK_INDEX(rowptr, "rowptr");
+  TORCH_CHECK(col.scalar_type() == rowptr.scalar_type(), "col and rowptr must share a dtype, got ", col.scalar_type(),
+              " and ", rowptr.scalar_type());
+  TORCH_CHECK(seeds.scalar_type() == rowptr.scalar_type(), "seeds dtype ", seeds.scalar_type(),
+              " must match rowptr dtype ", rowptr.scalar_type());
+  TORCH_CHECK(rowptr.numel() >= 1, "rowptr must have at least one entry (num_nodes + 1)");
+  TORCH_CHECK(fanout >= -1, "fanout must be -1 (all neighbours) or >= 0, got ", fanout);
+  GNNACCEL_CHECK_SAME_DEVICE(col, rowptr, "col", "rowptr");
+  GNNACCEL_CHECK_SAME_DEVICE(seeds, rowptr, "seeds", "rowptr");
+  GNNACCEL_CHECK_CONTIGUOUS(rowptr, "rowptr");
+  GNNACCEL_CHECK_CONTIGUOUS(col, "col");
+  GNNACCEL_CHECK_CONTIGUOUS(seeds, "seeds");
+  if (!skip.has_value()) return nullptr;
+  GNNACCEL_CHECK_1D(*skip, "skip");
+  TORCH_CHECK(skip->scalar_type() == at::kBool, "skip must be a bool mask over the seeds, got ", skip->scalar_type());
+  TORCH_CHECK(skip->numel() == seeds.numel(), "skip has ", skip->numel(), " entries but there are ", seeds.numel(),
+              " seeds");
+  GNNACCEL_CHECK_SAME_DEVICE(*skip, rowptr, "skip", "rowptr");
+  GNNACCEL_CHECK_CONTIGUOUS(*skip, "skip");
+  return skip->data_ptr<bool>();
 }
 
 }  // namespace gnnaccel

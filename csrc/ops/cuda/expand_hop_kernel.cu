@@ -192,31 +192,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> expand_hop_cuda_impl(
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> expand_hop_cuda(
     const at::Tensor& rowptr, const at::Tensor& col, const at::Tensor& seeds, int64_t fanout, int64_t random_seed,
     const std::optional<at::Tensor>& skip) {
-  GNNACCEL_CHECK_1D(rowptr, "rowptr");
-  GNNACCEL_CHECK_1D(col, "col");
-  GNNACCEL_CHECK_1D(seeds, "seeds");
-  GNNACCEL_CHECK_INDEX(rowptr, "rowptr");
-  TORCH_CHECK(col.scalar_type() == rowptr.scalar_type(), "col and rowptr must share a dtype, got ", col.scalar_type(),
-              " and ", rowptr.scalar_type());
-  TORCH_CHECK(seeds.scalar_type() == rowptr.scalar_type(), "seeds dtype ", seeds.scalar_type(),
-              " must match rowptr dtype ", rowptr.scalar_type());
-  TORCH_CHECK(rowptr.numel() >= 1, "rowptr must have at least one entry (num_nodes + 1)");
-  TORCH_CHECK(fanout >= -1, "fanout must be -1 (all neighbours) or >= 0, got ", fanout);
-  GNNACCEL_CHECK_SAME_DEVICE(col, rowptr, "col", "rowptr");
-  GNNACCEL_CHECK_SAME_DEVICE(seeds, rowptr, "seeds", "rowptr");
-  GNNACCEL_CHECK_CONTIGUOUS(rowptr, "rowptr");
-  GNNACCEL_CHECK_CONTIGUOUS(col, "col");
-  GNNACCEL_CHECK_CONTIGUOUS(seeds, "seeds");
-  const bool* skip_ptr = nullptr;
-  if (skip.has_value()) {
-    GNNACCEL_CHECK_1D(*skip, "skip");
-    TORCH_CHECK(skip->scalar_type() == at::kBool, "skip must be a bool mask over the seeds, got ", skip->scalar_type());
-    TORCH_CHECK(skip->numel() == seeds.numel(), "skip has ", skip->numel(), " entries but there are ", seeds.numel(),
-                " seeds");
-    GNNACCEL_CHECK_SAME_DEVICE(*skip, rowptr, "skip", "rowptr");
-    GNNACCEL_CHECK_CONTIGUOUS(*skip, "skip");
-    skip_ptr = skip->data_ptr<bool>();
-  }
+  const bool* skip_ptr = expand_hop_check_args(rowptr, col, seeds, fanout, skip);
   const c10::cuda::CUDAGuard guard(rowptr.device());
   std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> out;
   AT_DISPATCH_INDEX_TYPES(rowptr.scalar_type(), "expand_hop_cuda", [&] {

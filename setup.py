@@ -109,6 +109,10 @@ if __name__ == "__main__":  # (tests import this file for torch_requirement with
         extras_require={
             "test": ["pytest", "pytest-benchmark", "hypothesis", "scikit-learn", "torch-geometric", "matplotlib"],
             "triton": ["triton"],
+            "serve": ["fastapi", "uvicorn"],
+            "distributed": ["pymetis"],
+            "plots": ["matplotlib"],
+            "pyg": ["torch-geometric"],
         },
         ext_modules=[] if os.getenv("GNNACCEL_SKIP_EXT") == "1" else [_extension()],
         cmdclass={"build_ext": GnnaccelBuildExt.with_options(use_ninja=True)},

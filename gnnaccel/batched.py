@@ -20,9 +20,19 @@ Fanouts per layer: ``None``/``-1`` = every neighbour (exact), ``k`` = ``k`` neig
 replacement; the draws are a pure function of ``(seed, layer, node, draw)`` (see ``expand_hop``), so an
 engine answers deterministically for its ``seed``.
 
-Updates (``add_edges``, ``update_features``) take the engine's lock exclusively and invalidate exactly the
-cached entries whose receptive field they touch; ``predict`` calls share it. Every answer is therefore the
-model's output on one consistent state of the graph and features (the one before or after each update).
+Updates (``add_nodes``, ``add_edges``, ``update_features``) take the engine's lock exclusively and invalidate
+exactly the cached entries whose receptive field they touch; ``predict`` calls share it. Every answer is
+therefore the model's output on one consistent state of the graph and features (the one before or after each
+update).
+
+Growth. The engine keeps the graph as a :class:`~gnnaccel.growth.GrowingCSR` (and, with a cache, its reverse
+for the receptive fields): new nodes and edges are appended in amortised O(1) per node and per edge, the
+feature table and the cache's node-indexed tables double their capacity, so a stream of small batches never
+pays O(E) per batch. Layers that aggregate over the graph itself (GraphSAGE, SAINT, GCN without normalisation)
+read the growing structure directly. A degree-normalised layer (GCN's ``D^-1/2 (A+I) D^-1/2``) has per-edge
+values that a new edge changes across whole rows, so its message graph is recomputed from the grown graph on
+every growth (O(E) per update, for those layers only). ``engine.graph`` packs the grown graph into a
+:class:`~gnnaccel.Graph` when read (O(E), memoised per version).
 """
 from __future__ import annotations
 
@@ -36,6 +46,7 @@ import torch
 from torch import Tensor
 
 from .graph import Graph
+from .growth import GrowingCSR
 from .models import as_model
 from .ids import as_node_ids
 from .nn.adjacency import as_graph
@@ -113,6 +124,36 @@ def _as_new_edge_weight(edge_weight, num_edges: int) -> Optional[Tensor]:
     return edge_weight
 
 
+class _GraphSupport:
+    """Expansion over a fixed message graph (a degree-normalised layer's; rebuilt by the engine on growth)."""
+
+    def __init__(self, graph: Graph, dtype: torch.dtype):
+        self.graph = graph
+        w = graph.edge_weight
+        self.weight = None if w is None else w.to(dtype)
+
+    def expand(self, seeds: Tensor, fanout: int, random_seed: int, skip: Optional[Tensor] = None):
+        return expand_hop(self.graph.rowptr, self.graph.col, seeds, fanout, random_seed, skip)
+
+    def sources(self, edge_ids: Tensor) -> Tensor:
+        return self.graph.col.index_select(0, edge_ids)
+
+    def weights(self, edge_ids: Tensor) -> Optional[Tensor]:
+        return None if self.weight is None else self.weight.index_select(0, edge_ids)
+
+
+class _GrowingSupport:
+    """Expansion over the engine's growing graph itself (layers whose message graph is the graph)."""
+
+    def __init__(self, csr: GrowingCSR, dtype: torch.dtype):
+        self.csr, self.dtype = csr, dtype
+        self.expand, self.sources = csr.expand, csr.sources
+
+    def weights(self, edge_ids: Tensor) -> Optional[Tensor]:
+        w = self.csr.weights(edge_ids)
+        return None if w is None else w.to(self.dtype)
+
+
 def _resolve_cache(cache, num_nodes: int, widths: List[int], x: Tensor):
     """``cache=`` argument -> a FeatureCache or None, with a clear error for anything else."""
     from .cache import FeatureCache
@@ -149,6 +190,9 @@ class BatchedEngine:
             output (at most ``L - 1`` layers are used); ``True`` builds an unbounded one sized for the model,
             a positive int one with that capacity (LRU).
         seed: random seed of the neighbour sampling.
+
+    Attributes: ``num_nodes`` and :attr:`num_edges` (the current graph), ``version`` (number of updates
+    applied), ``graph`` (the current graph, packed when read), ``x`` (the current features), ``cache``.
     """
 
     def __init__(self, model, graph, x: Tensor, fanouts: Optional[Sequence[Optional[int]]] = None,
@@ -194,7 +238,15 @@ class BatchedEngine:
         self.version = 0  # number of updates applied (read without the lock: a monotone counter)
         self._lock = _ReadWriteLock()
         self._owns_x = False
-        self._set_graph(graph)
+        self._degree_normalised = any(c.reads_neighbours and c.degree_normalised for c in self._convs)
+        self._csr = GrowingCSR.from_graph(graph)
+        # The reversed graph, grown alongside: the receptive fields that updates invalidate in the cache.
+        self._reverse = None
+        if cache is not None:
+            t = graph.transpose()
+            self._reverse = GrowingCSR(t.rowptr, t.col, graph.num_nodes)
+        self._packed = (0, graph)  # (version, Graph): engine.graph, memoised per version
+        self._set_graph(graph, first=True)
         self._set_features(x)
 
     # ------------------------------------------------------------------ state
@@ -222,28 +274,78 @@ class BatchedEngine:
             out.append(f)
         return out
 
-    def _set_graph(self, graph: Graph) -> None:
-        """Per propagating layer: the message graph it aggregates over (asked from the layer) and its per-edge
-        values in the features' dtype."""
-        self.graph = graph
-        self._message = []
-        for conv in self._convs:
-            if not conv.reads_neighbours:
-                self._message.append(None)
-                continue
-            g = conv.message_graph(graph, self.dtype)
-            w = g.edge_weight
-            if w is not None and w.dtype != self.dtype:
-                w = w.to(self.dtype)
-            self._message.append((g, w))
+    def _set_graph(self, graph: Graph, first: bool = False) -> None:
+        """Per propagating layer, what its hops expand over: the growing graph itself when the layer's message
+        graph is the graph, else the layer's own message graph (asked from the layer; at construction, and
+        again after every growth: degree-normalised layers)."""
+        if first:
+            self._support = []
+            for conv in self._convs:
+                if not conv.reads_neighbours:
+                    self._support.append(None)
+                    continue
+                g = conv.message_graph(graph, self.dtype)
+                self._support.append(_GrowingSupport(self._csr, self.dtype) if g is graph
+                                     else _GraphSupport(g, self.dtype))
+            return
+        for l, support in enumerate(self._support):
+            if isinstance(support, _GraphSupport):
+                self._support[l] = _GraphSupport(self._convs[l].message_graph(graph, self.dtype), self.dtype)
+
+    @property
+    def graph(self) -> Graph:
+        """The current graph as a packed :class:`~gnnaccel.Graph` (O(E) the first time after an update)."""
+        with self._lock.read():
+            return self._current_graph()
+
+    def _current_graph(self) -> Graph:
+        version, graph = self._packed
+        if version != self.version:
+            graph = self._csr.to_graph()
+            self._packed = (self.version, graph)
+        return graph
+
+    @property
+    def num_edges(self) -> int:
+        """Number of edges of the current graph."""
+        return self._csr.num_edges
 
     def _set_features(self, x: Tensor) -> None:
-        """The raw table and, when layer 0 aggregates a subset of its channels, the compact copy of those."""
-        self.x = x.contiguous()
+        """The raw table and, when layer 0 aggregates a subset of its channels, the compact copy of those.
+
+        ``self._x_rows`` / ``self._x_neigh_rows`` are the full buffers (capacity for growth), ``self.x`` and
+        ``self._x_neigh`` their first ``num_nodes`` rows."""
+        self._x_rows = x.contiguous()
         first = self._convs[0]
         idx = first.neighbour_channels() if first.reads_neighbours else None
-        self._neigh_index = None if idx is None else idx.to(self.x.device, torch.long)
-        self._x_neigh = None if idx is None else self.x.index_select(1, self._neigh_index).contiguous()
+        self._neigh_index = None if idx is None else idx.to(x.device, torch.long)
+        self._x_neigh_rows = (None if idx is None
+                              else self._x_rows.index_select(1, self._neigh_index).contiguous())
+        self._view_features()
+
+    def _view_features(self) -> None:
+        n = self.num_nodes
+        self.x = self._x_rows if self._x_rows.shape[0] == n else self._x_rows[:n]
+        self._x_neigh = (None if self._x_neigh_rows is None else
+                         self._x_neigh_rows if self._x_neigh_rows.shape[0] == n else self._x_neigh_rows[:n])
+
+    def _own_features(self, rows: int) -> None:
+        """Copy the features into the engine's own buffers (never write the caller's tensor) with room for
+        ``rows`` nodes (doubling: amortised O(C) per added node)."""
+        capacity = self._x_rows.shape[0]
+        if self._owns_x and rows <= capacity:
+            return
+        size = max(rows, 2 * capacity) if rows > capacity else capacity
+        n = self.num_nodes
+        table = self._x_rows.new_empty(size, self._x_rows.shape[1])
+        table[:n] = self._x_rows[:n]
+        self._x_rows = table
+        if self._x_neigh_rows is not None:
+            compact = self._x_neigh_rows.new_empty(size, self._x_neigh_rows.shape[1])
+            compact[:n] = self._x_neigh_rows[:n]
+            self._x_neigh_rows = compact
+        self._owns_x = True
+        self._view_features()
 
     # ------------------------------------------------------------------ prediction
     def predict(self, targets, seed: Optional[int] = None) -> Tensor:
@@ -282,9 +384,8 @@ class BatchedEngine:
             if mask is not None:
                 compute[l] = torch.nonzero(mask).flatten()
             if conv.reads_neighbours:
-                g, _ = self._message[l]
-                hop = expand_hop(g.rowptr, g.col, rows, self.fanouts[l], hop_random_seed(seed, l),
-                                 None if mask is None else ~mask)
+                hop = self._support[l].expand(rows, self.fanouts[l], hop_random_seed(seed, l),
+                                              None if mask is None else ~mask)
                 hops[l] = hop
                 if l > 0:
                     frontier = hop.frontier
@@ -327,8 +428,7 @@ class BatchedEngine:
         rows = targets
         for l in reversed(range(self.num_layers)):
             if self._convs[l].reads_neighbours:
-                g, _ = self._message[l]
-                rows = expand_hop(g.rowptr, g.col, rows, self.fanouts[l], hop_random_seed(seed, l)).frontier
+                rows = self._support[l].expand(rows, self.fanouts[l], hop_random_seed(seed, l)).frontier
         self.cache.record_support(computed=computed, without_cache=rows.numel())
 
     def _layer(self, l: int, h: Optional[Tensor], rows: Tensor, hop, pos: Optional[Tensor]) -> Tensor:
@@ -337,9 +437,9 @@ class BatchedEngine:
         conv = self._convs[l]
         first = l == 0
         if conv.reads_neighbours:
-            g, edge_weight = self._message[l]
-            weight = None if edge_weight is None else edge_weight.index_select(0, hop.edge_ids)
-            col = g.col.index_select(0, hop.edge_ids) if first else hop.col
+            support = self._support[l]
+            weight = support.weights(hop.edge_ids)
+            col = support.sources(hop.edge_ids) if first else hop.col
             block = Block(rows.numel(), hop.rowptr, col, weight, rows if first else None)
         else:
             block = Block(rows.numel(), self_rows=rows if first else None)
@@ -347,20 +447,114 @@ class BatchedEngine:
         return self._model.layer_block(l, src, block, pos, x_neigh=self._x_neigh if first else None)
 
     # ------------------------------------------------------------------ updates
+    def add_nodes(self, features, edge_index=None, edge_weight=None, *, first_id: Optional[int] = None) -> Tensor:
+        """Append ``k`` nodes with features ``features`` [k, C] and the edges ``edge_index`` [2, E].
+
+        The new nodes get ids ``n0 .. n0 + k - 1`` with ``n0`` = :attr:`num_nodes` when the update takes the
+        engine's lock. Amortised O(k C + E) (see the module docstring); cached entries whose receptive field the
+        new edges reach are invalidated, the new nodes start without entries.
+
+        Args:
+            features: [k, C] tensor (or numpy array) of the engine's dtype and width, finite; ``k`` may be 0.
+            edge_index: optional [2, E] (PyG flow: row 0 = source, row 1 = target) over existing ids and the new
+                ones (``n0 + position``); pass both directions of a symmetric relation (nothing is symmetrised).
+                Self loops and duplicate edges are kept.
+            edge_weight: [E] finite weights, given exactly when the graph is weighted.
+            first_id: when given, must equal ``n0`` (a compare-and-swap for callers that computed the new ids
+                from :attr:`num_nodes`).
+        Returns:
+            the new ids, int64 on the features' device.
+        Raises:
+            TypeError / ValueError naming the problem (width, dtype, NaN/inf, an id out of range, ``first_id``);
+            the engine is then unchanged.
+        """
+        features = self._check_new_features(features)
+        if first_id is not None and (isinstance(first_id, bool) or not isinstance(first_id, int)):
+            raise TypeError(f"first_id must be an int or None, got {first_id!r}")
+        k = features.shape[0]
+        with self._lock.write():
+            n0 = self.num_nodes
+            if first_id is not None and first_id != n0:
+                raise ValueError(f"the graph grew concurrently: first_id={first_id} but the new nodes would get ids "
+                                 f"from {n0}")
+            edges, weight = self._check_new_edges(edge_index, edge_weight, n0 + k)
+            self._grow(features, edges, weight)
+        return torch.arange(n0, n0 + k, device=features.device)
+
     def add_edges(self, edge_index: Tensor, edge_weight: Optional[Tensor] = None) -> None:
         """Insert edges ``edge_index`` [2, E] (PyG flow: row 0 = source j, row 1 = target i) and invalidate
-        every cached entry whose receptive field they reach."""
+        every cached entry whose receptive field they reach. Amortised O(E) (see the module docstring)."""
         edge_index = _as_edge_index(edge_index, self.num_nodes)
         edge_weight = _as_new_edge_weight(edge_weight, edge_index.shape[1])
         if edge_index.shape[1] == 0:
             return
         with self._lock.write():
-            graph = self.graph.with_edges(edge_index, edge_weight)  # checks the weights against the new edges
-            self._set_graph(graph)
-            if self.cache is not None:
-                self.cache.invalidate_after_update(graph, new_edge_index=edge_index,
-                                                   degree_normalised=any(c.reads_neighbours and c.degree_normalised for c in self._convs))
-            self.version += 1
+            edges, weight = self._check_new_edges(edge_index, edge_weight, self.num_nodes)
+            self._grow(None, edges, weight)
+
+    def _check_new_features(self, features) -> Tensor:
+        if isinstance(features, np.ndarray):
+            features = torch.from_numpy(features)
+        if not isinstance(features, Tensor):
+            raise TypeError(f"features must be a [k, {self.x.shape[1]}] tensor, got {type(features).__name__}")
+        if features.dim() != 2 or features.shape[1] != self.x.shape[1]:
+            raise ValueError(f"features must have shape [k, {self.x.shape[1]}] (the engine's feature width), got "
+                             f"{list(features.shape)}")
+        if features.dtype != self.dtype:
+            raise TypeError(f"features must have the engine's dtype {self.dtype}, got {features.dtype}")
+        if features.numel() and not bool(torch.isfinite(features).all()):
+            raise ValueError("features hold NaN or infinite values")
+        return features
+
+    def _check_new_edges(self, edge_index, edge_weight, num_nodes: int):
+        """Validated (int64 [2, E] on the engine's device, weights or None) against ``num_nodes`` ids."""
+        if edge_index is None:
+            if edge_weight is not None:
+                raise ValueError("edge_weight given without edge_index")
+            return None, None
+        edges = _as_edge_index(edge_index, num_nodes).to(self.x.device)
+        weight = _as_new_edge_weight(edge_weight, edges.shape[1])
+        if edges.shape[1] == 0:
+            return None, None
+        if self._csr.weighted != (weight is not None):
+            raise ValueError("give edge_weight for the new edges exactly when the graph is weighted (the graph is "
+                             f"{'' if self._csr.weighted else 'un'}weighted)")
+        if weight is not None and not bool(torch.isfinite(weight).all()):
+            raise ValueError("edge_weight holds NaN or infinite values")
+        return edges, weight
+
+    def _grow(self, features: Optional[Tensor], edges: Optional[Tensor], weight: Optional[Tensor]) -> None:
+        """Apply a checked growth under the write lock: new rows, new edges, message graphs, cache."""
+        n0 = self.num_nodes
+        k = 0 if features is None else features.shape[0]
+        if k == 0 and edges is None:
+            return
+        n = n0 + k
+        if k:
+            self._own_features(n)
+            features = features.to(self.x.device)
+            self._x_rows[n0:n] = features
+            if self._x_neigh_rows is not None:
+                self._x_neigh_rows[n0:n] = features.index_select(1, self._neigh_index)
+            self._csr.add_nodes(k)
+            if self._reverse is not None:
+                self._reverse.add_nodes(k)
+            self.num_nodes = n
+            self._view_features()
+        if edges is not None:
+            self._csr.add_edges(edges[0], edges[1], weight)
+            if self._reverse is not None:
+                self._reverse.add_edges(edges[1], edges[0])
+        self.version += 1
+        if any(isinstance(s, _GraphSupport) for s in self._support):
+            self._set_graph(self._current_graph())  # degree-normalised layers: O(E) per growth
+        if self.cache is not None:
+            self.cache.grow(n)
+            if edges is not None:
+                self.cache.invalidate_after_update(None, new_edge_index=edges,
+                                                   degree_normalised=self._degree_normalised, reverse=self._reverse)
+            if k:
+                self.cache.bind(self.model, self.x)  # the cache now holds outputs on the engine's own table
 
     def update_features(self, nodes: Tensor, values: Tensor) -> None:
         """Set the raw features of ``nodes`` to ``values`` [len(nodes), C] and invalidate every cached entry
@@ -373,13 +567,24 @@ class BatchedEngine:
         nodes = nodes.long()
         values = values.to(self.x)
         with self._lock.write():
-            if not self._owns_x:  # copy on first write: never modify the caller's tensor
-                self._set_features(self.x.clone())
-                self._owns_x = True
+            self._own_features(self.num_nodes)  # copy on first write: never modify the caller's tensor
             self.x.index_copy_(0, nodes, values)
             if self._x_neigh is not None:
                 self._x_neigh.index_copy_(0, nodes, values.index_select(1, self._neigh_index))
             if self.cache is not None:
-                self.cache.invalidate_after_update(self.graph, changed_nodes=nodes)
+                self.cache.invalidate_after_update(None, changed_nodes=nodes, reverse=self._reverse)
                 self.cache.bind(self.model, self.x)  # the cache now holds outputs on the engine's own copy
             self.version += 1
+
+    # ------------------------------------------------------------------ inspection
+    def stats(self) -> dict:
+        """A snapshot: ``num_nodes``, ``num_edges``, ``version``, ``growth`` (reallocation and row-move counts of
+        the growing graph), and with a cache ``hit_rate``, ``invalidated`` (cumulative) and ``cache`` (the
+        cache's full :meth:`~gnnaccel.cache.FeatureCache.stats`); without a cache those three are None."""
+        with self._lock.read():
+            out = {"num_nodes": self.num_nodes, "num_edges": self.num_edges, "version": self.version,
+                   "growth": dict(self._csr.counters)}
+        cache = self.cache.stats() if self.cache is not None else None
+        out.update(cache=cache, hit_rate=None if cache is None else cache["hit_rate"],
+                   invalidated=None if cache is None else cache["invalidated"])
+        return out

@@ -67,6 +67,13 @@ def _tensor_signature(t: Tensor) -> Tuple:
     return (t.data_ptr(), tuple(t.shape), t.dtype, t.device, version)
 
 
+def _grown(t: Tensor, size: int, fill) -> Tensor:
+    """``t`` copied into a larger 1-D tensor of ``size`` entries, the rest ``fill``."""
+    out = torch.full((size,), fill, dtype=t.dtype, device=t.device)
+    out[: t.numel()] = t
+    return out
+
+
 def _last_occurrences(nodes: Tensor) -> Tensor:
     """Positions of the last occurrence of each distinct value of ``nodes``, ascending (batch order of last use)."""
     if nodes.numel() <= 1:
@@ -81,9 +88,10 @@ def _last_occurrences(nodes: Tensor) -> Tensor:
 class _LayerStore:
     """One cached layer: values, validity and (when bounded) slots with LRU recency. Not locked itself.
 
-    Unbounded: ``values`` and ``valid`` have one row per node plus a scratch row ``num_nodes`` that writes which
-    must not land (a stale or repeated node of a batch) are redirected to, so that inserting needs no
-    data-dependent sizes (no host synchronisation). Counts are returned as 0-dim tensors on the device.
+    Unbounded: ``values`` and ``valid`` have one row per node (of a node capacity that doubles as the graph
+    grows, see :meth:`grow`) plus a scratch row ``scratch`` that writes which must not land (a stale or repeated
+    node of a batch) are redirected to, so that inserting needs no data-dependent sizes (no host
+    synchronisation). Counts are returned as 0-dim tensors on the device.
     """
 
     def __init__(self, num_nodes: int, dim: int, capacity: Optional[int], device, dtype):
@@ -94,7 +102,9 @@ class _LayerStore:
         # Epoch at which each node was last invalidated (insert(since=...) drops entries invalidated after since).
         self.invalidated_at = torch.zeros(num_nodes, **idx)
         self.all_invalidated_at = 0
+        self.reallocations = 0
         if not self.bounded:
+            self.scratch = num_nodes
             self.values = torch.zeros(num_nodes + 1, dim, dtype=dtype, device=device)
             self.valid = torch.zeros(num_nodes + 1, dtype=torch.bool, device=device)
             return
@@ -110,6 +120,28 @@ class _LayerStore:
         self.queue_slot = torch.empty(queue_len, **idx)
         self.queue_stamp = torch.empty(queue_len, **idx)
         self.head = self.tail = 0
+
+    # -------------------------------------------------------------- growth
+    def grow(self, num_nodes: int) -> None:
+        """Room for nodes ``[0, num_nodes)`` (new ones invalid); node-indexed tables double their capacity."""
+        if num_nodes <= self.num_nodes:
+            return
+        node_cap = self.invalidated_at.numel()
+        if num_nodes > node_cap:
+            new_cap = max(2 * node_cap, num_nodes)
+            self.invalidated_at = _grown(self.invalidated_at, new_cap, 0)
+            if self.bounded:
+                self.slot_of_node = _grown(self.slot_of_node, new_cap, -1)
+            else:  # the scratch row moves to the end of the new table
+                values = self.values.new_zeros(new_cap + 1, self.dim)
+                values[: self.num_nodes] = self.values[: self.num_nodes]
+                valid = torch.zeros(new_cap + 1, dtype=torch.bool, device=self.valid.device)
+                valid[: self.num_nodes] = self.valid[: self.num_nodes]
+                self.values, self.valid, self.scratch = values, valid, new_cap
+            self.reallocations += 1
+        self.num_nodes = num_nodes
+        if not self.bounded:
+            self.capacity = num_nodes
 
     # -------------------------------------------------------------- bounded-mode helpers
     def _touch(self, slots: Tensor) -> None:
@@ -239,7 +271,7 @@ class _LayerStore:
                 fresh = self.invalidated_at.index_select(0, nodes) <= since
             dropped = (write & ~fresh).sum()
             write &= fresh
-        target = torch.where(write, nodes, torch.full_like(nodes, self.num_nodes))
+        target = torch.where(write, nodes, torch.full_like(nodes, self.scratch))
         self.values.index_copy_(0, target, values.to(self.values.dtype))
         self.valid.index_fill_(0, target, True)
         return {"inserted": write.sum(), "evicted": 0, "dropped": dropped}
@@ -425,6 +457,42 @@ class FeatureCache:
             raise ValueError("the node features x were modified (or resized) since this FeatureCache was filled"
                              + hint)
 
+    # -------------------------------------------------------------- growth
+    def grow(self, num_nodes: int) -> None:
+        """Make room for nodes ``[0, num_nodes)`` of a grown graph; the new nodes start without entries.
+
+        Node-indexed tables double their capacity when full (amortised O(1) per node); entries of existing
+        nodes are kept. A dense cache whose ``capacity`` the graph outgrows becomes an LRU cache of that
+        capacity (its entries kept). Shrinking is refused.
+
+        Raises:
+            ValueError: ``num_nodes`` not an int >= the current number of nodes.
+        """
+        if isinstance(num_nodes, bool) or not isinstance(num_nodes, int) or num_nodes < self.num_nodes:
+            raise ValueError(f"grow(num_nodes) needs an int >= the current {self.num_nodes} nodes, got {num_nodes!r}")
+        with self._lock:
+            for l, store in enumerate(self._layers):
+                if not store.bounded and self.capacity is not None and num_nodes > self.capacity:
+                    self._layers[l] = self._to_bounded(store, num_nodes)
+                else:
+                    store.grow(num_nodes)
+            self.num_nodes = num_nodes
+
+    def _to_bounded(self, store: "_LayerStore", num_nodes: int) -> "_LayerStore":
+        """A dense layer (at most ``capacity`` nodes, all of them possibly valid) as an LRU layer of ``num_nodes``
+        nodes holding the same entries."""
+        bounded = _LayerStore(num_nodes, store.dim, self.capacity, self.device, self.dtype)
+        bounded.invalidated_at[: store.num_nodes] = store.invalidated_at[: store.num_nodes]
+        bounded.all_invalidated_at = store.all_invalidated_at
+        nodes = store.cached_nodes()
+        bounded.insert(nodes, store.values.index_select(0, nodes), None)
+        return bounded
+
+    def num_reallocations(self) -> int:
+        """How many times node-indexed tables were reallocated by :meth:`grow` (summed over the layers)."""
+        with self._lock:
+            return sum(store.reallocations for store in self._layers)
+
     # -------------------------------------------------------------- operations
     def lookup(self, layer: int, nodes: Tensor, *, validate: bool = True) -> Tuple[Tensor, Tensor]:
         """``(hit_mask [B] bool, values [B, dims[layer]])`` for ``nodes``, on the cache's device; rows of misses
@@ -523,11 +591,14 @@ class FeatureCache:
         return removed
 
     def invalidate_after_update(self, graph, changed_nodes: Optional[Tensor] = None,
-                                new_edge_index: Optional[Tensor] = None, degree_normalised: bool = True) -> Tensor:
+                                new_edge_index: Optional[Tensor] = None, degree_normalised: bool = True, *,
+                                reverse=None) -> Tensor:
         """Invalidate every entry whose receptive field a feature update or an edge insertion touches.
 
         ``graph`` must be the graph *after* the update. See :func:`stale_after_feature_update` and
         :func:`stale_after_new_edges` (``degree_normalised``: GCN-style weights depend on degrees).
+        ``reverse``: the reversed graph after the update as a :class:`~gnnaccel.growth.GrowingCSR` (an engine
+        keeps one through growth), used instead of ``graph``'s transpose (``graph`` may then be None).
 
         Returns:
             how many entries were removed, a 0-dim tensor on the cache's device.
@@ -535,9 +606,10 @@ class FeatureCache:
         per_layer: List[Optional[Tensor]] = [None] * self.num_layers
         parts = []
         if changed_nodes is not None:
-            parts.append(stale_after_feature_update(graph, changed_nodes, self.num_layers))
+            parts.append(stale_after_feature_update(graph, changed_nodes, self.num_layers, reverse=reverse))
         if new_edge_index is not None:
-            parts.append(stale_after_new_edges(graph, new_edge_index, self.num_layers, degree_normalised))
+            parts.append(stale_after_new_edges(graph, new_edge_index, self.num_layers, degree_normalised,
+                                               reverse=reverse))
         for stale in parts:
             for l, nodes in enumerate(stale):
                 nodes = nodes.long()
@@ -622,34 +694,44 @@ def reverse_csr(graph):
     return graph.cached("reverse_csr", build, uses_weight=False)
 
 
-def downstream_balls(graph, nodes: Tensor, hops: int) -> List[Tensor]:
+def downstream_balls(graph, nodes: Tensor, hops: int, *, reverse=None) -> List[Tensor]:
     """``balls[h]`` = nodes reachable from ``nodes`` by at most ``h`` edges in message direction (j -> i when
     row i aggregates from j), for ``h = 0 .. hops``. Exact (every neighbour), computed with ``expand_hop`` on
-    the reversed graph; each node is expanded once."""
-    from .ops import expand_hop
+    the reversed graph (``reverse``, a :class:`~gnnaccel.growth.GrowingCSR`, when given; else ``graph``'s
+    transpose); each node is expanded once."""
+    if reverse is not None:
+        device = reverse.device
+        expand = reverse.expand
+    else:
+        from .ops import expand_hop
 
-    rowptr, col = reverse_csr(graph)
-    frontier = torch.unique(nodes.to(rowptr.device, torch.long)).to(rowptr.dtype)
+        rowptr, col = reverse_csr(graph)
+        device = rowptr.device
+
+        def expand(seeds, fanout, random_seed, skip):
+            return expand_hop(rowptr, col, seeds, fanout, random_seed, skip)
+    frontier = torch.unique(nodes.to(device, torch.long))
     balls = [frontier]
     expanded = 0
     for _ in range(hops):
         # nodes already expanded at an earlier hop
         skip = torch.arange(frontier.numel(), device=frontier.device) < expanded
         expanded = frontier.numel()
-        frontier = expand_hop(rowptr, col, frontier, -1, 0, skip).frontier
+        frontier = expand(frontier, -1, 0, skip).frontier
         balls.append(frontier)
     return balls
 
 
-def stale_after_feature_update(graph, nodes: Tensor, num_cached_layers: int) -> List[Tensor]:
+def stale_after_feature_update(graph, nodes: Tensor, num_cached_layers: int, *, reverse=None) -> List[Tensor]:
     """Per cached layer ``l``, the nodes whose layer-``l`` output depends on the features of ``nodes``: the
-    output of layer ``l`` reads ``l + 1`` hops, so it is the downstream ball of radius ``l + 1``."""
-    balls = downstream_balls(graph, nodes, num_cached_layers)
+    output of layer ``l`` reads ``l + 1`` hops, so it is the downstream ball of radius ``l + 1``. ``reverse``
+    as in :func:`downstream_balls`."""
+    balls = downstream_balls(graph, nodes, num_cached_layers, reverse=reverse)
     return [balls[l + 1] for l in range(num_cached_layers)]
 
 
 def stale_after_new_edges(graph, edge_index: Tensor, num_cached_layers: int,
-                          degree_normalised: bool = True) -> List[Tensor]:
+                          degree_normalised: bool = True, *, reverse=None) -> List[Tensor]:
     """Per cached layer ``l``, the nodes whose layer-``l`` output an insertion of edges ``(j, i)`` changes
     (``graph`` = the graph after the insertion).
 
@@ -661,5 +743,5 @@ def stale_after_new_edges(graph, edge_index: Tensor, num_cached_layers: int,
         raise ValueError("edge_index must be a [2, E] tensor of (source, target) pairs")
     targets = edge_index[1]
     extra = 1 if degree_normalised else 0
-    balls = downstream_balls(graph, targets, num_cached_layers + extra)
+    balls = downstream_balls(graph, targets, num_cached_layers + extra, reverse=reverse)
     return [balls[l + extra] for l in range(num_cached_layers)]

@@ -1,0 +1,266 @@
+"""A CSR adjacency that grows in place: new nodes and new edges in amortised O(1) per node and per edge.
+
+:class:`GrowingCSR` keeps every row's edges contiguous, but rows need not be in node order: row ``v`` occupies
+``[start[v], start[v] + cap[v])`` of one edge buffer and uses its first ``len[v]`` entries. Appending to a row
+with room writes in place; a full row moves to the end of the buffer with twice its capacity (so a row that
+grows by ``d`` edges moves O(log d) times, copying O(d) edges in all). The moved-out space is garbage; when the
+buffer is full it is rebuilt packed (each row with 25% slack) into a buffer with room for a quarter as much
+again, so a rebuild, O(E), happens only after Omega(E) appended edges: O(1) amortised per edge. Node-indexed arrays
+double their capacity. Nothing is ever rebuilt from scratch per batch.
+
+Expansion reuses the ``expand_hop`` kernels unchanged through an id mapping: the kernels read row ``u`` as
+``[rowptr[u], rowptr[u + 1])``, so the row bounds are stored interleaved, ``bounds = [0, start_0, end_0, start_1,
+end_1, ..., buffer size]``, and node ``v`` is kernel row ``2v + 1`` (the edge buffer stores sources as
+``2u + 1`` too; :meth:`GrowingCSR.expand` maps seeds in and the frontier out). Sampled draws are the kernel's
+pure function of (seed, kernel row, draw) over the row's edges in their (insertion) order, so two structures
+holding the same rows answer identically however they grew.
+"""
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import torch
+from torch import Tensor
+
+from .graph import Graph
+from .ops.expand_hop import HopBlock, expand_hop
+
+__all__ = ["GrowingCSR"]
+
+
+def _exclusive_cumsum(t: Tensor) -> Tensor:
+    out = torch.zeros_like(t)
+    if t.numel() > 1:
+        torch.cumsum(t[:-1], 0, out=out[1:])
+    return out
+
+
+def _ranges(starts: Tensor, lengths: Tensor, total: Optional[int] = None) -> Tensor:
+    """Concatenation of ``arange(starts[i], starts[i] + lengths[i])`` (int64)."""
+    if total is None:
+        total = int(lengths.sum())
+    if total == 0:
+        return torch.zeros(0, dtype=torch.long, device=starts.device)
+    shift = torch.repeat_interleave(starts - _exclusive_cumsum(lengths), lengths, output_size=total)
+    return shift + torch.arange(total, device=starts.device)
+
+
+class GrowingCSR:
+    """A directed graph (row ``i`` lists the sources it aggregates from) that grows in amortised O(1).
+
+    Args:
+        rowptr, col: the initial CSR (int32 or int64; the index dtype is kept while it fits, int64 beyond).
+        num_nodes: number of rows.
+        edge_weight: optional [E] per-edge values (kept in their dtype, grown alongside).
+
+    Attributes: ``num_nodes``, ``num_edges`` (ints), ``index_dtype``, ``device``, ``counters`` (dict of how often
+    node arrays were reallocated, the edge buffer was reallocated, and rows were moved).
+    """
+
+    def __init__(self, rowptr: Tensor, col: Tensor, num_nodes: int, edge_weight: Optional[Tensor] = None):
+        self.device = rowptr.device
+        self.index_dtype = rowptr.dtype
+        self.num_nodes = int(num_nodes)
+        self.num_edges = int(col.numel())
+        self.counters: Dict[str, int] = {"node_reallocations": 0, "edge_reallocations": 0, "rows_moved": 0,
+                                         "edges_moved": 0}
+        n, e = self.num_nodes, self.num_edges
+        node_cap = max(n, 16)
+        idx = dict(dtype=torch.long, device=self.device)
+        self._start = torch.zeros(node_cap, **idx)
+        self._len = torch.zeros(node_cap, **idx)
+        self._start[:n] = rowptr[:-1].long()
+        self._len[:n] = (rowptr[1:] - rowptr[:-1]).long()
+        self._cap = self._len.clone()
+        buf_cap = e + e // 4 + 1024
+        self._index_dtype_for(2 * node_cap + 2, buf_cap)
+        self._col = torch.empty(buf_cap, dtype=self.index_dtype, device=self.device)
+        self._col[:e] = col.to(self.index_dtype) * 2 + 1
+        self._weight = None
+        if edge_weight is not None:
+            self._weight = torch.empty(buf_cap, dtype=edge_weight.dtype, device=self.device)
+            self._weight[:e] = edge_weight
+        self._tail = e
+        self._garbage = 0
+        self._bounds = torch.zeros(2 * node_cap + 2, dtype=self.index_dtype, device=self.device)
+        self._write_bounds(torch.arange(n, device=self.device))
+        self._close_bounds()
+
+    @classmethod
+    def from_graph(cls, graph: Graph) -> "GrowingCSR":
+        return cls(graph.rowptr, graph.col, graph.num_nodes, graph.edge_weight)
+
+    # ------------------------------------------------------------------ internal layout
+    def _index_dtype_for(self, *sizes: int) -> None:
+        """Promote int32 indices to int64 when a bound or the doubled node ids would not fit."""
+        if self.index_dtype == torch.int32 and max(sizes) > torch.iinfo(torch.int32).max:
+            self.index_dtype = torch.int64
+            for name in ("_col", "_bounds"):
+                if hasattr(self, name):
+                    setattr(self, name, getattr(self, name).long())
+
+    def _write_bounds(self, rows: Tensor) -> None:
+        start = self._start.index_select(0, rows)
+        self._bounds[2 * rows + 1] = start.to(self.index_dtype)
+        self._bounds[2 * rows + 2] = (start + self._len.index_select(0, rows)).to(self.index_dtype)
+
+    def _close_bounds(self) -> None:
+        """The kernels check ``rowptr[-1] == col.numel()``: the entry after the last row holds the buffer size."""
+        self._bounds[2 * self.num_nodes + 1] = self._col.numel()
+
+    def _rebuild(self, extra: int) -> None:
+        """Pack every row (with 25% slack) into a new buffer with room for ``extra`` more entries and a quarter
+        of the packed size again: O(E), after Omega(E) appended edges since the previous rebuild."""
+        n = self.num_nodes
+        length = self._len[:n]
+        cap = length + length // 4
+        packed = int(cap.sum())
+        size = packed + max(packed // 4, 2 * extra, 1024)
+        self._index_dtype_for(size)
+        new_start = _exclusive_cumsum(cap)
+        src = _ranges(self._start[:n], length, self.num_edges)
+        dst = _ranges(new_start, length, self.num_edges)
+        col = torch.empty(size, dtype=self.index_dtype, device=self.device)
+        col[dst] = self._col[src].to(self.index_dtype)
+        self._col = col
+        if self._weight is not None:
+            weight = torch.empty(size, dtype=self._weight.dtype, device=self.device)
+            weight[dst] = self._weight[src]
+            self._weight = weight
+        self._start[:n] = new_start
+        self._cap[:n] = cap
+        self._tail, self._garbage = packed, 0
+        self.counters["edge_reallocations"] += 1
+        self._write_bounds(torch.arange(n, device=self.device))
+        self._close_bounds()
+
+    # ------------------------------------------------------------------ growth
+    def add_nodes(self, count: int) -> None:
+        """Append ``count`` rows without edges (node arrays double their capacity when full)."""
+        if count <= 0:
+            return
+        n = self.num_nodes + count
+        node_cap = self._start.numel()
+        if n > node_cap:
+            new_cap = max(2 * node_cap, n)
+            self._index_dtype_for(2 * new_cap + 2)
+            for name in ("_start", "_len", "_cap"):
+                old = getattr(self, name)
+                grown = torch.zeros(new_cap, dtype=old.dtype, device=self.device)
+                grown[: self.num_nodes] = old[: self.num_nodes]
+                setattr(self, name, grown)
+            bounds = torch.zeros(2 * new_cap + 2, dtype=self.index_dtype, device=self.device)
+            bounds[: 2 * self.num_nodes + 1] = self._bounds[: 2 * self.num_nodes + 1]
+            self._bounds = bounds
+            self.counters["node_reallocations"] += 1
+        new = slice(self.num_nodes, n)
+        self._start[new] = 0
+        self._len[new] = 0
+        self._cap[new] = 0
+        self._bounds[2 * self.num_nodes + 1: 2 * n + 1] = 0
+        self.num_nodes = n
+        self._close_bounds()
+
+    def add_edges(self, src: Tensor, dst: Tensor, weight: Optional[Tensor] = None) -> None:
+        """Append edges ``src[k] -> dst[k]`` at the end of row ``dst[k]`` (in the given order within a row).
+
+        Ids must be valid (``[0, num_nodes)``, checked by the caller); ``weight`` given exactly when the graph
+        is weighted.
+        """
+        if (weight is None) != (self._weight is None):
+            raise ValueError("give edge weights exactly when the graph is weighted")
+        m = src.numel()
+        if m == 0:
+            return
+        dst, order = torch.sort(dst.to(self.device, torch.long), stable=True)
+        src = src.to(self.device, torch.long).index_select(0, order)
+        if weight is not None:
+            weight = weight.to(self.device, self._weight.dtype).index_select(0, order)
+        rows, counts = torch.unique_consecutive(dst, return_counts=True)
+        old_len = self._len.index_select(0, rows)
+        new_len = old_len + counts
+        move = new_len > self._cap.index_select(0, rows)
+        moving = rows[move]
+        if moving.numel():
+            new_cap = torch.maximum(torch.maximum(2 * self._cap.index_select(0, moving), new_len[move]),
+                                    torch.full_like(moving, 4))
+            need = int(new_cap.sum())
+            if self._tail + need > self._col.numel():
+                self._rebuild(need)  # packs the rows with slack: recompute which ones still have to move
+                move = new_len > self._cap.index_select(0, rows)
+                moving = rows[move]
+                new_cap = torch.maximum(torch.maximum(2 * self._cap.index_select(0, moving), new_len[move]),
+                                        torch.full_like(moving, 4))
+                need = int(new_cap.sum())
+            if moving.numel():
+                new_start = self._tail + _exclusive_cumsum(new_cap)
+                length = self._len.index_select(0, moving)
+                total = int(length.sum())
+                from_pos = _ranges(self._start.index_select(0, moving), length, total)
+                to_pos = _ranges(new_start, length, total)
+                self._col[to_pos] = self._col[from_pos]
+                if self._weight is not None:
+                    self._weight[to_pos] = self._weight[from_pos]
+                self._garbage += int(self._cap.index_select(0, moving).sum())
+                self._tail += need
+                self._start[moving] = new_start
+                self._cap[moving] = new_cap
+                self.counters["rows_moved"] += moving.numel()
+                self.counters["edges_moved"] += total
+        first = torch.repeat_interleave(_exclusive_cumsum(counts), counts, output_size=m)
+        base = torch.repeat_interleave(self._start.index_select(0, rows) + old_len, counts, output_size=m)
+        pos = base + torch.arange(m, device=self.device) - first
+        self._col[pos] = (src * 2 + 1).to(self.index_dtype)
+        if weight is not None:
+            self._weight[pos] = weight
+        self._len[rows] = new_len
+        self.num_edges += m
+        self._write_bounds(rows)
+
+    # ------------------------------------------------------------------ reading
+    @property
+    def kernel_rowptr(self) -> Tensor:
+        """The interleaved bounds read by ``expand_hop`` (node ``v`` = kernel row ``2v + 1``)."""
+        return self._bounds[: 2 * self.num_nodes + 2]
+
+    @property
+    def kernel_col(self) -> Tensor:
+        """The edge buffer (sources stored as ``2u + 1``), indexed by the hop's ``edge_ids``."""
+        return self._col
+
+    def expand(self, seeds: Tensor, fanout: int, random_seed: int, skip: Optional[Tensor] = None) -> HopBlock:
+        """:func:`~gnnaccel.ops.expand_hop` of ``seeds`` (node ids, validated by the caller) over this graph.
+
+        Returns:
+            the HopBlock with the frontier in node ids; ``edge_ids`` index :meth:`sources` / :meth:`weights`.
+        """
+        seeds = seeds.to(self.device, self.index_dtype) * 2 + 1
+        hop = expand_hop(self.kernel_rowptr, self._col, seeds, fanout, random_seed, skip)
+        return HopBlock(hop.frontier >> 1, hop.rowptr, hop.col, hop.edge_ids)
+
+    def sources(self, edge_ids: Tensor) -> Tensor:
+        """Source node ids of the edges ``edge_ids`` (from :meth:`expand`)."""
+        return self._col.index_select(0, edge_ids) >> 1
+
+    def weights(self, edge_ids: Tensor) -> Optional[Tensor]:
+        return None if self._weight is None else self._weight.index_select(0, edge_ids)
+
+    @property
+    def weighted(self) -> bool:
+        return self._weight is not None
+
+    def to_graph(self, index_dtype: Optional[torch.dtype] = None) -> Graph:
+        """The graph as a packed :class:`~gnnaccel.Graph` (O(E)): rows in node order, edges in row order."""
+        n = self.num_nodes
+        length = self._len[:n]
+        rowptr = torch.zeros(n + 1, dtype=torch.long, device=self.device)
+        torch.cumsum(length, 0, out=rowptr[1:])
+        pos = _ranges(self._start[:n], length, self.num_edges)
+        index_dtype = index_dtype or self.index_dtype
+        col = (self._col.index_select(0, pos) >> 1).to(index_dtype)
+        weight = None if self._weight is None else self._weight.index_select(0, pos)
+        return Graph(rowptr.to(index_dtype), col, n, weight, validate=False)
+
+    def __repr__(self) -> str:
+        return (f"GrowingCSR(num_nodes={self.num_nodes}, num_edges={self.num_edges}, buffer={self._col.numel()}, "
+                f"garbage={self._garbage}, {self.index_dtype})")

@@ -1,8 +1,10 @@
 """Command line: ``python -m gnnaccel`` (``gnnaccel`` once installed).
 
 Subcommands: ``demo`` (the end-to-end demo), ``info MODEL`` (architecture, widths, pruning, size), ``prune``
-(a saved gnnaccel model or a PyG checkpoint + a graph file -> a pruned model file) and ``bench`` (full-graph
-inference of a model on a graph against PyG, in the same process, interleaved).
+(a saved gnnaccel model or a PyG checkpoint + a graph file -> a pruned model file), ``bench`` (full-graph
+inference of a model on a graph against PyG, in the same process, interleaved) and ``serve`` (the HTTP service
+of :mod:`gnnaccel.serving` over a batched engine; ``--features`` reads the features from a ``.pt`` / ``.npy``
+file instead of the graph file).
 
 Graph files (``--graph``): a ``.pt`` file holding a dict (read with ``torch.load(weights_only=True)``) or a
 ``.npz`` file (read with ``numpy.load(allow_pickle=False)``), with ``edge_index`` (integers, shape [2, E], row 0
@@ -23,6 +25,7 @@ import argparse
 import os
 import sys
 import warnings
+from typing import Optional
 
 import torch
 
@@ -53,11 +56,33 @@ def _torch_load_plain(path: str, what: str):
                          f"{exc})") from exc
 
 
-def read_graph(path: str):
+def _load_plain(path: str, what: str, numpy_suffix: str):
+    """A ``.pt`` file (:func:`_torch_load_plain`) or a numpy file with ``numpy_suffix`` (``numpy.load`` without
+    pickles: a ``.npz`` as a dict of tensors, a ``.npy`` as a tensor)."""
+    if path.endswith(".pt"):
+        return _torch_load_plain(path, what)
+    if not path.endswith(numpy_suffix):
+        raise InputError(f"{what} {path!r}: expected a .pt or {numpy_suffix} file")
+    import numpy as np
+
+    _require_file(path, what)
+    try:
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, np.ndarray):
+            with data:
+                return {k: torch.from_numpy(np.array(data[k])) for k in data.files}
+        return torch.from_numpy(np.array(data))
+    except Exception as exc:
+        raise InputError(f"{what} {path!r} is not a readable {numpy_suffix} file ({type(exc).__name__}: "
+                         f"{exc})") from exc
+
+
+def read_graph(path: str, x=None):
     """Read a graph file (format in the module docstring).
 
     Args:
         path: a ``.pt`` or ``.npz`` file.
+        x: node features read from elsewhere (:func:`read_features`); the file must then not hold ``x``.
 
     Returns:
         ``(graph, x)``: a :class:`gnnaccel.Graph` and the float feature matrix.
@@ -67,29 +92,19 @@ def read_graph(path: str):
     """
     from .graph import Graph
 
-    if path.endswith(".npz"):
-        import numpy as np
-
-        _require_file(path, "graph file")
-        try:
-            with np.load(path, allow_pickle=False) as f:
-                content = {k: torch.from_numpy(np.array(f[k])) for k in f.files}
-        except Exception as exc:
-            raise InputError(f"graph file {path!r} is not a readable .npz file ({type(exc).__name__}: "
-                             f"{exc})") from exc
-    elif path.endswith(".pt"):
-        content = _torch_load_plain(path, "graph file")
-    else:
-        raise InputError(f"graph file {path!r}: expected a .pt or .npz file")
+    content = _load_plain(path, "graph file", ".npz")
     if not isinstance(content, dict):
         raise InputError(f"graph file {path!r} must hold a dict with edge_index and x, got "
                          f"{type(content).__name__}")
     unknown = sorted(map(str, set(content) - {"edge_index", "x", "num_nodes", "edge_weight"}))
-    missing = [k for k in ("edge_index", "x") if k not in content]
+    missing = [k for k in ("edge_index", "x") if k not in content and (k != "x" or x is None)]
     if missing or unknown:
         raise InputError(f"graph file {path!r}: missing {missing}, unknown entries {unknown} (expected "
                          "edge_index, x, optional num_nodes and edge_weight)")
-    x, edge_index = content["x"], content["edge_index"]
+    if x is not None and "x" in content:
+        raise InputError(f"graph file {path!r} holds features x and features were given separately: give one")
+    x = content["x"] if x is None else x
+    edge_index = content["edge_index"]
     if not isinstance(x, torch.Tensor) or x.dim() != 2 or not x.is_floating_point():
         raise InputError(f"graph file {path!r}: x must be a 2-D float tensor [num_nodes, num_features]")
     num_nodes = content.get("num_nodes", x.shape[0])
@@ -108,6 +123,29 @@ def read_graph(path: str):
     except (ValueError, TypeError, IndexError) as exc:
         raise InputError(f"graph file {path!r}: {exc}") from exc
     return graph, x.contiguous()
+
+
+def read_features(path: str, dtype: torch.dtype = None) -> torch.Tensor:
+    """Read a node feature matrix: a ``.pt`` tensor (``torch.load(weights_only=True)``) or a ``.npy`` array
+    (``numpy.load(allow_pickle=False)``).
+
+    Args:
+        path: the file.
+        dtype: floating dtype to convert the features to (default: keep the file's).
+
+    Returns:
+        A 2-D float tensor [num_nodes, num_features].
+
+    Raises:
+        InputError naming the file and the problem.
+    """
+    x = _load_plain(path, "features file", ".npy")
+    if not isinstance(x, torch.Tensor) or x.dim() != 2 or not x.is_floating_point():
+        raise InputError(f"features file {path!r} must hold a 2-D float tensor [num_nodes, num_features], got "
+                         + (f"{x.dtype} of shape {list(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__))
+    if not bool(torch.isfinite(x).all()):
+        raise InputError(f"features file {path!r} holds NaN or infinite values")
+    return (x if dtype is None else x.to(dtype)).contiguous()
 
 
 def _pyg_checkpoint(args):
@@ -297,6 +335,25 @@ def cmd_bench(args) -> None:
         print("PyG runs the unpruned architecture with its own weights (cost does not depend on the values)")
 
 
+def cmd_serve(args) -> None:
+    from .batched import BatchedEngine
+    from .serving import serve
+
+    model = _source_model(args).eval()
+    dtype = next(model.parameters()).dtype
+    x = None if args.features is None else read_features(args.features, dtype)
+    graph, x = read_graph(_require_file(args.graph, "graph file"), x=x)
+    _check_fits(model, x, args.graph)
+    try:
+        engine = BatchedEngine(model, graph, x.to(dtype), fanouts=args.fanouts, cache=args.cache)
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"cannot build the engine: {exc}") from exc
+    try:
+        serve(engine, args.host, args.port, max_body_bytes=args.max_body_bytes, max_batch=args.max_batch)
+    except OSError as exc:
+        raise InputError(f"cannot listen on {args.host}:{args.port}: {exc}") from exc
+
+
 # ------------------------------------------------------------------------------------------------- parser
 def _version() -> str:
     from . import EXTENSION_LOADED, __version__
@@ -332,19 +389,41 @@ def _keep(value: str) -> float:
     return v
 
 
-def _positive(value: str) -> int:
+def _int_arg(value: str, lo: int, hi: Optional[int], what: str) -> int:
+    """An int option value in ``[lo, hi]`` (``hi`` None: unbounded), else a usage error ``'<what>, got ...'``."""
     try:
         v = int(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+        raise argparse.ArgumentTypeError(f"{what}, got {value!r}") from None
+    if v < lo or (hi is not None and v > hi):
+        raise argparse.ArgumentTypeError(f"{what}, got {v}")
     return v
+
+
+def _positive(value: str) -> int:
+    return _int_arg(value, 1, None, "expected a positive integer")
+
+
+def _fanout(value: str) -> Optional[int]:
+    return None if value == "all" else _int_arg(value, 1, None, "a fanout is 'all' or an int >= 1")
+
+
+def _cache(value: str):
+    if value == "none":
+        return None
+    if value == "all":
+        return True
+    return _int_arg(value, 1, None, "cache is 'none', 'all' or a positive number of nodes")
+
+
+def _port(value: str) -> int:
+    return _int_arg(value, 0, 65535, "a port is an int in 0..65535")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line's argument parser (every option carries help text)."""
     from .pruning.prune import METHODS, SCHEMES
+    from .serving import DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_BYTES
 
     parser = argparse.ArgumentParser(prog="gnnaccel", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -385,6 +464,23 @@ def build_parser() -> argparse.ArgumentParser:
                                                                     "interleaved (default 10)")
     bench.add_argument("--warmup", type=int, default=2, help="untimed warm-up calls of each (default 2)")
     bench.set_defaults(func=cmd_bench)
+
+    serve = sub.add_parser("serve", help="serve a model over HTTP (FastAPI + uvicorn): /predict, /nodes, /stats, "
+                                          "/healthz on a growing graph")
+    _add_source(serve)
+    serve.add_argument("--features", metavar="X", help="node features, .pt tensor or .npy array [N, F] (then the "
+                                                       "graph file holds no x); converted to the model's dtype")
+    serve.add_argument("--fanouts", nargs="+", type=_fanout, metavar="K",
+                       help="neighbours sampled per propagating layer ('all' = exact; default: exact everywhere)")
+    serve.add_argument("--cache", type=_cache, default=None, metavar="N|all|none",
+                       help="cache of hidden features: N nodes (LRU), all, or none (default none)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, loopback)")
+    serve.add_argument("--port", type=_port, default=8000, help="TCP port (default 8000; 0 = a free one, printed)")
+    serve.add_argument("--max-batch", type=_positive, default=DEFAULT_MAX_BATCH,
+                       help=f"most node ids per /predict and new nodes per /nodes request (default {DEFAULT_MAX_BATCH})")
+    serve.add_argument("--max-body-bytes", type=_positive, default=DEFAULT_MAX_BODY_BYTES,
+                       help=f"largest request body accepted, larger ones get 413 (default {DEFAULT_MAX_BODY_BYTES})")
+    serve.set_defaults(func=cmd_serve)
     return parser
 
 

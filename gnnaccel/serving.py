@@ -87,6 +87,8 @@ def parse_json(body: bytes) -> Any:
         raise RequestError(400, f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except RecursionError:
         raise RequestError(400, "malformed JSON: nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer literal over Python's digit limit
+        raise RequestError(400, f"malformed JSON: {exc}") from None
 
 
 def _path(loc) -> str:

@@ -25,7 +25,7 @@ from gnnaccel.serving import create_app  # noqa: E402
 
 TOL = dict(atol=1e-5, rtol=1e-5)
 N, F = 40, 6
-MAX_BODY, MAX_BATCH = 4096, 16
+MAX_BODY, MAX_BATCH = 8192, 16
 
 
 def model_inputs(n: int, f: int, seed: int, model_cls=GraphSAGE, hidden: int = 12):
@@ -146,6 +146,7 @@ BAD = {  # name: (route, raw body, status, words the message must contain)
     "negative id": ("/predict", b'{"nodes": [3, -1]}', 422, "nodes[1]"),
     "unknown id": ("/predict", b'{"nodes": [0, %d]}' % N, 422, "unknown node id %d" % N),
     "huge id": ("/predict", b'{"nodes": [%d]}' % 10 ** 30, 422, "unknown node id"),
+    "overlong integer": ("/predict", b'{"nodes": [' + b"9" * 5000 + b"]}", 400, "digits"),
     "bool id": ("/predict", b'{"nodes": [true]}', 422, "nodes[0]"),
     "float id": ("/predict", b'{"nodes": [1.0]}', 422, "nodes[0]"),
     "string id": ("/predict", b'{"nodes": ["1"]}', 422, "nodes[0]"),
@@ -164,6 +165,8 @@ BAD = {  # name: (route, raw body, status, words the message must contain)
     "float32 overflow": ("/nodes", b'{"features": [[0, 1e39, 0, 0, 0, 0]]}', 422, "features[0][1]"),
     "too many new nodes": ("/nodes", json.dumps({"features": [[0.0] * F] * (MAX_BATCH + 1)}).encode(), 422,
                            "too many"),
+    "huge endpoint": ("/nodes", b'{"features": [[0, 0, 0, 0, 0, 0]], "edges": [[%d, {"new": 0}]]}' % 10 ** 30,
+                      422, "edges[0][0]: unknown node id"),
     "unknown endpoint": ("/nodes", b'{"features": [[0, 0, 0, 0, 0, 0]], "edges": [[0, {"new": 0}], [%d, 1]]}' % N,
                          422, "edges[1][0]: unknown node id"),
     "negative endpoint": ("/nodes", b'{"features": [[0, 0, 0, 0, 0, 0]], "edges": [[-2, {"new": 0}]]}', 422,
@@ -205,7 +208,7 @@ def test_oversized_streamed_body(served):
     """No Content-Length (chunked upload): the body is refused once the bytes that arrived pass the limit."""
     client, engine, model, edge_index, x = served
     before = _state(engine)
-    chunks = iter([b'{"features": [' + b"[0, 0, 0, 0, 0, 0], " * 400, b"[0, 0, 0, 0, 0, 0]]}"])
+    chunks = iter([b'{"features": [' + b"[0, 0, 0, 0, 0, 0], " * 1000, b"[0, 0, 0, 0, 0, 0]]}"])
     r = client.post("/nodes", content=chunks)
     assert r.status_code == 413 and "exceeds the limit" in r.json()["detail"]
     r = client.post("/predict", content=b'{"nodes": [1]}', headers={"content-length": "x1"})

@@ -253,4 +253,4 @@ def test_load(tmp_path):
           f"{len(errors)} errors; client-side latency p50/p99 all {p50:.1f}/{p99:.1f} ms, /predict "
           f"{pp50:.1f}/{pp99:.1f} ms, /nodes {np50:.1f}/{np99:.1f} ms; server-side /predict p50/p99 "
           f"{server_p['p50']:.1f}/{server_p['p99']:.1f} ms; {len(by_version)} graph versions checked against full "
-          f"inference; cache hit rate {stats['engine'].get('cache', {}).get('hit_rate')}")
+          f"inference; cache hit rate {stats['engine']['hit_rate']:.3f}")

@@ -143,9 +143,13 @@ def read_features(path: str, dtype: torch.dtype = None) -> torch.Tensor:
     if not isinstance(x, torch.Tensor) or x.dim() != 2 or not x.is_floating_point():
         raise InputError(f"features file {path!r} must hold a 2-D float tensor [num_nodes, num_features], got "
                          + (f"{x.dtype} of shape {list(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__))
+    return _finite(x if dtype is None else x.to(dtype), f"features file {path!r}")
+
+
+def _finite(x: torch.Tensor, what: str) -> torch.Tensor:
     if not bool(torch.isfinite(x).all()):
-        raise InputError(f"features file {path!r} holds NaN or infinite values")
-    return (x if dtype is None else x.to(dtype)).contiguous()
+        raise InputError(f"{what} holds NaN or infinite values (in {x.dtype})")
+    return x.contiguous()
 
 
 def _pyg_checkpoint(args):
@@ -340,12 +344,14 @@ def cmd_serve(args) -> None:
     from .serving import serve
 
     model = _source_model(args).eval()
-    dtype = next(model.parameters()).dtype
+    dtype = next(model.parameters(), torch.empty(0)).dtype
     x = None if args.features is None else read_features(args.features, dtype)
     graph, x = read_graph(_require_file(args.graph, "graph file"), x=x)
     _check_fits(model, x, args.graph)
+    if args.features is None:
+        x = _finite(x.to(dtype), f"graph file {args.graph!r}: x")
     try:
-        engine = BatchedEngine(model, graph, x.to(dtype), fanouts=args.fanouts, cache=args.cache)
+        engine = BatchedEngine(model, graph, x, fanouts=args.fanouts, cache=args.cache)
     except (ValueError, TypeError) as exc:
         raise InputError(f"cannot build the engine: {exc}") from exc
     try:

@@ -290,6 +290,8 @@ def test_serve_command_input_errors(tmp_path, capsys):
     torch.save(x, tmp_path / "x.pt")
     torch.save(torch.randn(N, F + 1), tmp_path / "wide.pt")
     torch.save(x.clone().index_fill_(0, torch.tensor([3]), float("nan")), tmp_path / "nan.pt")
+    torch.save({"edge_index": edge_index, "x": x.double().index_fill_(0, torch.tensor([1]), 1e39)},
+               tmp_path / "overflow.pt")  # finite in float64, not in the model's float32
     base = ["serve", "--model", tmp_path / "model.pt", "--port", "0"]
     cases = [
         (["--graph", tmp_path / "graph.pt", "--features", tmp_path / "x.pt"], "give one"),
@@ -299,6 +301,7 @@ def test_serve_command_input_errors(tmp_path, capsys):
         (["--graph", tmp_path / "edges.pt", "--features", tmp_path / "nan.pt"], "NaN"),
         (["--graph", tmp_path / "edges.pt", "--features", tmp_path / "missing.npy"], "does not exist"),
         (["--graph", tmp_path / "edges.pt", "--features", tmp_path / "graph.pt"], "2-D float tensor"),
+        (["--graph", tmp_path / "overflow.pt"], "infinite values (in torch.float32)"),
         (["--graph", tmp_path / "graph.pt", "--fanouts", "3", "4", "5"], "fanouts"),
     ]
     for extra, words in cases:

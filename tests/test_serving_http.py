@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -42,12 +43,17 @@ def _inputs(n: int, f: int, seed: int):
 class Server:
     """`python -m gnnaccel serve ... --port 0` as a subprocess; ``url`` once /healthz answers; always stopped."""
 
-    def __init__(self, tmp_path, model, edge_index, x, *extra):
+    def __init__(self, tmp_path, model, edge_index, x, *extra, npy: bool = False):
         gnnaccel.save(model, tmp_path / "model.pt")
         torch.save({"edge_index": edge_index, "num_nodes": x.shape[0]}, tmp_path / "graph.pt")
-        torch.save(x, tmp_path / "x.pt")
+        if npy:  # float64: the command converts it to the model's float32
+            features = tmp_path / "x.npy"
+            np.save(features, x.double().numpy())
+        else:
+            features = tmp_path / "x.pt"
+            torch.save(x, features)
         self.argv = [sys.executable, "-m", "gnnaccel", "serve", "--model", str(tmp_path / "model.pt"),
-                     "--graph", str(tmp_path / "graph.pt"), "--features", str(tmp_path / "x.pt"),
+                     "--graph", str(tmp_path / "graph.pt"), "--features", str(features),
                      "--host", "127.0.0.1", "--port", "0", *map(str, extra)]
         self.out_path, self.err_path = tmp_path / "server.out", tmp_path / "server.err"
 
@@ -101,7 +107,7 @@ def test_real_server(tmp_path):
     n, f = 60, 8
     edge_index, x, model = _inputs(n, f, seed=11)
     with Server(tmp_path, model, edge_index, x, "--cache", "all", "--max-body-bytes", 65536,
-                "--max-batch", 100) as server:
+                "--max-batch", 100, npy=True) as server:
         with httpx.Client(base_url=server.url, timeout=30) as c:
             ids = [0, 5, 5, n - 1]
             r = c.post("/predict", json={"nodes": ids})

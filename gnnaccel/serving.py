@@ -13,7 +13,7 @@ Routes (JSON in, JSON out):
   version this update produced (null if another writer changed the engine at the same time, outside the server).
 - ``GET /stats``: per route the request count, the 4xx and 5xx counts and latency quantiles (ms, over the last
   ``latency_window`` requests, measured in the server from request to response); the engine's ``stats()``
-  (node and edge counts, version, cache hit rate and invalidations).
+  (node and edge counts, version, cache hit rate and invalidations); the request limits.
 - ``GET /healthz`` -> ``{"status": "ok", "num_nodes": n, "version": v}``.
 
 Bad requests change nothing and get a JSON ``{"detail": "<what is wrong>"}`` with status 413 (body over
@@ -43,7 +43,7 @@ __all__ = ["create_app", "serve", "DEFAULT_MAX_BODY_BYTES", "DEFAULT_MAX_BATCH"]
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 DEFAULT_MAX_BATCH = 4096
 ROUTES = ("/predict", "/nodes", "/stats", "/healthz")
-_PREDICT_ATTEMPTS = 32  # a prediction that overlapped an update is recomputed (see _Service.predict)
+_ATTEMPTS = 32  # a prediction that overlapped an update is recomputed, an update raced by another writer redone
 
 
 def _require_fastapi():
@@ -195,9 +195,10 @@ class _RouteStats:
 class _Service:
     """The engine behind the routes: validation against the engine's state, then the engine call."""
 
-    def __init__(self, engine, max_batch: int, latency_window: int):
+    def __init__(self, engine, max_batch: int, max_body_bytes: int, latency_window: int):
         self.engine = engine
         self.max_batch = max_batch
+        self.limits = {"max_batch": max_batch, "max_body_bytes": max_body_bytes}
         self.stats = _RouteStats(latency_window)
         self.started = time.time()
         self._write = threading.Lock()  # one /nodes at a time: its ids and version are then known in advance
@@ -213,7 +214,7 @@ class _Service:
         top = max(req.nodes)
         # An update increments engine.version inside the engine's write lock, and predict holds the read lock:
         # equal versions before and after mean that the prediction saw the graph of exactly that version.
-        for _ in range(_PREDICT_ATTEMPTS):
+        for _ in range(_ATTEMPTS):
             version, num_nodes = engine.version, engine.num_nodes
             if top >= num_nodes:  # (checked before the ids become int64: they may not fit)
                 i = next(i for i, v in enumerate(req.nodes) if v >= num_nodes)
@@ -222,7 +223,7 @@ class _Service:
             scores = _engine_call(engine.predict, torch.tensor(req.nodes, dtype=torch.long))
             if engine.version == version:
                 return {"scores": scores.tolist(), "version": version}
-        raise RequestError(503, f"the graph changed during each of {_PREDICT_ATTEMPTS} attempts; retry")
+        raise RequestError(503, f"the graph changed during each of {_ATTEMPTS} attempts; retry")
 
     def _edge_index(self, edges: List[List[Any]], num_new: int, n0: int) -> torch.Tensor:
         """Endpoints (existing ids < n0, or {"new": k}) -> int64 [2, E] with new node k at id n0 + k."""
@@ -271,7 +272,7 @@ class _Service:
                                     f"{engine.x.dtype}")
         x = x.to(engine.x.device)
         with self._write:
-            for _ in range(_PREDICT_ATTEMPTS):
+            for _ in range(_ATTEMPTS):
                 n0, version = engine.num_nodes, engine.version
                 edge_index = self._edge_index(req.edges, k, n0).to(engine.x.device)
                 try:
@@ -282,14 +283,14 @@ class _Service:
                     raise RequestError(422, str(exc)) from None
                 after = engine.version
                 return {"ids": ids.tolist(), "version": after if after == version + 1 else None}
-        raise RequestError(503, f"the graph grew concurrently during each of {_PREDICT_ATTEMPTS} attempts; retry")
+        raise RequestError(503, f"the graph grew concurrently during each of {_ATTEMPTS} attempts; retry")
 
     def health(self) -> dict:
         return {"status": "ok", "num_nodes": int(self.engine.num_nodes), "version": int(self.engine.version)}
 
     def snapshot(self) -> dict:
         return {"routes": self.stats.snapshot(), "engine": _jsonable(self.engine.stats()),
-                "uptime_s": time.time() - self.started}
+                "limits": self.limits, "uptime_s": time.time() - self.started}
 
 
 def _engine_call(fn, *args):
@@ -385,7 +386,7 @@ def create_app(engine, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, max_batc
     for attr in ("predict", "add_nodes", "stats", "version", "num_nodes", "x"):
         if not hasattr(engine, attr):
             raise TypeError(f"create_app needs a BatchedEngine (with .{attr}), got {type(engine).__name__}")
-    service = _Service(engine, max_batch, latency_window)
+    service = _Service(engine, max_batch, max_body_bytes, latency_window)
     schemas = _models()
     app = FastAPI(title="gnnaccel", summary="GNN inference on a growing graph", docs_url=None, redoc_url=None)
     app.state.service = service

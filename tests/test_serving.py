@@ -111,7 +111,7 @@ def test_stats_and_healthz(served):
     for _ in range(3):
         assert client.post("/predict", json={"nodes": [1, 2, 3]}).status_code == 200
     if engine.cache is not None:  # the second and third predict of the same nodes hit
-        assert 0 < client.get("/stats").json()["engine"]["cache"]["hit_rate"] <= 1
+        assert 0 < client.get("/stats").json()["engine"]["hit_rate"] <= 1
     assert client.post("/predict", json={"nodes": [N]}).status_code == 422
     assert client.post("/nodes", json={"features": [[1.0] * F], "edges": [[0, {"new": 0}]]}).status_code == 200
     assert client.get("/no-such-route").status_code == 404
@@ -124,6 +124,7 @@ def test_stats_and_healthz(served):
     assert routes["/stats"]["requests"] == (engine.cache is not None)
     lat = routes["/predict"]["latency_ms"]
     assert lat["samples"] == 4 and 0 < lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
+    assert stats["limits"] == {"max_batch": MAX_BATCH, "max_body_bytes": MAX_BODY}
     eng = stats["engine"]
     assert (eng["num_nodes"], eng["num_edges"], eng["version"]) == (N + 1, edge_index.shape[1] + 1, 1)
     assert client.get("/stats").json()["routes"]["/stats"]["requests"] == 1 + (engine.cache is not None)
@@ -269,6 +270,28 @@ def test_prediction_that_overlaps_an_update_is_recomputed(served, monkeypatch):
     grown = torch.cat([edge_index, torch.tensor([[N], [0]])], 1)
     torch.testing.assert_close(torch.tensor(body["scores"]),
                                _reference(model, grown, torch.cat([x, new_x]), [0, 1]), **TOL)
+
+
+def test_update_raced_by_another_writer_is_redone(served, monkeypatch):
+    """A node added directly to the engine between the service's reading of num_nodes and its update: the
+    compare-and-swap (first_id) fails, the service resolves {"new": k} against the new node count and retries."""
+    client, engine, model, edge_index, x = served
+    real = engine.add_nodes
+    outside_x = torch.randn(1, F)
+
+    def raced(features, edge_index=None, *, first_id=None):
+        if engine.num_nodes == N:
+            real(outside_x, torch.tensor([[0], [N]]))
+        return real(features, edge_index, first_id=first_id)
+
+    monkeypatch.setattr(engine, "add_nodes", raced)
+    new_x = torch.randn(1, F)
+    r = client.post("/nodes", json={"features": new_x.tolist(), "edges": [[{"new": 0}, 1], [3, {"new": 0}]]})
+    assert r.status_code == 200 and r.json() == {"ids": [N + 1], "version": 2}, r.text
+    grown = torch.cat([edge_index, torch.tensor([[0, N + 1, 3], [N, 1, N + 1]])], 1)
+    ids = [0, 1, N, N + 1]
+    torch.testing.assert_close(torch.tensor(client.post("/predict", json={"nodes": ids}).json()["scores"]),
+                               _reference(model, grown, torch.cat([x, outside_x, new_x]), ids), **TOL)
 
 
 def test_create_app_arguments():

@@ -8,12 +8,10 @@ buffer is full it is rebuilt packed (each row with 25% slack) into a buffer with
 again, so a rebuild, O(E), happens only after Omega(E) appended edges: O(1) amortised per edge. Node-indexed arrays
 double their capacity. Nothing is ever rebuilt from scratch per batch.
 
-Expansion reuses the ``expand_hop`` kernels unchanged through an id mapping: the kernels read row ``u`` as
-``[rowptr[u], rowptr[u + 1])``, so the row bounds are stored interleaved, ``bounds = [0, start_0, end_0, start_1,
-end_1, ..., buffer size]``, and node ``v`` is kernel row ``2v + 1`` (the edge buffer stores sources as
-``2u + 1`` too; :meth:`GrowingCSR.expand` maps seeds in and the frontier out). Sampled draws are the kernel's
-pure function of (seed, kernel row, draw) over the row's edges in their (insertion) order, so two structures
-holding the same rows answer identically however they grew.
+Expansion calls the ``expand_hop`` kernels with ``rowptr`` = the row starts and ``row_end`` = the row ends (rows
+need not be packed). Node ids, the order of a row's edges (insertion order) and therefore the sampled draws (a
+pure function of (seed, node, draw) over the row) are those of the packed graph: a GrowingCSR answers exactly
+as :func:`~gnnaccel.ops.expand_hop` on the :class:`~gnnaccel.Graph` holding the same rows, however it grew.
 """
 from __future__ import annotations
 
@@ -66,25 +64,24 @@ class GrowingCSR:
                                          "edges_moved": 0}
         n, e = self.num_nodes, self.num_edges
         node_cap = max(n, 16)
-        idx = dict(dtype=torch.long, device=self.device)
-        self._start = torch.zeros(node_cap, **idx)
-        self._len = torch.zeros(node_cap, **idx)
-        self._start[:n] = rowptr[:-1].long()
-        self._len[:n] = (rowptr[1:] - rowptr[:-1]).long()
-        self._cap = self._len.clone()
         buf_cap = e + e // 4 + 1024
-        self._index_dtype_for(2 * node_cap + 2, buf_cap)
-        self._col = torch.empty(buf_cap, dtype=self.index_dtype, device=self.device)
-        self._col[:e] = col.to(self.index_dtype) * 2 + 1
+        self._index_dtype_for(node_cap, buf_cap)
+        index = dict(dtype=self.index_dtype, device=self.device)
+        # Row v: col[start[v]:end[v]] (the kernels' rowptr / row_end), with room up to start[v] + cap[v].
+        self._start = torch.zeros(node_cap, **index)
+        self._end = torch.zeros(node_cap, **index)
+        self._start[:n] = rowptr[:-1]
+        self._end[:n] = rowptr[1:]
+        self._cap = torch.zeros(node_cap, dtype=torch.long, device=self.device)
+        self._cap[:n] = (rowptr[1:] - rowptr[:-1]).long()
+        self._col = torch.empty(buf_cap, **index)
+        self._col[:e] = col
         self._weight = None
         if edge_weight is not None:
             self._weight = torch.empty(buf_cap, dtype=edge_weight.dtype, device=self.device)
             self._weight[:e] = edge_weight
         self._tail = e
         self._garbage = 0
-        self._bounds = torch.zeros(2 * node_cap + 2, dtype=self.index_dtype, device=self.device)
-        self._write_bounds(torch.arange(n, device=self.device))
-        self._close_bounds()
 
     @classmethod
     def from_graph(cls, graph: Graph) -> "GrowingCSR":
@@ -92,33 +89,30 @@ class GrowingCSR:
 
     # ------------------------------------------------------------------ internal layout
     def _index_dtype_for(self, *sizes: int) -> None:
-        """Promote int32 indices to int64 when a bound or the doubled node ids would not fit."""
+        """Promote int32 indices to int64 when a node count or a buffer position would not fit."""
         if self.index_dtype == torch.int32 and max(sizes) > torch.iinfo(torch.int32).max:
             self.index_dtype = torch.int64
-            for name in ("_col", "_bounds"):
+            for name in ("_col", "_start", "_end"):
                 if hasattr(self, name):
                     setattr(self, name, getattr(self, name).long())
 
-    def _write_bounds(self, rows: Tensor) -> None:
-        start = self._start.index_select(0, rows)
-        self._bounds[2 * rows + 1] = start.to(self.index_dtype)
-        self._bounds[2 * rows + 2] = (start + self._len.index_select(0, rows)).to(self.index_dtype)
-
-    def _close_bounds(self) -> None:
-        """The kernels check ``rowptr[-1] == col.numel()``: the entry after the last row holds the buffer size."""
-        self._bounds[2 * self.num_nodes + 1] = self._col.numel()
+    def _lengths(self, rows: Optional[Tensor] = None) -> Tensor:
+        if rows is None:
+            n = self.num_nodes
+            return (self._end[:n] - self._start[:n]).long()
+        return (self._end.index_select(0, rows) - self._start.index_select(0, rows)).long()
 
     def _rebuild(self, extra: int) -> None:
         """Pack every row (with 25% slack) into a new buffer with room for ``extra`` more entries and a quarter
         of the packed size again: O(E), after Omega(E) appended edges since the previous rebuild."""
         n = self.num_nodes
-        length = self._len[:n]
+        length = self._lengths()
         cap = length + length // 4
         packed = int(cap.sum())
         size = packed + max(packed // 4, 2 * extra, 1024)
         self._index_dtype_for(size)
         new_start = _exclusive_cumsum(cap)
-        src = _ranges(self._start[:n], length, self.num_edges)
+        src = _ranges(self._start[:n].long(), length, self.num_edges)
         dst = _ranges(new_start, length, self.num_edges)
         col = torch.empty(size, dtype=self.index_dtype, device=self.device)
         col[dst] = self._col[src].to(self.index_dtype)
@@ -128,11 +122,10 @@ class GrowingCSR:
             weight[dst] = self._weight[src]
             self._weight = weight
         self._start[:n] = new_start
+        self._end[:n] = new_start + length
         self._cap[:n] = cap
         self._tail, self._garbage = packed, 0
         self.counters["edge_reallocations"] += 1
-        self._write_bounds(torch.arange(n, device=self.device))
-        self._close_bounds()
 
     # ------------------------------------------------------------------ growth
     def add_nodes(self, count: int) -> None:
@@ -143,23 +136,18 @@ class GrowingCSR:
         node_cap = self._start.numel()
         if n > node_cap:
             new_cap = max(2 * node_cap, n)
-            self._index_dtype_for(2 * new_cap + 2)
-            for name in ("_start", "_len", "_cap"):
+            self._index_dtype_for(new_cap)
+            for name in ("_start", "_end", "_cap"):
                 old = getattr(self, name)
                 grown = torch.zeros(new_cap, dtype=old.dtype, device=self.device)
                 grown[: self.num_nodes] = old[: self.num_nodes]
                 setattr(self, name, grown)
-            bounds = torch.zeros(2 * new_cap + 2, dtype=self.index_dtype, device=self.device)
-            bounds[: 2 * self.num_nodes + 1] = self._bounds[: 2 * self.num_nodes + 1]
-            self._bounds = bounds
             self.counters["node_reallocations"] += 1
         new = slice(self.num_nodes, n)
         self._start[new] = 0
-        self._len[new] = 0
+        self._end[new] = 0
         self._cap[new] = 0
-        self._bounds[2 * self.num_nodes + 1: 2 * n + 1] = 0
         self.num_nodes = n
-        self._close_bounds()
 
     def add_edges(self, src: Tensor, dst: Tensor, weight: Optional[Tensor] = None) -> None:
         """Append edges ``src[k] -> dst[k]`` at the end of row ``dst[k]`` (in the given order within a row).
@@ -177,7 +165,7 @@ class GrowingCSR:
         if weight is not None:
             weight = weight.to(self.device, self._weight.dtype).index_select(0, order)
         rows, counts = torch.unique_consecutive(dst, return_counts=True)
-        old_len = self._len.index_select(0, rows)
+        old_len = self._lengths(rows)
         new_len = old_len + counts
         move = new_len > self._cap.index_select(0, rows)
         moving = rows[move]
@@ -194,53 +182,53 @@ class GrowingCSR:
                 need = int(new_cap.sum())
             if moving.numel():
                 new_start = self._tail + _exclusive_cumsum(new_cap)
-                length = self._len.index_select(0, moving)
+                length = self._lengths(moving)
                 total = int(length.sum())
-                from_pos = _ranges(self._start.index_select(0, moving), length, total)
+                from_pos = _ranges(self._start.index_select(0, moving).long(), length, total)
                 to_pos = _ranges(new_start, length, total)
                 self._col[to_pos] = self._col[from_pos]
                 if self._weight is not None:
                     self._weight[to_pos] = self._weight[from_pos]
                 self._garbage += int(self._cap.index_select(0, moving).sum())
                 self._tail += need
-                self._start[moving] = new_start
+                self._start[moving] = new_start.to(self.index_dtype)
                 self._cap[moving] = new_cap
                 self.counters["rows_moved"] += moving.numel()
                 self.counters["edges_moved"] += total
         first = torch.repeat_interleave(_exclusive_cumsum(counts), counts, output_size=m)
-        base = torch.repeat_interleave(self._start.index_select(0, rows) + old_len, counts, output_size=m)
+        start = self._start.index_select(0, rows).long()
+        base = torch.repeat_interleave(start + old_len, counts, output_size=m)
         pos = base + torch.arange(m, device=self.device) - first
-        self._col[pos] = (src * 2 + 1).to(self.index_dtype)
+        self._col[pos] = src.to(self.index_dtype)
         if weight is not None:
             self._weight[pos] = weight
-        self._len[rows] = new_len
+        self._end[rows] = (start + new_len).to(self.index_dtype)
         self.num_edges += m
-        self._write_bounds(rows)
 
     # ------------------------------------------------------------------ reading
     @property
-    def kernel_rowptr(self) -> Tensor:
-        """The interleaved bounds read by ``expand_hop`` (node ``v`` = kernel row ``2v + 1``)."""
-        return self._bounds[: 2 * self.num_nodes + 2]
+    def row_start(self) -> Tensor:
+        """``rowptr`` of :func:`~gnnaccel.ops.expand_hop` (the row starts; may extend past ``num_nodes``)."""
+        return self._start
 
     @property
-    def kernel_col(self) -> Tensor:
-        """The edge buffer (sources stored as ``2u + 1``), indexed by the hop's ``edge_ids``."""
+    def row_end(self) -> Tensor:
+        """``row_end`` of :func:`~gnnaccel.ops.expand_hop`: ``[num_nodes]`` row ends."""
+        return self._end[: self.num_nodes]
+
+    @property
+    def col(self) -> Tensor:
+        """The edge buffer (source node ids, with slack and garbage between rows), indexed by ``edge_ids``."""
         return self._col
 
     def expand(self, seeds: Tensor, fanout: int, random_seed: int, skip: Optional[Tensor] = None) -> HopBlock:
-        """:func:`~gnnaccel.ops.expand_hop` of ``seeds`` (node ids, validated by the caller) over this graph.
-
-        Returns:
-            the HopBlock with the frontier in node ids; ``edge_ids`` index :meth:`sources` / :meth:`weights`.
-        """
-        seeds = seeds.to(self.device, self.index_dtype) * 2 + 1
-        hop = expand_hop(self.kernel_rowptr, self._col, seeds, fanout, random_seed, skip)
-        return HopBlock(hop.frontier >> 1, hop.rowptr, hop.col, hop.edge_ids)
+        """:func:`~gnnaccel.ops.expand_hop` of ``seeds`` over this graph (``edge_ids`` index :attr:`col` and
+        :meth:`weights`)."""
+        return expand_hop(self._start, self._col, seeds, fanout, random_seed, skip, self._end[: self.num_nodes])
 
     def sources(self, edge_ids: Tensor) -> Tensor:
         """Source node ids of the edges ``edge_ids`` (from :meth:`expand`)."""
-        return self._col.index_select(0, edge_ids) >> 1
+        return self._col.index_select(0, edge_ids)
 
     def weights(self, edge_ids: Tensor) -> Optional[Tensor]:
         return None if self._weight is None else self._weight.index_select(0, edge_ids)
@@ -252,12 +240,12 @@ class GrowingCSR:
     def to_graph(self, index_dtype: Optional[torch.dtype] = None) -> Graph:
         """The graph as a packed :class:`~gnnaccel.Graph` (O(E)): rows in node order, edges in row order."""
         n = self.num_nodes
-        length = self._len[:n]
+        length = self._lengths()
         rowptr = torch.zeros(n + 1, dtype=torch.long, device=self.device)
         torch.cumsum(length, 0, out=rowptr[1:])
-        pos = _ranges(self._start[:n], length, self.num_edges)
+        pos = _ranges(self._start[:n].long(), length, self.num_edges)
         index_dtype = index_dtype or self.index_dtype
-        col = (self._col.index_select(0, pos) >> 1).to(index_dtype)
+        col = self._col.index_select(0, pos).to(index_dtype)
         weight = None if self._weight is None else self._weight.index_select(0, pos)
         return Graph(rowptr.to(index_dtype), col, n, weight, validate=False)
 

@@ -100,18 +100,10 @@ def test_support_figures_without_a_switch(generator):
     for t in targets:
         engine.predict(t)
     s = tracked.stats()
-    # Without the cache each batch needs the whole 2-hop support of its targets (the engine samples over its
-    # growing layout of the graph: the draws of GrowingCSR.expand).
-    from gnnaccel.growth import GrowingCSR
-    from gnnaccel.ops.expand_hop import hop_random_seed
+    # Without the cache each batch needs the whole 2-hop support of its targets.
+    from gnnaccel.ops import k_hop_support
 
-    csr = GrowingCSR.from_graph(g)
-
-    def support(t):
-        rows = csr.expand(t, -1, hop_random_seed(0, 1)).frontier
-        return csr.expand(rows, 3, hop_random_seed(0, 0)).frontier.numel()
-
-    without = sum(support(t) for t in targets)
+    without = sum(k_hop_support(g.rowptr, g.col, t, [3, None], 0)[0].frontier.numel() for t in targets)
     assert s["batches"] == 4 and s["support_without_cache"] == without
     assert s["support_reduction"] == pytest.approx(without / s["support_computed"])
 

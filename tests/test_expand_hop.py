@@ -522,3 +522,87 @@ def test_cuda_kernel_bad_inputs_and_huge_fanout():
             expand_hop(rowptr, col, torch.tensor([0, 1, 2, 0], device="cuda"), fanout)
     block = expand_hop(rowptr, col, torch.tensor([0, 1], device="cuda"), 3, 1)  # still usable afterwards
     _assert_same_block(block, expand_hop(g.rowptr, g.col, torch.tensor([0, 1]), 3, 1))
+
+
+# ---------------------------------------------------------------- unpacked rows (row_end)
+def _unpacked(g: Graph, generator, junk: int = -7):
+    """The rows of ``g`` scattered in random order over a larger buffer, with gaps holding junk ids (never read):
+    (row starts, row ends, buffer, position in the buffer of every packed edge)."""
+    n, e = g.num_nodes, g.num_edges
+    length = (g.rowptr[1:] - g.rowptr[:-1]).long()
+    gaps = torch.randint(0, 4, (n,), generator=generator)
+    order = torch.randperm(n, generator=generator)
+    room = (length + gaps)[order]
+    placed = torch.zeros(n, dtype=torch.long)
+    placed[order] = torch.cumsum(room, 0) - room + 5  # 5 leading junk entries
+    buffer = torch.full((int(room.sum()) + 9,), junk, dtype=torch.long)
+    row = g.row_of_edge()
+    within = torch.arange(e) - g.rowptr.long()[row]
+    position = placed[row] + within
+    buffer[position] = g.col.long()
+    dtype = g.rowptr.dtype
+    return placed.to(dtype), (placed + length).to(dtype), buffer.to(dtype), position
+
+
+@pytest.mark.parametrize("index_dtype", [torch.int64, torch.int32])
+def test_row_end_reads_unpacked_rows_like_the_packed_graph(index_dtype, generator):
+    """rowptr = row starts, row_end = row ends, rows anywhere in a buffer with junk between them: the CPU kernel
+    and the composition give the packed graph's block (same frontier, local CSR and sampled draws), with edge ids
+    pointing at the same edges in the buffer."""
+    from gnnaccel.ops.expand_hop import expand_hop_torch
+
+    for kind in ("uniform", "hub"):
+        g = _random_graph(generator, power_law=kind == "hub", hub=kind == "hub").to(index_dtype=index_dtype)
+        start, end, buffer, position = _unpacked(g, generator)
+        # Row starts may extend past the last node (capacity of a growing graph).
+        start = torch.cat([start, torch.full((3,), 10**6, dtype=index_dtype)])
+        for fanout in (-1, 0, 3, 40):
+            for batch in (1, 9, 80):
+                seeds = torch.randint(g.num_nodes, (batch,), generator=generator).to(index_dtype)
+                skip = torch.rand(batch, generator=generator) < 0.3
+                rs = int(torch.randint(-2**62, 2**62, (), generator=generator))
+                want = expand_hop(g.rowptr, g.col, seeds, fanout, rs, skip)
+                for got in (expand_hop(start, buffer, seeds, fanout, rs, skip, end),
+                            expand_hop_torch(start, buffer, seeds, fanout, rs, skip, end)):
+                    for name in ("frontier", "rowptr", "col"):
+                        assert torch.equal(getattr(got, name), getattr(want, name)), name
+                    assert got.edge_ids.dtype == index_dtype
+                    assert torch.equal(got.edge_ids.long(), position[want.edge_ids.long()])
+
+
+def test_row_end_checks():
+    g = _g()
+    start, end = g.rowptr[:-1].contiguous(), g.rowptr[1:].contiguous()
+    with pytest.raises(TypeError, match="row_end"):
+        expand_hop(start, g.col, torch.tensor([0]), -1, 0, None, end.int())
+    with pytest.raises(ValueError, match="row_end has 4 rows"):
+        expand_hop(start, g.col, torch.tensor([0]), -1, 0, None, torch.tensor([1, 2, 3, 3]))
+    with pytest.raises(ValueError, match=r"seeds must be node ids in \[0, 3\)"):
+        expand_hop(start, g.col, torch.tensor([3]), -1, 0, None, end)
+    with pytest.raises(RuntimeError, match="rowptr is not non-decreasing"):  # a row past the buffer
+        expand_hop(start, g.col, torch.tensor([2]), -1, 0, None, torch.tensor([1, 2, 9]))
+    with pytest.raises(RuntimeError, match="rowptr is not non-decreasing"):  # a row ending before it starts
+        expand_hop(start, g.col, torch.tensor([1]), -1, 0, None, torch.tensor([1, 0, 3]))
+    with pytest.raises(RuntimeError, match="col holds an index outside"):
+        expand_hop(start, torch.tensor([0, 7, 1]), torch.tensor([1]), -1, 0, None, end)
+    with pytest.raises(RuntimeError, match="row_end"):  # the C++ check, past the Python wrapper
+        torch.ops.gnnaccel.expand_hop(start, g.col, torch.tensor([0]), -1, 0, None, end.int())
+    result = torch.library.opcheck(torch.ops.gnnaccel.expand_hop.default,
+                                   (start, g.col, torch.tensor([0, 2]), -1, 0, None, end))
+    assert set(result) >= {"test_schema", "test_faketensor"}
+
+
+@pytest.mark.gpu
+def test_cuda_kernel_row_end_matches_cpu_kernel(generator):
+    from gnnaccel.ops.expand_hop import expand_hop_torch
+
+    for index_dtype in (torch.int64, torch.int32):
+        g = _random_graph(generator, hub=True).to(index_dtype=index_dtype)
+        start, end, buffer, _ = _unpacked(g, generator)
+        for fanout in (-1, 0, 5):
+            seeds = torch.randint(g.num_nodes, (50,), generator=generator).to(index_dtype)
+            skip = torch.rand(50, generator=generator) < 0.3
+            want = expand_hop(start, buffer, seeds, fanout, 3, skip, end)
+            cuda = [t.cuda() for t in (start, buffer, seeds, skip, end)]
+            _assert_same_block(torch.ops.gnnaccel.expand_hop(*cuda[:3], fanout, 3, cuda[3], cuda[4]), want)
+            _assert_same_block(expand_hop_torch(*cuda[:3], fanout, 3, cuda[3], cuda[4]), want)

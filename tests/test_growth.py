@@ -387,7 +387,7 @@ def test_growth_is_amortised(generator):
         assert counters["node_reallocations"] <= bound_nodes, counters
         assert counters["edge_reallocations"] <= 3, counters
         assert counters["edges_moved"] <= 4 * final_edges, counters
-        assert csr.kernel_col.numel() <= 3 * final_edges + 4096
+        assert csr.col.numel() <= 3 * final_edges + 4096
     assert engine.cache.num_reallocations() <= bound_nodes
     assert engine._x_rows.shape[0] < 2 * final_nodes
     # Still exact after all that.

@@ -10,6 +10,9 @@
 //     independent of the thread count and of the other seeds in the batch (node v samples the same neighbours in
 //     every batch for a given random_seed);
 //   * skip[r] == true: row r is empty (the seed is not expanded: e.g. its hidden feature is cached).
+// row_end (optional): rows need not be packed: row v is [rowptr[v], row_end[v]) (a growing graph whose rows live
+// anywhere in a buffer with slack); num_nodes is then row_end.numel() (rowptr may be longer), and rowptr need not
+// start at 0 nor end at col.numel() (every row read is checked to lie within [0, col.numel()]).
 // frontier = seeds exactly as given (duplicates kept, so frontier[:S] == seeds and the self branch of a layer reads
 // frontier rows 0..S-1), followed by the newly reached nodes, distinct and not among the seeds, in first-seen order
 // (row-major over the local block). local_col[e] indexes into frontier (a duplicated seed maps to its first
@@ -20,6 +23,6 @@
 #include "utils.h"
 
 TORCH_LIBRARY_FRAGMENT(gnnaccel, m) {
-  m.def("expand_hop(Tensor rowptr, Tensor col, Tensor seeds, int fanout, int random_seed, Tensor? skip)"
-        " -> (Tensor, Tensor, Tensor, Tensor)");
+  m.def("expand_hop(Tensor rowptr, Tensor col, Tensor seeds, int fanout, int random_seed, Tensor? skip,"
+        " Tensor? row_end=None) -> (Tensor, Tensor, Tensor, Tensor)");
 }

@@ -76,4 +76,18 @@ inline const bool* expand_hop_check_args(const at::Tensor& rowptr, const at::Ten
   return skip->data_ptr<bool>();
 }
 
+// Checks of the optional `row_end` (rows [rowptr[v], row_end[v]) of a graph with unpacked rows): 1-D, contiguous,
+// rowptr's dtype and device, and no more rows than rowptr has entries. Returns the number of nodes.
+inline int64_t expand_hop_check_row_end(const at::Tensor& rowptr, const std::optional<at::Tensor>& row_end) {
+  if (!row_end.has_value()) return rowptr.numel() - 1;
+  GNNACCEL_CHECK_1D(*row_end, "row_end");
+  TORCH_CHECK(row_end->scalar_type() == rowptr.scalar_type(), "row_end dtype ", row_end->scalar_type(),
+              " must match rowptr dtype ", rowptr.scalar_type());
+  GNNACCEL_CHECK_SAME_DEVICE(*row_end, rowptr, "row_end", "rowptr");
+  GNNACCEL_CHECK_CONTIGUOUS(*row_end, "row_end");
+  TORCH_CHECK(rowptr.numel() >= row_end->numel(), "with row_end, rowptr (the row starts) needs at least one entry per "
+              "row: ", rowptr.numel(), " < ", row_end->numel());
+  return row_end->numel();
+}
+
 }  // namespace gnnaccel

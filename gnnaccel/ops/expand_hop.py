@@ -81,7 +81,7 @@ def _check_random_seed(random_seed) -> int:
 
 
 def expand_hop(rowptr: Tensor, col: Tensor, seeds: Tensor, fanout: Optional[int] = ALL_NEIGHBOURS,
-               random_seed: int = 0, skip: Optional[Tensor] = None) -> HopBlock:
+               random_seed: int = 0, skip: Optional[Tensor] = None, row_end: Optional[Tensor] = None) -> HopBlock:
     """One hop of the support of ``seeds`` in the CSR graph ``(rowptr, col)`` (row ``i`` aggregates from ``col``).
 
     fanout: ``-1``/``None`` = every neighbour (exact); ``k >= 0`` = ``k`` neighbours drawn uniformly with
@@ -89,6 +89,9 @@ def expand_hop(rowptr: Tensor, col: Tensor, seeds: Tensor, fanout: Optional[int]
         ``(random_seed, node, draw index)``: reproducible, independent of threads and of the rest of the batch.
     skip: optional bool mask over ``seeds``; a skipped seed keeps its row (and its place in the frontier) but the row
         is empty and its neighbours are not gathered (use it for seeds whose output is cached).
+    row_end: optional end of every row, for a graph whose rows are not packed (a growing graph with slack,
+        :class:`gnnaccel.growth.GrowingCSR`): row ``v`` is ``col[rowptr[v]:row_end[v]]``; the number of nodes is
+        ``row_end.numel()`` and ``rowptr`` (the row starts) may be longer.
 
     ``seeds`` may be empty (an empty block) and may hold duplicates (kept as given); ``seeds`` and ``skip`` are
     moved to ``rowptr``'s device. Returns a :class:`HopBlock` whose tensors have the index dtype and device of
@@ -108,6 +111,16 @@ def expand_hop(rowptr: Tensor, col: Tensor, seeds: Tensor, fanout: Optional[int]
     if col.device != rowptr.device:
         raise ValueError(f"col is on {col.device} but rowptr is on {rowptr.device}")
     num_nodes = rowptr.numel() - 1
+    if row_end is not None:
+        _check_index_tensor("row_end", row_end)
+        if row_end.dtype != rowptr.dtype or row_end.device != rowptr.device:
+            raise TypeError(f"row_end must have rowptr's dtype and device ({rowptr.dtype} on {rowptr.device}), got "
+                            f"{row_end.dtype} on {row_end.device}")
+        if row_end.numel() > rowptr.numel():
+            raise ValueError(f"row_end has {row_end.numel()} rows but rowptr (the row starts) only "
+                             f"{rowptr.numel()} entries")
+        num_nodes = row_end.numel()
+        row_end = row_end.contiguous()
     if seeds.numel() and seeds.device.type == "cpu":  # elsewhere the kernel checks (no extra host read)
         lo, hi = int(seeds.min()), int(seeds.max())
         if lo < 0 or hi >= num_nodes:
@@ -121,8 +134,17 @@ def expand_hop(rowptr: Tensor, col: Tensor, seeds: Tensor, fanout: Optional[int]
     seeds = seeds.to(rowptr.device, rowptr.dtype).contiguous()
     rowptr, col = rowptr.contiguous(), col.contiguous()
     if _composition_wanted(rowptr.device):
-        return expand_hop_torch(rowptr, col, seeds, fanout, random_seed, skip)
-    return HopBlock(*torch.ops.gnnaccel.expand_hop(rowptr, col, seeds, fanout, random_seed, skip))
+        return expand_hop_torch(rowptr, col, seeds, fanout, random_seed, skip, row_end)
+    if row_end is None:
+        return HopBlock(*torch.ops.gnnaccel.expand_hop(rowptr, col, seeds, fanout, random_seed, skip))
+    if not _kernel_takes_row_end():
+        raise RuntimeError("the compiled gnnaccel extension predates expand_hop's row_end argument (used by growing "
+                           "graphs); rebuild it: python setup.py build_ext --inplace")
+    return HopBlock(*torch.ops.gnnaccel.expand_hop(rowptr, col, seeds, fanout, random_seed, skip, row_end))
+
+
+def _kernel_takes_row_end() -> bool:
+    return any(a.name == "row_end" for a in torch.ops.gnnaccel.expand_hop.default._schema.arguments)
 
 
 def _composition_wanted(device: torch.device) -> bool:
@@ -259,20 +281,21 @@ def _deduplicate(seeds: Tensor, nodes: Tensor):
 
 
 def expand_hop_torch(rowptr: Tensor, col: Tensor, seeds: Tensor, fanout: int, random_seed: int,
-                     skip: Optional[Tensor]) -> HopBlock:
+                     skip: Optional[Tensor], row_end: Optional[Tensor] = None) -> HopBlock:
     """:func:`expand_hop` from PyTorch tensor operations, on any device (same block as the kernels).
 
     Args and Returns as :func:`expand_hop` (arguments already checked; ``seeds`` of ``rowptr``'s dtype).
     Synchronises with the host twice (the number of local edges, the frontier size).
     """
     device, index_dtype = rowptr.device, rowptr.dtype
-    num_nodes, num_edges, num_seeds = rowptr.numel() - 1, col.numel(), seeds.numel()
+    num_nodes = rowptr.numel() - 1 if row_end is None else row_end.numel()
+    num_edges, num_seeds = col.numel(), seeds.numel()
     rp = rowptr.long()
     v = seeds.long()
     if num_seeds and (int(v.min()) < 0 or int(v.max()) >= num_nodes):
         raise RuntimeError(f"expand_hop: seeds holds a node outside [0, {num_nodes})")
     begin = rp.index_select(0, v)
-    degree = rp.index_select(0, v + 1) - begin
+    degree = (rp.index_select(0, v + 1) if row_end is None else row_end.long().index_select(0, v)) - begin
     if num_seeds and (int(begin.min()) < 0 or int(degree.min()) < 0 or int((begin + degree).max()) > num_edges):
         raise RuntimeError("expand_hop: rowptr is not non-decreasing within [0, col.numel()]")
     active = degree > 0
@@ -307,7 +330,7 @@ def expand_hop_torch(rowptr: Tensor, col: Tensor, seeds: Tensor, fanout: int, ra
 
 if EXTENSION_LOADED:
     @torch.library.register_fake("gnnaccel::expand_hop")
-    def _expand_hop_fake(rowptr, col, seeds, fanout, random_seed, skip):
+    def _expand_hop_fake(rowptr, col, seeds, fanout, random_seed, skip, row_end=None):
         torch._check(rowptr.dim() == 1, lambda: "rowptr must be 1-D")
         torch._check(col.dim() == 1, lambda: "col must be 1-D")
         torch._check(seeds.dim() == 1, lambda: "seeds must be 1-D")

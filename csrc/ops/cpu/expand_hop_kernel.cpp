@@ -127,15 +127,17 @@ int64_t deduplicate(Map& map, const index_t* seeds, int64_t num_seeds, index_t* 
 
 template <typename index_t>
 std::vector<at::Tensor> expand_hop_impl(const at::Tensor& rowptr_t, const at::Tensor& col_t, const at::Tensor& seeds_t,
-                                        int64_t fanout, int64_t random_seed, const bool* skip) {
+                                        int64_t fanout, int64_t random_seed, const bool* skip,
+                                        const std::optional<at::Tensor>& row_end_t, int64_t num_nodes) {
   const index_t* rowptr = rowptr_t.data_ptr<index_t>();
+  // Row v is [rowptr[v], row_end[v]); packed rows end where the next one starts.
+  const index_t* row_end = row_end_t.has_value() ? row_end_t->data_ptr<index_t>() : rowptr + 1;
   const index_t* col = col_t.data_ptr<index_t>();
   const index_t* seeds = seeds_t.data_ptr<index_t>();
-  const int64_t num_nodes = rowptr_t.numel() - 1;
   const int64_t num_edges = col_t.numel();
   const int64_t num_seeds = seeds_t.numel();
   const auto opts = rowptr_t.options();
-  TORCH_CHECK(int64_t(rowptr[0]) == 0 && int64_t(rowptr[num_nodes]) == num_edges,
+  TORCH_CHECK(row_end_t.has_value() || (int64_t(rowptr[0]) == 0 && int64_t(rowptr[num_nodes]) == num_edges),
               "expand_hop: rowptr must start at 0 and end at col.numel() = ", num_edges);
 
   // Pass 1: local degree per seed (validating seeds and the rows they read).
@@ -147,7 +149,7 @@ std::vector<at::Tensor> expand_hop_impl(const at::Tensor& rowptr_t, const at::Te
     for (int64_t r = begin; r < end; ++r) {
       const int64_t v = seeds[r];
       if (v < 0 || v >= num_nodes) { error = 1; count[r] = 0; continue; }
-      const int64_t b = rowptr[v], e = rowptr[v + 1];
+      const int64_t b = rowptr[v], e = row_end[v];
       if (b < 0 || e < b || e > num_edges) { error = 2; count[r] = 0; continue; }
       const int64_t degree = e - b;
       count[r] = (skip != nullptr && skip[r]) ? 0 : (fanout < 0 ? degree : (degree > 0 ? fanout : 0));
@@ -185,7 +187,7 @@ std::vector<at::Tensor> expand_hop_impl(const at::Tensor& rowptr_t, const at::Te
       const int64_t out = local_rowptr[r], n = local_rowptr[r + 1] - out;
       if (n == 0) continue;
       const int64_t v = seeds[r];
-      const int64_t b = rowptr[v], degree = rowptr[v + 1] - b;
+      const int64_t b = rowptr[v], degree = row_end[v] - b;
       if (fanout < 0) {
         for (int64_t t = 0; t < n; ++t) edge_ids[out + t] = index_t(b + t);
       } else {
@@ -226,11 +228,12 @@ std::vector<at::Tensor> expand_hop_impl(const at::Tensor& rowptr_t, const at::Te
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> expand_hop_cpu(
     const at::Tensor& rowptr, const at::Tensor& col, const at::Tensor& seeds, int64_t fanout, int64_t random_seed,
-    const std::optional<at::Tensor>& skip) {
+    const std::optional<at::Tensor>& skip, const std::optional<at::Tensor>& row_end) {
   const bool* skip_ptr = expand_hop_check_args(rowptr, col, seeds, fanout, skip);
+  const int64_t num_nodes = expand_hop_check_row_end(rowptr, row_end);
   std::vector<at::Tensor> out;
   AT_DISPATCH_INDEX_TYPES(rowptr.scalar_type(), "expand_hop_cpu", [&] {
-    out = expand_hop_impl<index_t>(rowptr, col, seeds, fanout, random_seed, skip_ptr);
+    out = expand_hop_impl<index_t>(rowptr, col, seeds, fanout, random_seed, skip_ptr, row_end, num_nodes);
   });
   return {out[0], out[1], out[2], out[3]};
 }

@@ -39,7 +39,8 @@ inline int64_t blocks_for(int64_t n) { return std::max<int64_t>(1, std::min<int6
 
 // Pass 1: counts[r] = number of local edges of seed r (fanout >= 0: 1 per sampled row, scaled on the host).
 template <typename index_t>
-__global__ void count_kernel(const index_t* __restrict__ rowptr, const index_t* __restrict__ seeds,
+__global__ void count_kernel(const index_t* __restrict__ rowptr, const index_t* __restrict__ row_end,
+                             const index_t* __restrict__ seeds,
                              const bool* __restrict__ skip, int64_t num_seeds, int64_t num_nodes, int64_t num_edges,
                              bool sampled, int64_t* __restrict__ counts, int* __restrict__ error) {
   for (int64_t r = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; r < num_seeds;
@@ -49,7 +50,7 @@ __global__ void count_kernel(const index_t* __restrict__ rowptr, const index_t* 
     if (v < 0 || v >= num_nodes) {
       atomicOr(error, kSeedOutOfRange);
     } else {
-      const int64_t b = rowptr[v], e = rowptr[v + 1];
+      const int64_t b = rowptr[v], e = row_end[v];
       if (b < 0 || e < b || e > num_edges) {
         atomicOr(error, kBadRowptr);
       } else if (!(skip != nullptr && skip[r]) && e > b) {
@@ -62,7 +63,8 @@ __global__ void count_kernel(const index_t* __restrict__ rowptr, const index_t* 
 
 // Pass 2: per local edge, its global edge id and source node.
 template <typename index_t>
-__global__ void edges_kernel(const index_t* __restrict__ rowptr, const index_t* __restrict__ col,
+__global__ void edges_kernel(const index_t* __restrict__ rowptr, const index_t* __restrict__ row_end,
+                             const index_t* __restrict__ col,
                              const index_t* __restrict__ seeds, const int64_t* __restrict__ local_rowptr,
                              int64_t num_seeds, int64_t num_nodes, int64_t total, int64_t fanout, uint64_t seed_key,
                              index_t* __restrict__ edge_ids, int64_t* __restrict__ sources, int* __restrict__ error) {
@@ -75,7 +77,7 @@ __global__ void edges_kernel(const index_t* __restrict__ rowptr, const index_t* 
     }
     const int64_t r = lo, t = e - local_rowptr[r];
     const int64_t v = seeds[r];
-    const int64_t b = rowptr[v], degree = rowptr[v + 1] - b;
+    const int64_t b = rowptr[v], degree = row_end[v] - b;
     int64_t edge;
     if (fanout < 0) {
       edge = b + t;
@@ -136,8 +138,10 @@ std::pair<at::Tensor, at::Tensor> deduplicate(const at::Tensor& seeds, const at:
 template <typename index_t>
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> expand_hop_cuda_impl(
     const at::Tensor& rowptr, const at::Tensor& col, const at::Tensor& seeds, int64_t fanout, int64_t random_seed,
-    const bool* skip) {
-  const int64_t num_nodes = rowptr.numel() - 1, num_edges = col.numel(), num_seeds = seeds.numel();
+    const bool* skip, const std::optional<at::Tensor>& row_end_t, int64_t num_nodes) {
+  const int64_t num_edges = col.numel(), num_seeds = seeds.numel();
+  // Row v is [rowptr[v], row_end[v]); packed rows end where the next one starts.
+  const index_t* row_end = row_end_t.has_value() ? row_end_t->data_ptr<index_t>() : rowptr.data_ptr<index_t>() + 1;
   const auto opts = rowptr.options();
   const auto long_opts = opts.dtype(at::kLong);
   auto stream = at::cuda::getCurrentCUDAStream();
@@ -150,7 +154,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> expand_hop_cuda_impl(
   at::Tensor error = at::zeros({1}, opts.dtype(at::kInt));
   if (num_seeds > 0) {
     count_kernel<index_t><<<blocks_for(num_seeds), kThreads, 0, stream>>>(
-        rowptr.data_ptr<index_t>(), seeds.data_ptr<index_t>(), skip, num_seeds, num_nodes, num_edges, sampled,
+        rowptr.data_ptr<index_t>(), row_end, seeds.data_ptr<index_t>(), skip, num_seeds, num_nodes, num_edges, sampled,
         counts.data_ptr<int64_t>(), error.data_ptr<int>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
@@ -159,8 +163,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> expand_hop_cuda_impl(
     at::Tensor tail = local_rowptr.narrow(0, 1, num_seeds);
     at::cumsum_out(tail, counts, 0);
   }
-  const at::Tensor info = at::stack({local_rowptr[num_seeds], error[0].to(at::kLong), rowptr[0].to(at::kLong),
-                                     rowptr[num_nodes].to(at::kLong)}).cpu();
+  // Unpacked rows (row_end) have no first/last entry to check: every row read is range-checked in pass 1.
+  const at::Tensor first = row_end_t.has_value() ? at::zeros({}, long_opts) : rowptr[0].to(at::kLong);
+  const at::Tensor last = row_end_t.has_value() ? at::full({}, num_edges, long_opts) : rowptr[num_nodes].to(at::kLong);
+  const at::Tensor info = at::stack({local_rowptr[num_seeds], error[0].to(at::kLong), first, last}).cpu();
   const int64_t* host = info.data_ptr<int64_t>();
   TORCH_CHECK(host[2] == 0 && host[3] == num_edges, "expand_hop: rowptr must start at 0 and end at col.numel() = ",
               num_edges);
@@ -177,7 +183,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> expand_hop_cuda_impl(
   if (total > 0) {
     const uint64_t seed_key = mix64(static_cast<uint64_t>(random_seed) + kGolden);
     edges_kernel<index_t><<<blocks_for(total), kThreads, 0, stream>>>(
-        rowptr.data_ptr<index_t>(), col.data_ptr<index_t>(), seeds.data_ptr<index_t>(),
+        rowptr.data_ptr<index_t>(), row_end, col.data_ptr<index_t>(), seeds.data_ptr<index_t>(),
         local_rowptr.data_ptr<int64_t>(), num_seeds, num_nodes, total, fanout, seed_key, edge_ids.data_ptr<index_t>(),
         sources.data_ptr<int64_t>(), error.data_ptr<int>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -191,12 +197,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> expand_hop_cuda_impl(
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> expand_hop_cuda(
     const at::Tensor& rowptr, const at::Tensor& col, const at::Tensor& seeds, int64_t fanout, int64_t random_seed,
-    const std::optional<at::Tensor>& skip) {
+    const std::optional<at::Tensor>& skip, const std::optional<at::Tensor>& row_end) {
   const bool* skip_ptr = expand_hop_check_args(rowptr, col, seeds, fanout, skip);
+  const int64_t num_nodes = expand_hop_check_row_end(rowptr, row_end);
   const c10::cuda::CUDAGuard guard(rowptr.device());
   std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> out;
   AT_DISPATCH_INDEX_TYPES(rowptr.scalar_type(), "expand_hop_cuda", [&] {
-    out = expand_hop_cuda_impl<index_t>(rowptr, col, seeds, fanout, random_seed, skip_ptr);
+    out = expand_hop_cuda_impl<index_t>(rowptr, col, seeds, fanout, random_seed, skip_ptr, row_end, num_nodes);
   });
   return out;
 }

@@ -1,6 +1,7 @@
 """gnnaccel.ops.expand_hop / k_hop_support against a pure-Python reference, plus exactness, sampling and errors."""
 from __future__ import annotations
 
+import importlib
 import math
 
 import pytest
@@ -606,3 +607,18 @@ def test_cuda_kernel_row_end_matches_cpu_kernel(generator):
             cuda = [t.cuda() for t in (start, buffer, seeds, skip, end)]
             _assert_same_block(torch.ops.gnnaccel.expand_hop(*cuda[:3], fanout, 3, cuda[3], cuda[4]), want)
             _assert_same_block(expand_hop_torch(*cuda[:3], fanout, 3, cuda[3], cuda[4]), want)
+
+
+def test_stale_extension_without_row_end_falls_back_to_the_composition(generator, monkeypatch):
+    """An extension built before row_end existed: growing graphs still expand (same block), with one warning."""
+    module = importlib.import_module("gnnaccel.ops.expand_hop")  # the module, not the function
+
+    g = _random_graph(generator)
+    start, end, buffer, position = _unpacked(g, generator)
+    seeds = torch.randint(g.num_nodes, (10,), generator=generator)
+    want = expand_hop(start, buffer, seeds, 3, 7, None, end)
+    monkeypatch.setattr(module, "_kernel_takes_row_end", lambda: False)
+    module._warn_stale_extension.cache_clear()
+    with pytest.warns(RuntimeWarning, match="rebuild"):
+        got = expand_hop(start, buffer, seeds, 3, 7, None, end)
+    _assert_same_block(got, want)

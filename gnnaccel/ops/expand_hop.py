@@ -18,6 +18,8 @@ to be computed outside compiled regions.
 """
 from __future__ import annotations
 
+import functools
+import warnings
 from typing import List, NamedTuple, Optional, Sequence, Union
 
 import torch
@@ -137,14 +139,21 @@ def expand_hop(rowptr: Tensor, col: Tensor, seeds: Tensor, fanout: Optional[int]
         return expand_hop_torch(rowptr, col, seeds, fanout, random_seed, skip, row_end)
     if row_end is None:
         return HopBlock(*torch.ops.gnnaccel.expand_hop(rowptr, col, seeds, fanout, random_seed, skip))
-    if not _kernel_takes_row_end():
-        raise RuntimeError("the compiled gnnaccel extension predates expand_hop's row_end argument (used by growing "
-                           "graphs); rebuild it: python setup.py build_ext --inplace")
+    if not _kernel_takes_row_end():  # an extension built before row_end existed: same block, slower
+        _warn_stale_extension()
+        return expand_hop_torch(rowptr, col, seeds, fanout, random_seed, skip, row_end)
     return HopBlock(*torch.ops.gnnaccel.expand_hop(rowptr, col, seeds, fanout, random_seed, skip, row_end))
 
 
 def _kernel_takes_row_end() -> bool:
     return any(a.name == "row_end" for a in torch.ops.gnnaccel.expand_hop.default._schema.arguments)
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_stale_extension() -> None:
+    warnings.warn("the compiled gnnaccel extension predates expand_hop's row_end argument (growing graphs): using "
+                  "the slower tensor composition; rebuild it with python setup.py build_ext --inplace",
+                  RuntimeWarning, stacklevel=3)
 
 
 def _composition_wanted(device: torch.device) -> bool:

@@ -13,8 +13,15 @@ SAINTGraphSAGE, pruned or not) by computing, per layer, only the rows the next l
   (``neighbour_channels()``, batched pruning scheme) the engine keeps a compact ``[N, k]`` copy of them. Per-edge
   values (GCN's normalisation) are the message graph's, i.e. over the *full* graph, sliced with the block's
   global edge ids, so exact mode equals full inference.
-* Everything (masks, bookkeeping, compact copies, cache) lives on the device of the features; nothing is
-  moved to the host but what data-dependent sizes need.
+* Where the index side runs (``support=``): the support expansion, masks and cache bookkeeping work on index
+  tensors whose sizes depend on the data; the layers work on features. ``support="device"`` keeps both on the
+  features' device (on a GPU every data-dependent size is then a host synchronisation: ``expand_hop`` reads two
+  numbers per hop, ``nonzero`` one per cached layer). ``support="host"`` (the default on a GPU) keeps the index
+  side on the host -- the graph (a host copy grown alongside), the cache's bookkeeping (``index_device="cpu"``;
+  its values stay on the device), the CPU ``expand_hop`` kernel -- and sends each batch's index tensors to the
+  device in one non-blocking copy from pinned memory per dtype (plus the per-edge values), after which the layers
+  run on the device. ``predict`` then reads nothing back from the device: its one host synchronisation is copying
+  targets given as a device tensor to the host. Both give identical exact-mode answers; on CPU they are the same.
 
 Fanouts per layer: ``None``/``-1`` = every neighbour (exact), ``k`` = ``k`` neighbours drawn uniformly with
 replacement; the draws are a pure function of ``(seed, layer, node, draw)`` (see ``expand_hop``), so an
@@ -45,6 +52,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .cache import to_device
 from .graph import Graph
 from .growth import GrowingCSR
 from .models import as_model
@@ -125,7 +133,8 @@ def _as_new_edge_weight(edge_weight, num_edges: int) -> Optional[Tensor]:
 
 
 class _GraphSupport:
-    """Expansion over a fixed message graph (a degree-normalised layer's; rebuilt by the engine on growth)."""
+    """Expansion over a fixed message graph (a degree-normalised layer's; rebuilt by the engine on growth), on
+    the device of the index side."""
 
     def __init__(self, graph: Graph, dtype: torch.dtype):
         self.graph = graph
@@ -154,13 +163,17 @@ class _GrowingSupport:
         return None if w is None else w.to(self.dtype)
 
 
-def _resolve_cache(cache, num_nodes: int, widths: List[int], x: Tensor):
+def _resolve_cache(cache, num_nodes: int, widths: List[int], x: Tensor, index_device: torch.device):
     """``cache=`` argument -> a FeatureCache or None, with a clear error for anything else."""
     from .cache import FeatureCache
 
     if cache is None or cache is False:
         return None
     if isinstance(cache, FeatureCache):
+        if cache.index_device != index_device:
+            raise ValueError(f"the cache keeps its bookkeeping on {cache.index_device} but the engine's support runs "
+                             f"on {index_device}: build it with FeatureCache(..., index_device='{index_device}') "
+                             "or choose the engine's support= accordingly")
         return cache
     if cache is True or (isinstance(cache, int) and not isinstance(cache, bool)):
         if cache is not True and cache < 1:
@@ -168,7 +181,7 @@ def _resolve_cache(cache, num_nodes: int, widths: List[int], x: Tensor):
         if not widths:
             return None
         return FeatureCache(num_nodes, widths, capacity=None if cache is True else cache, device=x.device,
-                            dtype=x.dtype)
+                            dtype=x.dtype, index_device=index_device)
     raise TypeError(f"cache must be None/False, True (unbounded), a positive int (LRU capacity in nodes) or a "
                     f"gnnaccel.cache.FeatureCache, got {cache!r}")
 
@@ -190,13 +203,16 @@ class BatchedEngine:
             output (at most ``L - 1`` layers are used); ``True`` builds an unbounded one sized for the model,
             a positive int one with that capacity (LRU).
         seed: random seed of the neighbour sampling.
+        support: where the index side runs (see the module docstring): ``"host"`` (default when ``x`` is on a
+            GPU: at most one host synchronisation per ``predict``) or ``"device"`` (default otherwise; on a GPU
+            it keeps a graph copy on the host out of memory, at the price of synchronisations per hop).
 
     Attributes: ``num_nodes`` and :attr:`num_edges` (the current graph), ``version`` (number of updates
     applied), ``graph`` (the current graph, packed when read), ``x`` (the current features), ``cache``.
     """
 
     def __init__(self, model, graph, x: Tensor, fanouts: Optional[Sequence[Optional[int]]] = None,
-                 cache=None, seed: int = 0):
+                 cache=None, seed: int = 0, support: Optional[str] = None):
         model = as_model(model)  # a PyG GraphSAGE / GCN: converted once with from_pyg
         if not hasattr(model, "convs") or not hasattr(model, "layer_block"):
             raise TypeError("BatchedEngine expects a gnnaccel model with .convs and .layer_block, or a PyG "
@@ -205,6 +221,12 @@ class BatchedEngine:
             raise TypeError("x must be a 2-D floating-point tensor [num_nodes, channels]")
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise TypeError(f"seed must be an int, got {seed!r}")
+        if support is None:
+            support = "host" if x.device.type == "cuda" else "device"
+        if support not in ("host", "device"):
+            raise ValueError(f"support must be 'host', 'device' or None (chosen per device), got {support!r}")
+        self.support = support
+        self._support_device = torch.device("cpu") if support == "host" else x.device
         for conv in model.convs:
             check_layer(conv, "BatchedEngine")
         params = list(model.parameters())
@@ -215,14 +237,14 @@ class BatchedEngine:
         self.model = model
         self._model = copy.deepcopy(model).eval()
         self._convs = list(self._model.convs)
-        graph = as_graph(graph, x.shape[0]).to(x.device)
+        graph = as_graph(graph, x.shape[0])
         self.num_nodes = graph.num_nodes
         self.seed = seed
         self.dtype = x.dtype
         self.num_layers = len(self._convs)
         self.fanouts = self._resolve_fanouts(fanouts)
         widths = [conv.out_channels for conv in self._convs[:-1]]
-        cache = _resolve_cache(cache, graph.num_nodes, widths, x)
+        cache = _resolve_cache(cache, graph.num_nodes, widths, x, self._support_device)
         self.cache = cache
         self.num_cached = 0
         if cache is not None:
@@ -239,14 +261,16 @@ class BatchedEngine:
         self._lock = _ReadWriteLock()
         self._owns_x = False
         self._degree_normalised = any(c.reads_neighbours and c.degree_normalised for c in self._convs)
-        self._csr = GrowingCSR.from_graph(graph)
+        host_graph = graph.to(self._support_device)
+        self._csr = GrowingCSR.from_graph(host_graph)
         # The reversed graph, grown alongside: the receptive fields that updates invalidate in the cache.
         self._reverse = None
         if cache is not None:
-            t = graph.transpose()
+            t = host_graph.transpose()
             self._reverse = GrowingCSR(t.rowptr, t.col, graph.num_nodes)
-        self._packed = (0, graph)  # (version, Graph): engine.graph, memoised per version
-        self._set_graph(graph, first=True)
+        # (version, Graph on the index side, the same on x's device or None): memoised per version.
+        self._packed = (0, host_graph, None)
+        self._set_graph(host_graph, first=True)
         self._set_features(x)
 
     # ------------------------------------------------------------------ state
@@ -294,15 +318,22 @@ class BatchedEngine:
 
     @property
     def graph(self) -> Graph:
-        """The current graph as a packed :class:`~gnnaccel.Graph` (O(E) the first time after an update)."""
+        """The current graph as a packed :class:`~gnnaccel.Graph` on the features' device (O(E) the first time
+        after an update)."""
         with self._lock.read():
-            return self._current_graph()
+            version, host, graph = self._packed
+            if version != self.version or graph is None:
+                host = self._current_graph()
+                graph = host.to(self.x.device)
+                self._packed = (self.version, host, graph)
+            return graph
 
     def _current_graph(self) -> Graph:
-        version, graph = self._packed
+        """The current graph, packed, on the index side's device."""
+        version, graph, _ = self._packed
         if version != self.version:
             graph = self._csr.to_graph()
-            self._packed = (self.version, graph)
+            self._packed = (self.version, graph, None)
         return graph
 
     @property
@@ -355,9 +386,12 @@ class BatchedEngine:
             targets: node ids (int tensor on any device, list or numpy array; duplicates allowed; not empty).
             seed: sampling seed for this call (default: the engine's).
         Returns:
-            Tensor on the features' device.
+            Tensor on the features' device. With ``support="host"`` nothing is read back from the device: the
+            call synchronises at most once (copying targets given as a device tensor to the host).
         """
-        targets = as_node_ids(targets, self.num_nodes, "targets", device=self.x.device, allow_empty=False)
+        if isinstance(targets, Tensor) and targets.device != self._support_device:
+            targets = targets.to(self._support_device)  # support="host": the one synchronisation of the call
+        targets = as_node_ids(targets, self.num_nodes, "targets", device=self._support_device, allow_empty=False)
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise TypeError(f"seed must be an int or None, got {seed!r}")
         seed = self.seed if seed is None else seed
@@ -402,22 +436,49 @@ class BatchedEngine:
         if cache is not None and hops[0] is not None:
             self._record_support(targets, hops[0], compute[0], rows_of[0].numel(), seed)
 
+        # Everything the layers read, built on the index side, then moved to the features' device at once.
+        blocks = [self._block(l, rows_of[l], hops[l]) for l in range(L)]
+        fields = [[b.rowptr, b.col, b.edge_weight, b.self_rows, compute[l]] for l, b in enumerate(blocks)]
+        moved = self._to_compute_device([t for f in fields for t in f])
         h = None
         for l in range(L):
-            pos = compute[l]
-            out = self._layer(l, h, rows_of[l], hops[l], pos)
+            rowptr, col, weight, self_rows, pos = moved[5 * l: 5 * l + 5]
+            block = Block(blocks[l].num_rows, rowptr, col, weight, self_rows)
+            src, x_neigh = (self.x, self._x_neigh) if l == 0 else (h, None)
+            out = self._model.layer_block(l, src, block, pos, x_neigh=x_neigh)
+            num_rows = rows_of[l].numel()
             if cached_values[l] is not None:
                 buf = cached_values[l]
-                if pos.numel():
+                if compute[l].numel():
                     buf.index_copy_(0, pos, out)
-                    cache.insert(l, rows_of[l].index_select(0, pos), out, since=token, validate=False)
+                    cache.insert(l, rows_of[l].index_select(0, compute[l]), out, since=token, validate=False)
                 out = buf
             elif pos is not None:
-                buf = out.new_zeros(rows_of[l].numel(), out.shape[1])
+                buf = out.new_zeros(num_rows, out.shape[1])
                 buf.index_copy_(0, pos, out)
                 out = buf
             h = out
         return h
+
+    def _to_compute_device(self, tensors: List[Optional[Tensor]]) -> List[Optional[Tensor]]:
+        """The tensors on the features' device: as they are when the index side runs there; else one copy per
+        dtype (from pinned memory, non-blocking, on a GPU), split into views."""
+        device = self.x.device
+        if self._support_device == device:
+            return tensors
+        out = list(tensors)
+        groups = {}
+        for i, t in enumerate(tensors):
+            if t is not None:
+                groups.setdefault(t.dtype, []).append(i)
+        for dtype, idx in groups.items():
+            sizes = [tensors[i].numel() for i in idx]
+            packed = torch.empty(sum(sizes), dtype=dtype, pin_memory=device.type == "cuda")
+            torch.cat([tensors[i].reshape(-1) for i in idx], out=packed)
+            on_device = packed.to(device, non_blocking=True)
+            for i, piece in zip(idx, on_device.split(sizes)):
+                out[i] = piece.view(tensors[i].shape)
+        return out
 
     def _record_support(self, targets, hop0, pos0, num_rows0: int, seed: int) -> None:
         """Raw-feature supporting nodes of this batch: with the cache and (``cache.track_support``) without it."""
@@ -431,20 +492,15 @@ class BatchedEngine:
                 rows = self._support[l].expand(rows, self.fanouts[l], hop_random_seed(seed, l)).frontier
         self.cache.record_support(computed=computed, without_cache=rows.numel())
 
-    def _layer(self, l: int, h: Optional[Tensor], rows: Tensor, hop, pos: Optional[Tensor]) -> Tensor:
-        """Output of layer ``l`` for ``rows[pos]`` (all rows if ``pos`` is None); ``h`` = layer input for the
-        hop's frontier (``None`` for layer 0, which reads the raw table through global ids)."""
-        conv = self._convs[l]
+    def _block(self, l: int, rows: Tensor, hop) -> Block:
+        """Layer ``l``'s block over ``rows`` (index side): its sources are the hop's frontier, or for layer 0
+        the raw table through global ids (``col`` = source node ids, ``self_rows`` = ``rows``)."""
         first = l == 0
-        if conv.reads_neighbours:
-            support = self._support[l]
-            weight = support.weights(hop.edge_ids)
-            col = support.sources(hop.edge_ids) if first else hop.col
-            block = Block(rows.numel(), hop.rowptr, col, weight, rows if first else None)
-        else:
-            block = Block(rows.numel(), self_rows=rows if first else None)
-        src = self.x if first else h
-        return self._model.layer_block(l, src, block, pos, x_neigh=self._x_neigh if first else None)
+        if not self._convs[l].reads_neighbours:
+            return Block(rows.numel(), self_rows=rows if first else None)
+        support = self._support[l]
+        col = support.sources(hop.edge_ids) if first else hop.col
+        return Block(rows.numel(), hop.rowptr, col, support.weights(hop.edge_ids), rows if first else None)
 
     # ------------------------------------------------------------------ updates
     def add_nodes(self, features, edge_index=None, edge_weight=None, *, first_id: Optional[int] = None) -> Tensor:
@@ -512,7 +568,7 @@ class BatchedEngine:
             if edge_weight is not None:
                 raise ValueError("edge_weight given without edge_index")
             return None, None
-        edges = _as_edge_index(edge_index, num_nodes).to(self.x.device)
+        edges = _as_edge_index(edge_index, num_nodes).to(self._support_device)
         weight = _as_new_edge_weight(edge_weight, edges.shape[1])
         if edges.shape[1] == 0:
             return None, None
@@ -559,18 +615,18 @@ class BatchedEngine:
     def update_features(self, nodes: Tensor, values: Tensor) -> None:
         """Set the raw features of ``nodes`` to ``values`` [len(nodes), C] and invalidate every cached entry
         that depends on them."""
-        nodes = as_node_ids(nodes, self.num_nodes, "nodes", device=self.x.device)
+        nodes = as_node_ids(nodes, self.num_nodes, "nodes", device=self._support_device)
         if not isinstance(values, Tensor) or values.dim() != 2 or values.shape != (nodes.numel(), self.x.shape[1]):
             raise ValueError(f"values must be a tensor of shape [{nodes.numel()}, {self.x.shape[1]}]")
         if nodes.numel() == 0:
             return
-        nodes = nodes.long()
+        rows = to_device(nodes, self.x.device)
         values = values.to(self.x)
         with self._lock.write():
             self._own_features(self.num_nodes)  # copy on first write: never modify the caller's tensor
-            self.x.index_copy_(0, nodes, values)
+            self.x.index_copy_(0, rows, values)
             if self._x_neigh is not None:
-                self._x_neigh.index_copy_(0, nodes, values.index_select(1, self._neigh_index))
+                self._x_neigh.index_copy_(0, rows, values.index_select(1, self._neigh_index))
             if self.cache is not None:
                 self.cache.invalidate_after_update(None, changed_nodes=nodes, reverse=self._reverse)
                 self.cache.bind(self.model, self.x)  # the cache now holds outputs on the engine's own copy

@@ -9,10 +9,14 @@ answers, or in one pass by :func:`gnnaccel.inference.warm_cache`.
 Layer numbering: cache layer ``i`` holds the output of model layer ``i`` (0-based), i.e. the input of layer
 ``i + 1``; a model with L layers caches at most layers ``0 .. L-2``.
 
-Device. Every table (values, validity, invalidation epochs, LRU state, statistics counters) lives on the cache's
-``device``. With ``capacity=None`` (a dense table) ``lookup`` and ``insert`` are pure tensor operations with no
-host synchronisation (``validate=False`` also skips the node-id range check, which reads the ids on the host);
-counts they return are 0-dim tensors on the device. A bounded (LRU) cache synchronises for its slot bookkeeping.
+Device. The values live on the cache's ``device``; the bookkeeping (validity, invalidation epochs, LRU slots,
+statistics counters) on its ``index_device`` (default: the same). With everything on one device and
+``capacity=None`` (a dense table) ``lookup`` and ``insert`` are pure tensor operations with no host
+synchronisation (``validate=False`` also skips the node-id range check, which reads the ids on the host); a
+bounded (LRU) cache synchronises there for its slot bookkeeping. With ``index_device="cpu"`` and CUDA values (what
+a ``BatchedEngine`` with host-side support uses) every decision is taken on the host from host node ids, and the
+device only receives row indices (one small non-blocking copy from pinned memory per lookup / insert): nothing is
+ever read back from the device, dense or LRU. Counts are returned as 0-dim tensors on the ``index_device``.
 
 Ownership. A cache holds the outputs of one model on one feature table: it records both (the model's parameters
 and buffers, the features' identity, shape and version counter) when it is warmed or first bound to an engine,
@@ -74,6 +78,16 @@ def _grown(t: Tensor, size: int, fill) -> Tensor:
     return out
 
 
+def to_device(t: Tensor, device: torch.device) -> Tensor:
+    """``t`` on ``device``; from the host to a GPU through pinned memory, without blocking the host (the copy is
+    ordered on the current stream before any later use there)."""
+    if t.device == device:
+        return t
+    if t.device.type == "cpu" and device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
 def _last_occurrences(nodes: Tensor) -> Tensor:
     """Positions of the last occurrence of each distinct value of ``nodes``, ascending (batch order of last use)."""
     if nodes.numel() <= 1:
@@ -91,24 +105,29 @@ class _LayerStore:
     Unbounded: ``values`` and ``valid`` have one row per node (of a node capacity that doubles as the graph
     grows, see :meth:`grow`) plus a scratch row ``scratch`` that writes which must not land (a stale or repeated
     node of a batch) are redirected to, so that inserting needs no data-dependent sizes (no host
-    synchronisation). Counts are returned as 0-dim tensors on the device.
+    synchronisation), and a row of zeros (``scratch + 1``, never written) that misses read. Bounded: ``capacity``
+    slots and a zero row. Values live on ``device``, everything else on ``index_device``; the value side is only
+    ever indexed with indices computed on the index side (:meth:`_on_values`). Counts are returned as 0-dim
+    tensors on the index device.
     """
 
-    def __init__(self, num_nodes: int, dim: int, capacity: Optional[int], device, dtype):
+    def __init__(self, num_nodes: int, dim: int, capacity: Optional[int], device, dtype, index_device=None):
         self.num_nodes, self.dim = num_nodes, dim
         self.bounded = capacity is not None and capacity < num_nodes
         self.capacity = capacity if self.bounded else num_nodes
-        idx = dict(dtype=torch.long, device=device)
+        self.device = torch.device(device)
+        self.index_device = self.device if index_device is None else torch.device(index_device)
+        idx = dict(dtype=torch.long, device=self.index_device)
         # Epoch at which each node was last invalidated (insert(since=...) drops entries invalidated after since).
         self.invalidated_at = torch.zeros(num_nodes, **idx)
         self.all_invalidated_at = 0
         self.reallocations = 0
         if not self.bounded:
             self.scratch = num_nodes
-            self.values = torch.zeros(num_nodes + 1, dim, dtype=dtype, device=device)
-            self.valid = torch.zeros(num_nodes + 1, dtype=torch.bool, device=device)
+            self.values = torch.zeros(num_nodes + 2, dim, dtype=dtype, device=device)
+            self.valid = torch.zeros(num_nodes + 2, dtype=torch.bool, device=self.index_device)
             return
-        self.values = torch.zeros(self.capacity, dim, dtype=dtype, device=device)
+        self.values = torch.zeros(self.capacity + 1, dim, dtype=dtype, device=device)
         self.slot_of_node = torch.full((num_nodes,), -1, **idx)
         self.node_of_slot = torch.full((self.capacity,), -1, **idx)
         self.slot_stamp = torch.full((self.capacity,), -1, **idx)  # stamp of the slot's last use; -1 = free
@@ -132,16 +151,20 @@ class _LayerStore:
             self.invalidated_at = _grown(self.invalidated_at, new_cap, 0)
             if self.bounded:
                 self.slot_of_node = _grown(self.slot_of_node, new_cap, -1)
-            else:  # the scratch row moves to the end of the new table
-                values = self.values.new_zeros(new_cap + 1, self.dim)
+            else:  # the scratch and zero rows move to the end of the new table
+                values = self.values.new_zeros(new_cap + 2, self.dim)
                 values[: self.num_nodes] = self.values[: self.num_nodes]
-                valid = torch.zeros(new_cap + 1, dtype=torch.bool, device=self.valid.device)
+                valid = torch.zeros(new_cap + 2, dtype=torch.bool, device=self.valid.device)
                 valid[: self.num_nodes] = self.valid[: self.num_nodes]
                 self.values, self.valid, self.scratch = values, valid, new_cap
             self.reallocations += 1
         self.num_nodes = num_nodes
         if not self.bounded:
             self.capacity = num_nodes
+
+    def _on_values(self, index: Tensor) -> Tensor:
+        """An index computed on the index device, on the values' device (no host synchronisation)."""
+        return to_device(index, self.device)
 
     # -------------------------------------------------------------- bounded-mode helpers
     def _touch(self, slots: Tensor) -> None:
@@ -211,14 +234,12 @@ class _LayerStore:
     def lookup(self, nodes: Tensor):
         if not self.bounded:
             hit = self.valid.index_select(0, nodes)
-            values = self.values.index_select(0, nodes)
-            values.masked_fill_(~hit.unsqueeze(1), 0)
-            return hit, values
-        slots = self.slot_of_node[nodes]
+            rows = torch.where(hit, nodes, self.scratch + 1)  # misses read the zero row
+            return hit, self.values.index_select(0, self._on_values(rows))
+        slots = self.slot_of_node.index_select(0, nodes)
         hit = slots >= 0
-        values = torch.zeros(nodes.numel(), self.dim, dtype=self.values.dtype, device=self.values.device)
+        values = self.values.index_select(0, self._on_values(torch.where(hit, slots, self.capacity)))
         hit_slots = slots[hit]
-        values[hit] = self.values.index_select(0, hit_slots)
         if hit_slots.numel():
             self._touch(hit_slots[_last_occurrences(hit_slots)])
         return hit, values
@@ -226,8 +247,8 @@ class _LayerStore:
     def insert(self, nodes: Tensor, values: Tensor, since: Optional[int]) -> Dict[str, object]:
         if not self.bounded:
             return self._insert_dense(nodes, values, since)
-        order = _last_occurrences(nodes)  # a node inserted twice keeps its last value
-        nodes, values = nodes[order], values[order]
+        select = _last_occurrences(nodes)  # a node inserted twice keeps its last value
+        nodes = nodes[select]
         dropped = 0
         if since is not None:
             fresh = self.invalidated_at[nodes] <= since
@@ -235,9 +256,9 @@ class _LayerStore:
                 fresh.zero_()
             dropped = int((~fresh).sum())
             if dropped:
-                nodes, values = nodes[fresh], values[fresh]
+                nodes, select = nodes[fresh], select[fresh]
         if nodes.numel() > self.capacity:  # the earlier ones would be evicted by the later ones of this batch
-            nodes, values = nodes[-self.capacity:], values[-self.capacity:]
+            nodes, select = nodes[-self.capacity:], select[-self.capacity:]
         slots = self.slot_of_node[nodes]
         present = slots >= 0
         new_nodes = nodes[~present]
@@ -255,7 +276,8 @@ class _LayerStore:
             self.node_of_slot[new_slots] = new_nodes
             slots = slots.clone()
             slots[~present] = new_slots
-        self.values[slots] = values.to(self.values.dtype)
+        slots_and_rows = self._on_values(torch.stack([slots, select]))  # one copy when the devices differ
+        self.values.index_copy_(0, slots_and_rows[0], values.index_select(0, slots_and_rows[1]).to(self.values.dtype))
         self._touch(slots)
         return {"inserted": nodes.numel(), "evicted": evicted, "dropped": dropped}
 
@@ -272,7 +294,7 @@ class _LayerStore:
             dropped = (write & ~fresh).sum()
             write &= fresh
         target = torch.where(write, nodes, torch.full_like(nodes, self.scratch))
-        self.values.index_copy_(0, target, values.to(self.values.dtype))
+        self.values.index_copy_(0, self._on_values(target), values.to(self.values.dtype))
         self.valid.index_fill_(0, target, True)
         return {"inserted": write.sum(), "evicted": 0, "dropped": dropped}
 
@@ -298,7 +320,7 @@ class _LayerStore:
         self.slot_of_node.fill_(-1)
         self.node_of_slot.fill_(-1)
         self.slot_stamp.fill_(-1)
-        self.free_slots = torch.arange(self.capacity - 1, -1, -1, dtype=torch.long, device=self.values.device)
+        self.free_slots = torch.arange(self.capacity - 1, -1, -1, dtype=torch.long, device=self.index_device)
         self.num_free = self.capacity
         self.head = self.tail = 0
         return removed
@@ -323,7 +345,10 @@ class FeatureCache:
         num_nodes: number of nodes of the graph (node ids index the cache).
         dims: width of each cached layer's hidden feature (one entry per cached layer).
         capacity: entries per layer (LRU eviction beyond it); ``None`` = every node (a dense table).
-        device, dtype: where and how the values (and all the cache's state) are stored.
+        device, dtype: where and how the values are stored.
+        index_device: where the bookkeeping (validity, epochs, LRU slots, counters) lives; default ``device``.
+            ``"cpu"`` with CUDA values: lookups and inserts take host node ids and never read the device (see
+            the module docstring); node ids given to them are moved to this device.
         track_support: when True, an engine using the cache also counts, per batch, the raw-feature supporting
             nodes the same batch would need without the cache (one extra support expansion per batch), so that
             :meth:`stats` reports ``support_without_cache`` and ``support_reduction``; it can also be switched
@@ -335,7 +360,7 @@ class FeatureCache:
     """
 
     def __init__(self, num_nodes: int, dims: Sequence[int], capacity: Optional[int] = None, device="cpu",
-                 dtype: torch.dtype = torch.float32, track_support: bool = False):
+                 dtype: torch.dtype = torch.float32, track_support: bool = False, index_device=None):
         if isinstance(num_nodes, bool) or not isinstance(num_nodes, int) or num_nodes < 0:
             raise ValueError(f"num_nodes must be a non-negative int, got {num_nodes!r}")
         if isinstance(dims, int) or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in dims) \
@@ -351,10 +376,11 @@ class FeatureCache:
         self.dims = list(dims)
         self.capacity = capacity
         self.device = torch.device(device)
+        self.index_device = self.device if index_device is None else torch.device(index_device)
         self.dtype = dtype
         self.track_support = track_support
         self._check_memory()
-        self._layers = [_LayerStore(num_nodes, d, capacity, self.device, dtype) for d in self.dims]
+        self._layers = [_LayerStore(num_nodes, d, capacity, self.device, dtype, self.index_device) for d in self.dims]
         self._lock = threading.RLock()
         self._epoch = 0
         self._owner = None  # (model reference, model signature, features reference, features signature)
@@ -404,13 +430,14 @@ class FeatureCache:
         return layer
 
     def _check_nodes(self, nodes, validate: bool = True) -> Tensor:
-        """Node ids as int64 on the cache's device: through the library's validator, or (``validate=False``,
-        ids the caller produced itself) with the dtype and shape checks only, which read nothing on the host."""
+        """Node ids as int64 on the cache's index device: through the library's validator, or
+        (``validate=False``, ids the caller produced itself) with the dtype and shape checks only, which read
+        nothing on the host."""
         if validate:
-            return as_node_ids(nodes, self.num_nodes, "nodes", device=self.device)
+            return as_node_ids(nodes, self.num_nodes, "nodes", device=self.index_device)
         if not isinstance(nodes, Tensor) or nodes.dtype not in (torch.int32, torch.int64) or nodes.dim() != 1:
             raise TypeError("with validate=False, nodes must be a 1-D int32/int64 tensor of node ids")
-        return nodes.to(self.device, torch.long)
+        return nodes.to(self.index_device, torch.long)
 
     # -------------------------------------------------------------- ownership
     def _signature(self, model, x: Tensor) -> Tuple:
@@ -481,11 +508,11 @@ class FeatureCache:
     def _to_bounded(self, store: "_LayerStore", num_nodes: int) -> "_LayerStore":
         """A dense layer (at most ``capacity`` nodes, all of them possibly valid) as an LRU layer of ``num_nodes``
         nodes holding the same entries."""
-        bounded = _LayerStore(num_nodes, store.dim, self.capacity, self.device, self.dtype)
+        bounded = _LayerStore(num_nodes, store.dim, self.capacity, self.device, self.dtype, self.index_device)
         bounded.invalidated_at[: store.num_nodes] = store.invalidated_at[: store.num_nodes]
         bounded.all_invalidated_at = store.all_invalidated_at
         nodes = store.cached_nodes()
-        bounded.insert(nodes, store.values.index_select(0, nodes), None)
+        bounded.insert(nodes, store.values.index_select(0, store._on_values(nodes)), None)
         return bounded
 
     def num_reallocations(self) -> int:
@@ -495,8 +522,8 @@ class FeatureCache:
 
     # -------------------------------------------------------------- operations
     def lookup(self, layer: int, nodes: Tensor, *, validate: bool = True) -> Tuple[Tensor, Tensor]:
-        """``(hit_mask [B] bool, values [B, dims[layer]])`` for ``nodes``, on the cache's device; rows of misses
-        are zero.
+        """``(hit_mask [B] bool, values [B, dims[layer]])`` for ``nodes``: the mask on the cache's index device,
+        the values on its device; rows of misses are zero.
 
         The values are a copy taken under the lock. A hit counts as a use for LRU. ``validate=False`` skips the
         node-id range check (which reads the ids on the host) for ids the caller produced itself.
@@ -519,7 +546,8 @@ class FeatureCache:
         :meth:`lookup`.
 
         Returns:
-            the number of entries stored, a 0-dim tensor on the cache's device (reading it synchronises).
+            the number of entries stored, a 0-dim tensor on the cache's index device (reading it synchronises
+            when that is a GPU).
         """
         layer = self._check_layer(layer)
         nodes = self._check_nodes(nodes, validate)
@@ -536,19 +564,19 @@ class FeatureCache:
             counts[_INSERTS] += result["inserted"]
             counts[_EVICTIONS] += result["evicted"]
             counts[_DROPPED] += result["dropped"]
-        return torch.as_tensor(result["inserted"], device=self.device)
+        return torch.as_tensor(result["inserted"], device=self.index_device)
 
     def invalidate(self, nodes: Tensor, layer: Optional[int] = None) -> Tensor:
         """Drop the entries of ``nodes`` (in ``layer``, or every layer).
 
         Returns:
-            how many entries were removed, a 0-dim tensor on the cache's device.
+            how many entries were removed, a 0-dim tensor on the cache's index device.
         """
         layers = range(self.num_layers) if layer is None else [self._check_layer(layer)]
         nodes = self._check_nodes(nodes)
         with self._lock:
             self._epoch += 1
-            removed = torch.zeros((), dtype=torch.long, device=self.device)
+            removed = torch.zeros((), dtype=torch.long, device=self.index_device)
             for l in layers:
                 n = self._layers[l].invalidate(nodes, self._epoch)
                 self._counts[l, _INVALIDATED] += n
@@ -559,14 +587,14 @@ class FeatureCache:
         """Drop, atomically, the entries of ``nodes_per_layer[l]`` in layer ``l`` (None = nothing).
 
         Returns:
-            how many entries were removed, a 0-dim tensor on the cache's device.
+            how many entries were removed, a 0-dim tensor on the cache's index device.
         """
         if len(nodes_per_layer) != self.num_layers:
             raise ValueError(f"give one node set per cached layer ({self.num_layers}), got {len(nodes_per_layer)}")
         checked = [None if n is None else self._check_nodes(n) for n in nodes_per_layer]
         with self._lock:
             self._epoch += 1
-            removed = torch.zeros((), dtype=torch.long, device=self.device)
+            removed = torch.zeros((), dtype=torch.long, device=self.index_device)
             for l, nodes in enumerate(checked):
                 if nodes is not None:
                     n = self._layers[l].invalidate(nodes, self._epoch)
@@ -578,12 +606,12 @@ class FeatureCache:
         """Drop every entry and forget the owner (see :meth:`check_owner`).
 
         Returns:
-            how many entries were removed, a 0-dim tensor on the cache's device.
+            how many entries were removed, a 0-dim tensor on the cache's index device.
         """
         with self._lock:
             self._epoch += 1
             self._owner = None
-            removed = torch.zeros((), dtype=torch.long, device=self.device)
+            removed = torch.zeros((), dtype=torch.long, device=self.index_device)
             for l, store in enumerate(self._layers):
                 n = store.invalidate_all(self._epoch)
                 self._counts[l, _INVALIDATED] += n
@@ -601,7 +629,7 @@ class FeatureCache:
         keeps one through growth), used instead of ``graph``'s transpose (``graph`` may then be None).
 
         Returns:
-            how many entries were removed, a 0-dim tensor on the cache's device.
+            how many entries were removed, a 0-dim tensor on the cache's index device.
         """
         per_layer: List[Optional[Tensor]] = [None] * self.num_layers
         parts = []
@@ -635,9 +663,9 @@ class FeatureCache:
     # -------------------------------------------------------------- statistics
     def reset_stats(self) -> None:
         with self._lock:
-            self._counts = torch.zeros(self.num_layers, len(_COUNTERS), dtype=torch.long, device=self.device)
+            self._counts = torch.zeros(self.num_layers, len(_COUNTERS), dtype=torch.long, device=self.index_device)
             # batches, supporting nodes computed with the cache, batches with the figure without it, and that figure
-            self._support = torch.zeros(4, dtype=torch.long, device=self.device)
+            self._support = torch.zeros(4, dtype=torch.long, device=self.index_device)
 
     def record_support(self, computed, without_cache=None) -> None:
         """Count one batch's raw-feature supporting nodes computed with the cache and, when known (see
@@ -678,8 +706,9 @@ class FeatureCache:
         return out
 
     def __repr__(self) -> str:
+        index = f", index_device={self.index_device}" if self.index_device != self.device else ""
         return (f"FeatureCache(num_nodes={self.num_nodes}, dims={self.dims}, capacity={self.capacity}, "
-                f"device={self.device}, dtype={self.dtype}, size={len(self)})")
+                f"device={self.device}{index}, dtype={self.dtype}, size={len(self)})")
 
 
 # ---------------------------------------------------------------------------------------- receptive fields

@@ -772,5 +772,5 @@ def stale_after_new_edges(graph, edge_index: Tensor, num_cached_layers: int,
         raise ValueError("edge_index must be a [2, E] tensor of (source, target) pairs")
     targets = edge_index[1]
     extra = 1 if degree_normalised else 0
-    balls = downstream_balls(graph, targets, num_cached_layers + extra, reverse=reverse)
+    balls = downstream_balls(graph, targets, num_cached_layers - 1 + extra, reverse=reverse)  # radii used below
     return [balls[l + extra] for l in range(num_cached_layers)]

@@ -64,23 +64,30 @@ class GrowingCSR:
                                          "edges_moved": 0}
         n, e = self.num_nodes, self.num_edges
         node_cap = max(n, 16)
-        buf_cap = e + e // 4 + 1024
+        # Every row starts with 25% slack (as after a rebuild): a stream touching many rows once does not move
+        # them all (a first wave of O(sum of their degrees) copies).
+        length = (rowptr[1:] - rowptr[:-1]).long()
+        cap = length + length // 4
+        packed = int(cap.sum())
+        buf_cap = packed + max(packed // 4, 1024)
         self._index_dtype_for(node_cap, buf_cap)
         index = dict(dtype=self.index_dtype, device=self.device)
+        start = _exclusive_cumsum(cap)
         # Row v: col[start[v]:end[v]] (the kernels' rowptr / row_end), with room up to start[v] + cap[v].
         self._start = torch.zeros(node_cap, **index)
         self._end = torch.zeros(node_cap, **index)
-        self._start[:n] = rowptr[:-1]
-        self._end[:n] = rowptr[1:]
+        self._start[:n] = start
+        self._end[:n] = start + length
         self._cap = torch.zeros(node_cap, dtype=torch.long, device=self.device)
-        self._cap[:n] = (rowptr[1:] - rowptr[:-1]).long()
+        self._cap[:n] = cap
+        target = _ranges(start, length, e)
         self._col = torch.empty(buf_cap, **index)
-        self._col[:e] = col
+        self._col[target] = col.to(self.index_dtype)
         self._weight = None
         if edge_weight is not None:
             self._weight = torch.empty(buf_cap, dtype=edge_weight.dtype, device=self.device)
-            self._weight[:e] = edge_weight
-        self._tail = e
+            self._weight[target] = edge_weight
+        self._tail = packed
         self._garbage = 0
 
     @classmethod

@@ -494,11 +494,26 @@ def _sequential_refit(model: nn.Module, original: nn.Module, graph, inputs: List
 
 
 @torch.no_grad()
-def prune(model: nn.Module, graph, x: Tensor, keep: KeepSpec = 0.25, scheme: str = "full", calib_nodes=None,
-          method: str = "auto", progress: bool = True, batch_size: int = 8192, ridge: Union[float, str] = 1e-6,
-          seed: int = 0, solver_kwargs: Optional[dict] = None, refit: str = "local", fit_bias: bool = True,
-          objective: str = "next_layer", min_kept: int = None) -> nn.Module:
+def prune(model: nn.Module, graph, x: Tensor, keep: Optional[KeepSpec] = None, scheme: str = "full",
+          calib_nodes=None, method: str = "auto", progress: bool = True, batch_size: int = 8192,
+          ridge: Union[float, str] = 1e-6, seed: int = 0, solver_kwargs: Optional[dict] = None,
+          refit: str = "local", fit_bias: bool = True, objective: str = "next_layer", min_kept: int = None, *,
+          target_speedup: Optional[float] = None, max_logit_error: Optional[float] = None,
+          max_accuracy_drop: Optional[float] = None, val_nodes=None, val_labels=None) -> nn.Module:
     """A pruned copy of ``model`` (eval mode, BatchNorm folded) with physically smaller weights.
+
+    How much to prune: exactly one of ``keep`` (default 0.25 when none is given), ``target_speedup``,
+    ``max_logit_error`` and ``max_accuracy_drop``. The three targets choose the keep ratio of every layer
+    (:mod:`gnnaccel.pruning.target`): from a cost model of full inference (GEMM FLOPs and aggregation bytes
+    of each layer at its kept widths, as the layer computes them, with machine coefficients measured once per
+    process) and each layer's error-versus-keep curve (greedy forward selection on its second moment), the
+    per-layer keeps of least summed squared relative layer error ``target_speedup``: whose predicted
+    full-inference cost is at most the unpruned one / ``target_speedup``; ``max_logit_error``: the cheapest
+    such allocation whose relative logit error on the calibration nodes (measured) is at most the bound;
+    ``max_accuracy_drop``: the cheapest whose F1-micro on ``val_nodes`` (indices or mask) against
+    ``val_labels`` is at most that much below the unpruned model's. ``pruning_info["target"]`` records
+    ``keep_per_layer``, ``predicted_speedup`` and the measured errors
+    (:func:`gnnaccel.pruning.target.measure_speedup` adds the measured speedup).
 
     ``graph``: a :class:`gnnaccel.Graph` (or edge_index / sparse adjacency), ``x`` the node features.
     ``keep``: ratio of kept input channels, one float for every pruned layer or a list with one entry per layer
@@ -556,6 +571,19 @@ def prune(model: nn.Module, graph, x: Tensor, keep: KeepSpec = 0.25, scheme: str
     """
     if scheme not in SCHEMES:
         raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
+    targets = (target_speedup, max_logit_error, max_accuracy_drop)
+    if any(t is not None for t in targets) or val_nodes is not None or val_labels is not None:
+        if keep is not None:
+            raise ValueError("give exactly one of keep, target_speedup, max_logit_error, max_accuracy_drop")
+        from .target import prune_to_target
+
+        return prune_to_target(model, graph, x, target_speedup=target_speedup, max_logit_error=max_logit_error,
+                               max_accuracy_drop=max_accuracy_drop, val_nodes=val_nodes, val_labels=val_labels,
+                               scheme=scheme, calib_nodes=calib_nodes, method=method, progress=progress,
+                               batch_size=batch_size, ridge=ridge, seed=seed, solver_kwargs=solver_kwargs,
+                               refit=refit, fit_bias=fit_bias, objective=objective, min_kept=min_kept)
+    if keep is None:
+        keep = 0.25
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if refit not in REFITS:

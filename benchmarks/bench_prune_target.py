@@ -5,9 +5,9 @@ For each dataset: a 3-layer GraphSAGE (hidden 256; trained once, weights cached 
 ``target_speedup=s`` for each ``s`` in ``--targets``; the uniform baseline is the largest single keep ratio of
 the hidden layers (any kept count, same selection and refit) whose predicted cost is at most the target cost,
 and the per-layer budget is allocated once more at exactly the uniform keep's predicted cost ("per-layer at
-uniform's cost": never predicted slower than the uniform keep), the equal-cost comparison. Logit error: relative Frobenius error of the
-logits against the unpruned model on the calibration nodes (every node) and on the test nodes. Speed:
-``full_inference`` of the unpruned and every pruned model in ``--rounds`` interleaved rounds
+uniform's cost": never predicted slower than the uniform keep), the equal-cost comparison. Logit error:
+relative Frobenius error of the logits against the unpruned model on the calibration nodes (every node) and on
+the test nodes. Speed: ``full_inference`` of the unpruned and every pruned model in ``--rounds`` interleaved rounds
 (``gnnaccel.latency.interleaved_times``), median per-round ratio [IQR].
 
     GNNACCEL_DATA=/work/shared/data OMP_NUM_THREADS=1 PYTHONPATH=$PWD \\
@@ -98,7 +98,8 @@ def main(argv=None):
                     out = full_inference(m, g, x, progress=False)
                 print(f"| {s:g}x | {label} | {[round(k, 4) for k in keeps]} | {pred:.2f}x | "
                       f"{logit_relative_error(base, out):.4f} | {logit_relative_error(base[test], out[test]):.4f} | "
-                      f"{f1_micro(out[test], data.y[test]):.4f} | {f'{t_prune:.1f}' if label == 'per-layer' else '-'} |")
+                      f"{f1_micro(out[test], data.y[test]):.4f} | "
+                      f"{f'{t_prune:.1f}' if label == 'per-layer' else '-'} |")
             timed[f"target {s:g}x"] = chosen
         times = interleaved_times({k: (lambda m=m: full_inference(m, g, x, progress=False)) for k, m in timed.items()},
                                   rounds=args.rounds)

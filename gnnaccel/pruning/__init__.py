@@ -18,8 +18,9 @@ from .lasso import lambda_max, select_channels
 from .greedy import select_greedy, select_greedy_or_refined
 from .baselines import select_magnitude, select_random
 from .prune import finetune, layer_second_moment, prune
-from . import report
+from . import report, target
 
 __all__ = ["SecondMoment", "gram_from_moments", "cross_linear_term", "branch_penalty", "split_branch_coordinates",
            "select_channels", "select_greedy", "select_greedy_or_refined", "select_random", "select_magnitude",
-           "lambda_max", "refit", "output_relative_error", "prune", "finetune", "layer_second_moment", "report"]
+           "lambda_max", "refit", "output_relative_error", "prune", "finetune", "layer_second_moment", "report",
+           "target"]

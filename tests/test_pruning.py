@@ -119,6 +119,26 @@ def test_about_mean_is_the_covariance_and_pools_over_folds(generator):
         torch.testing.assert_close(got, (A[f] - ma).T @ (B[f] - mb) / f.numel())
 
 
+def test_about_mean_zeroes_constant_channels_exactly(generator):
+    """A constant channel (a dead ReLU unit shifted by BatchNorm) is centred to an exactly-zero row and column,
+    not to rounding residue that the LASSO's PSD contract would read as a negative 2 x 2 minor."""
+    from gnnaccel.pruning import select_channels
+    from gnnaccel.pruning.refit import about_mean
+
+    A = torch.rand(500, 16, generator=generator, dtype=torch.float32)
+    A[:, [3, 9]] = torch.tensor([0.3183, 1.7071])  # constants with no exact binary mean
+    A = A.double()
+    m = A.mean(0)
+    S = about_mean(A.T @ A / 500, m, m)
+    ref = (A - m).T @ (A - m) / 500
+    for c in (3, 9):
+        assert torch.count_nonzero(S[c]) == 0 and torch.count_nonzero(S[:, c]) == 0
+    live = torch.tensor([i for i in range(16) if i not in (3, 9)])
+    torch.testing.assert_close(S[live][:, live], ref[live][:, live])
+    chosen = select_channels(S, S.sum(1), 5, check_psd=True)  # the contract accepts it
+    assert chosen.numel() == 5 and not set(chosen.tolist()) & {3, 9}
+
+
 @pytest.mark.parametrize("k", [0, 1, 5, 17, 40])
 def test_select_channels_returns_exactly_k(k, generator):
     zs, ws = _layer(generator, n=300, c=40, widths=(8, 8), dead=(2, 11))

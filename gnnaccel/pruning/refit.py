@@ -133,7 +133,31 @@ def about_mean(moment: Tensor, mean_a: Tensor, mean_b: Tensor, fold_mean_a: Opti
     fa = mean_a if fold_mean_a is None else fold_mean_a
     fb = mean_b if fold_mean_b is None else fold_mean_b
     out = moment.double() - torch.outer(fa.double(), mean_b.double()) - torch.outer(mean_a.double(), fb.double())
-    return out + torch.outer(mean_a.double(), mean_b.double())
+    out = out + torch.outer(mean_a.double(), mean_b.double())
+    if mean_a is mean_b and fa is fb and out.dim() == 2 and out.shape[0] == out.shape[1]:
+        out = _zero_constant_coordinates(out, moment)
+    return out
+
+
+# A coordinate whose moment about the mean is at most this fraction of its raw second moment is constant up to
+# the rounding of the subtraction (float64 cancellation errors are ~1e-16 of the raw moment per term).
+CONSTANT_RTOL = 1e-12
+
+
+def _zero_constant_coordinates(centred: Tensor, raw: Tensor) -> Tensor:
+    """``centred`` with the rows and columns of constant coordinates set to exactly 0.
+
+    A constant input channel (a dead ReLU unit, possibly shifted by a BatchNorm) has a centred second moment
+    of 0, but the subtraction leaves rounding residue ~1e-10 off the diagonal; with a diagonal of exactly 0
+    that residue reads as a negative 2 x 2 principal minor, which the LASSO's contract rejects. The intercept
+    absorbs a constant channel entirely, so its exact centred row is 0."""
+    d = centred.diagonal()
+    constant = d <= CONSTANT_RTOL * raw.double().diagonal().abs()
+    if bool(constant.any()):
+        centred = centred.clone()
+        centred[constant] = 0
+        centred[:, constant] = 0
+    return centred
 
 
 def bias_shift(mean: Tensor, weights: Sequence[Tensor], new_weights: Sequence[Tensor], keep_per_branch: KeepSpec,

@@ -17,6 +17,7 @@ from .nn.adjacency import Adjacency, as_graph
 from .ids import as_node_ids
 from .nn.conv import Dense, GCNConv, SAGEConv, SAINTConv, resolve_activation
 from .nn.protocol import Block, graph_block
+from .nn.relational import RelationalSAGEConv
 
 
 _NORMS = {None: None, "batchnorm": nn.BatchNorm1d, "batch_norm": nn.BatchNorm1d,
@@ -188,6 +189,13 @@ class GCN(_ConvStack):
     """Stack of :class:`~gnnaccel.nn.GCNConv` (``conv_kwargs``: add_self_loops, normalize, bias)."""
 
     conv_class = GCNConv
+
+
+class RelationalGraphSAGE(_ConvStack):
+    """Stack of :class:`~gnnaccel.nn.relational.RelationalSAGEConv` (one neighbour branch per relation) over a
+    :func:`~gnnaccel.nn.relational.relation_graph` (``conv_kwargs``: num_relations, bias)."""
+
+    conv_class = RelationalSAGEConv
 
 
 class SAINTGraphSAGE(_GNN):

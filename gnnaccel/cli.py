@@ -2,9 +2,10 @@
 
 Subcommands: ``demo`` (the end-to-end demo), ``info MODEL`` (architecture, widths, pruning, size), ``prune``
 (a saved gnnaccel model or a PyG checkpoint + a graph file -> a pruned model file), ``bench`` (full-graph
-inference of a model on a graph against PyG, in the same process, interleaved) and ``serve`` (the HTTP service
+inference of a model on a graph against PyG, in the same process, interleaved), ``serve`` (the HTTP service
 of :mod:`gnnaccel.serving` over a batched engine; ``--features`` reads the features from a ``.pt`` / ``.npy``
-file instead of the graph file).
+file instead of the graph file) and ``spam`` (the YelpChi review-spam stream, :mod:`gnnaccel.apps.yelpchi`;
+``spam serve`` serves its model over HTTP).
 
 Graph files (``--graph``): a ``.pt`` file holding a dict (read with ``torch.load(weights_only=True)``) or a
 ``.npz`` file (read with ``numpy.load(allow_pickle=False)``), with ``edge_index`` (integers, shape [2, E], row 0
@@ -487,6 +488,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-body-bytes", type=_positive, default=DEFAULT_MAX_BODY_BYTES,
                        help=f"largest request body accepted, larger ones get 413 (default {DEFAULT_MAX_BODY_BYTES})")
     serve.set_defaults(func=cmd_serve)
+
+    from .apps.yelpchi.cli import add_spam_parser
+
+    add_spam_parser(sub)
     return parser
 
 

@@ -28,7 +28,8 @@ replacement; the draws are a pure function of ``(seed, layer, node, draw)`` (see
 engine answers deterministically for its ``seed``.
 
 Updates (``add_nodes``, ``add_edges``, ``update_features``) take the engine's lock exclusively and invalidate
-exactly the cached entries whose receptive field they touch; ``predict`` calls share it. Every answer is
+exactly the cached entries whose receptive field they touch (edge insertions: unless the engine was built
+with ``on_new_edges="keep"``); ``predict`` calls share it. Every answer is
 therefore the model's output on one consistent state of the graph and features (the one before or after each
 update).
 
@@ -206,13 +207,21 @@ class BatchedEngine:
         support: where the index side runs (see the module docstring): ``"host"`` (default when ``x`` is on a
             GPU: at most one host synchronisation per ``predict``) or ``"device"`` (default otherwise; on a GPU
             it keeps a graph copy on the host out of memory, at the price of synchronisations per hop).
+        on_new_edges: what an edge insertion (``add_nodes`` / ``add_edges``) does to the cache.
+            ``"invalidate"`` (default): every entry whose receptive field the new edges reach is dropped, so
+            answers equal full inference on the grown graph. ``"keep"``: entries of existing nodes stay (new
+            nodes start without entries, and ``update_features`` still invalidates exactly): an existing node's
+            cached hidden features then miss the neighbours that arrived after they were computed, and answers
+            approximate full inference. For streams where every new node links to the very nodes whose entries
+            it would read (each review to the earlier reviews of its user and product), exact invalidation
+            leaves the cache nothing to hit; "keep" reuses the hidden features of nodes already visited.
 
     Attributes: ``num_nodes`` and :attr:`num_edges` (the current graph), ``version`` (number of updates
     applied), ``graph`` (the current graph, packed when read), ``x`` (the current features), ``cache``.
     """
 
     def __init__(self, model, graph, x: Tensor, fanouts: Optional[Sequence[Optional[int]]] = None,
-                 cache=None, seed: int = 0, support: Optional[str] = None):
+                 cache=None, seed: int = 0, support: Optional[str] = None, on_new_edges: str = "invalidate"):
         model = as_model(model)  # a PyG GraphSAGE / GCN: converted once with from_pyg
         if not hasattr(model, "convs") or not hasattr(model, "layer_block"):
             raise TypeError("BatchedEngine expects a gnnaccel model with .convs and .layer_block, or a PyG "
@@ -226,6 +235,9 @@ class BatchedEngine:
         if support not in ("host", "device"):
             raise ValueError(f"support must be 'host', 'device' or None (chosen per device), got {support!r}")
         self.support = support
+        if on_new_edges not in ("invalidate", "keep"):
+            raise ValueError(f"on_new_edges must be 'invalidate' or 'keep', got {on_new_edges!r}")
+        self.on_new_edges = on_new_edges
         self._support_device = torch.device("cpu") if support == "host" else x.device
         for conv in model.convs:
             check_layer(conv, "BatchedEngine")
@@ -606,7 +618,7 @@ class BatchedEngine:
             self._set_graph(self._current_graph())  # degree-normalised layers: O(E) per growth
         if self.cache is not None:
             self.cache.grow(n)
-            if edges is not None:
+            if edges is not None and self.on_new_edges == "invalidate":
                 self.cache.invalidate_after_update(None, new_edge_index=edges,
                                                    degree_normalised=self._degree_normalised, reverse=self._reverse)
             if k:

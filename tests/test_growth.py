@@ -456,3 +456,55 @@ def test_feature_cache_grow():
     lru.insert(0, torch.arange(6, 20), torch.randn(14, 2))
     assert lru.size(0) == 8
     assert lru.cached_nodes(0).tolist() == list(range(12, 20))
+
+
+@pytest.mark.parametrize("name", ["sage2", "gcn2", "saint2"])
+def test_keep_policy_reuses_stale_entries_of_existing_nodes(name, generator):
+    """on_new_edges="keep": after new nodes link to old ones, the old nodes' cached layer-0 outputs are the ones
+    computed on the graph before (not invalidated); the new nodes' own rows and the last layer are computed on
+    the grown graph. Reference: the model's layers over the grown graph with layer 0's old-node rows taken
+    from the old graph."""
+    from gnnaccel.inference import warm_cache
+
+    n, c = 150, 6
+    g, x = _graph(n, generator), torch.randn(n, c, generator=generator)
+    model = _model(name, c)
+    cache = FeatureCache(n, [model.convs[0].out_channels])
+    warm_cache(cache, model, g, x)
+    engine = BatchedEngine(model, g, x, cache=cache, on_new_edges="keep")
+    state = _State(g, x)
+    k = 4
+    feats = torch.randn(k, c, generator=generator)
+    new = torch.arange(n, n + k)
+    old = torch.randint(n - 10, (3 * k,), generator=generator)
+    src = new.repeat(3)
+    edges = torch.cat([torch.stack([src, old]), torch.stack([old, src])], 1)
+    ids = engine.add_nodes(feats, edges)
+    state.add(feats, edges)
+    assert torch.equal(ids, new)
+    hits_before = engine.cache.stats()["hits"]
+    got = engine.predict(torch.cat([new, old[:5]]))
+    with torch.no_grad():
+        h_old = model.layer(0, x, g)
+        h_new = model.layer(0, state.x, state.graph())
+        h_mix = torch.cat([h_old, h_new[n:]])  # every old node was cached by warm_cache
+        h = h_mix
+        for i in range(1, len(model.convs)):
+            h = model.layer(i, h, state.graph())
+        expected = h[torch.cat([new, old[:5]])]
+    torch.testing.assert_close(got, expected, **TOL)
+    assert engine.cache.stats()["hits"] > hits_before
+    # The default policy on the same growth gives full inference on the grown graph, which differs here.
+    exact = BatchedEngine(model, g, x, cache=True)
+    exact.add_nodes(feats, edges)
+    ref = full_inference(model, state.graph(), state.x, progress=False)[torch.cat([new, old[:5]])]
+    torch.testing.assert_close(exact.predict(torch.cat([new, old[:5]])), ref, **TOL)
+    assert not torch.allclose(got, ref, atol=1e-4)
+    # Feature updates still invalidate exactly under "keep".
+    engine.update_features(old[:2], torch.randn(2, c, generator=generator))
+
+
+def test_keep_policy_is_validated(generator):
+    g, x = _graph(40, generator), torch.randn(40, 3, generator=generator)
+    with pytest.raises(ValueError, match="on_new_edges"):
+        BatchedEngine(_model("sage2", 3), g, x, on_new_edges="never")

@@ -66,6 +66,10 @@ def _add_common(p) -> None:
     p.add_argument("--fanouts", type=_fanouts, default=(10, None),
                    help="engine neighbours per layer, comma-separated, 'all' = every neighbour (default 10,all: "
                         "10 sampled for the new reviews' neighbours, all of the new reviews' own)")
+    p.add_argument("--on-new-edges", choices=("keep", "invalidate"), default="keep",
+                   help="the cached engines' policy when new reviews link to cached ones: keep their hidden "
+                        "features (reuse, approximate) or invalidate them (exact; the cache then never hits in "
+                        "this stream) (default keep)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars or messages")
 
@@ -99,6 +103,7 @@ def _config(args):
 
     return SpamConfig(data_dir=args.data, epochs=args.epochs, hidden=args.hidden, max_days=args.max_days,
                       seed=args.seed, progress=not args.no_progress, fanouts=args.fanouts,
+                      on_new_edges=args.on_new_edges,
                       batch=getattr(args, "batch", "day"), json_path=getattr(args, "json", None),
                       plot_dir=getattr(args, "plot_dir", None))
 

@@ -82,8 +82,9 @@ def registered_ops() -> list:
                    if name.startswith("gnnaccel::")})
 
 
-# Operators that run on the CPU by design (none at present: every operator has a CUDA kernel).
-CPU_ONLY_OPS = frozenset()
+# Operators without a CUDA kernel: gat_aggregate's GPU path is its Triton kernel (kernels/gat_aggregate.py),
+# and a PyTorch composition where triton is missing.
+CPU_ONLY_OPS = frozenset({"gat_aggregate"})
 
 
 def cuda_kernel_report() -> bool:

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from .nn.adjacency import Adjacency, as_graph
 from .ids import as_node_ids
 from .nn.conv import Dense, GCNConv, SAGEConv, SAINTConv, resolve_activation
+from .nn.gat import GATConv
 from .nn.protocol import Block, graph_block
 from .nn.relational import RelationalSAGEConv
 
@@ -198,6 +199,35 @@ class RelationalGraphSAGE(_ConvStack):
     conv_class = RelationalSAGEConv
 
 
+class GAT(_ConvStack):
+    """Stack of :class:`~gnnaccel.nn.GATConv`, PyG's ``models.GAT``: ``hidden_channels`` is the total width of
+    a hidden layer (``heads`` heads of ``hidden_channels // heads`` channels, concatenated); the last layer
+    averages its heads (``concat=False``, ``out_channels`` wide) unless ``jk="last"`` (then every conv is a
+    hidden one and a linear head follows). ``dropout`` is also the attention dropout of every conv (as in PyG).
+    ``conv_kwargs``: heads, concat, negative_slope, add_self_loops, bias, residual."""
+
+    conv_class = GATConv
+
+    def _make_convs(self):
+        kw = dict(self.conv_kwargs)
+        heads, concat = kw.pop("heads", 1), kw.pop("concat", True)
+        if "dropout" in kw:
+            raise ValueError("GAT: the attention dropout is the model's dropout (pass dropout=, not a conv dropout)")
+
+        def conv(i_c: int, o_c: int, to_out: bool) -> GATConv:
+            cat = concat and not to_out
+            if cat and o_c % heads != 0:
+                raise ValueError(f"GAT: the width {o_c} of a concatenating layer must be divisible by heads={heads}")
+            return GATConv(i_c, o_c // heads if cat else o_c, heads=heads, concat=cat, dropout=self.dropout, **kw)
+
+        h = self.hidden_channels
+        if self.jk == "last":
+            dims = [self.in_channels] + [h] * self.num_layers
+            return [conv(dims[i], dims[i + 1], False) for i in range(self.num_layers)] + [Dense(h, self.out_channels)]
+        dims = [self.in_channels] + [h] * (self.num_layers - 1) + [self.out_channels]
+        return [conv(dims[i], dims[i + 1], i == self.num_layers - 1) for i in range(self.num_layers)]
+
+
 class SAINTGraphSAGE(_GNN):
     """The paper's model: ``num_layers`` GraphSAINT concat layers (:class:`~gnnaccel.nn.SAINTConv`, each
     ``hidden_channels`` wide, half self / half neighbour) followed by a linear classifier
@@ -211,7 +241,8 @@ class SAINTGraphSAGE(_GNN):
 
 # ---------------------------------------------------------------------------------------------- PyG import
 def from_pyg(module: nn.Module) -> nn.Module:
-    """Convert a PyG ``SAGEConv``, ``GCNConv``, ``models.GraphSAGE`` or ``models.GCN`` into the gnnaccel
+    """Convert a PyG ``SAGEConv``, ``GCNConv``, ``GATConv``, ``models.GraphSAGE``, ``models.GCN`` or ``models.GAT``
+    into the gnnaccel
     equivalent with the same weights, matching the PyG module in eval mode.
 
     Supported model options: ``act``, ``act_first``, ``dropout``, ``norm`` ("batch_norm", or "layer_norm" with
@@ -235,9 +266,12 @@ def from_pyg(module: nn.Module) -> nn.Module:
         return _sage_from_pyg(module).eval()
     if isinstance(module, pyg_nn.GCNConv):
         return _gcn_from_pyg(module).eval()
-    if isinstance(module, (pyg_nn.models.GraphSAGE, pyg_nn.models.GCN)):
+    if isinstance(module, pyg_nn.GATConv):
+        return _gat_from_pyg(module).eval()
+    if isinstance(module, (pyg_nn.models.GraphSAGE, pyg_nn.models.GCN, pyg_nn.models.GAT)):
         return _model_from_pyg(module, pyg_nn).eval()
-    raise TypeError(f"from_pyg supports torch_geometric SAGEConv, GCNConv, models.GraphSAGE and models.GCN, "
+    raise TypeError(f"from_pyg supports torch_geometric SAGEConv, GCNConv, GATConv, models.GraphSAGE, models.GCN "
+                    f"and models.GAT, "
                     f"got {type(module).__module__}.{type(module).__name__}")
 
 
@@ -259,7 +293,7 @@ def as_model(model: nn.Module) -> nn.Module:
         return model
     import torch_geometric.nn as pyg_nn
 
-    if not isinstance(model, (pyg_nn.models.GraphSAGE, pyg_nn.models.GCN)):
+    if not isinstance(model, (pyg_nn.models.GraphSAGE, pyg_nn.models.GCN, pyg_nn.models.GAT)):
         raise TypeError(f"expected a gnnaccel model or a PyG models.GraphSAGE / models.GCN, got "
                         f"{type(model).__module__}.{type(model).__name__}")
     global _PYG_MODELS
@@ -307,6 +341,18 @@ def _gcn_from_pyg(conv) -> GCNConv:
     return ours.to(conv.lin.weight)
 
 
+def _gat_from_pyg(conv) -> GATConv:
+    if conv.lin is None:
+        raise ValueError("GATConv with bipartite in_channels (lin_src / lin_dst) is not supported by gnnaccel")
+    if conv.edge_dim is not None:
+        raise ValueError("GATConv(edge_dim=...) (edge features in the attention) is not supported by gnnaccel")
+    ours = GATConv(_channels(conv.in_channels, "GATConv"), conv.out_channels, heads=conv.heads, concat=conv.concat,
+                   negative_slope=conv.negative_slope, dropout=conv.dropout, add_self_loops=conv.add_self_loops,
+                   bias=conv.bias is not None, residual=conv.res is not None).to(conv.lin.weight)
+    ours.load_state_dict(conv.state_dict())  # into parameters of the module's dtype: no rounding
+    return ours
+
+
 def _plain_state(state):
     # PyG's Linear stores the same tensors as torch.nn.Linear; drop anything non-parametric it may add.
     return {k: v for k, v in state.items() if k.endswith(("weight", "bias"))}
@@ -317,6 +363,9 @@ def _conv_kwargs(conv, pyg_nn) -> dict:
     if isinstance(conv, SAGEConv):
         return {"aggr": conv.aggr, "normalize": conv.normalize, "root_weight": conv.root_weight,
                 "bias": conv.lin_l.bias is not None}
+    if isinstance(conv, GATConv):
+        return {"heads": conv.heads, "negative_slope": conv.negative_slope, "add_self_loops": conv.add_self_loops,
+                "bias": conv.bias is not None, "residual": conv.residual}
     return {"improved": conv.improved, "add_self_loops": conv.add_self_loops, "normalize": conv.normalize,
             "bias": conv.bias is not None}
 
@@ -353,10 +402,13 @@ def _model_from_pyg(model, pyg_nn) -> _GNN:
         raise ValueError(f"PyG jumping knowledge jk={jk!r} is not supported: it combines the outputs of every layer, "
                          "which gnnaccel's layer-by-layer inference (full_inference chunks, BatchedEngine, the "
                          "pruner) cannot; jk=None and jk='last' are")
+    converters = ((pyg_nn.SAGEConv, _sage_from_pyg), (pyg_nn.GCNConv, _gcn_from_pyg), (pyg_nn.GATConv, _gat_from_pyg))
+    convs = []
     for c in model.convs:
-        if not isinstance(c, (pyg_nn.SAGEConv, pyg_nn.GCNConv)):
+        convert = next((f for cls, f in converters if isinstance(c, cls)), None)
+        if convert is None:
             raise TypeError(f"unsupported conv {type(c).__name__} inside {type(model).__name__}")
-    convs = [(_sage_from_pyg if isinstance(c, pyg_nn.SAGEConv) else _gcn_from_pyg)(c) for c in model.convs]
+        convs.append(convert(c))
     if isinstance(model.in_channels, (tuple, list)):
         raise ValueError("PyG models with bipartite (tuple) in_channels are not supported")
     norm_names, norms = set(), []
@@ -366,10 +418,14 @@ def _model_from_pyg(model, pyg_nn) -> _GNN:
         norms.append(module)
     norm_names.discard(None)
     dropout = model.dropout.p if isinstance(model.dropout, nn.Module) else float(model.dropout)
-    cls = GraphSAGE if isinstance(model, pyg_nn.models.GraphSAGE) else GCN
+    cls = (GraphSAGE if isinstance(model, pyg_nn.models.GraphSAGE)
+           else GAT if isinstance(model, pyg_nn.models.GAT) else GCN)
+    kwargs = _conv_kwargs(convs[0], pyg_nn)
+    if cls is GAT:  # PyG's model-level concat: that of its hidden convs (a lone output conv never concatenates)
+        kwargs["concat"] = convs[0].concat if len(convs) > 1 or jk is not None else True
     ours = cls(model.in_channels, model.hidden_channels, model.out_channels, model.num_layers, dropout=dropout,
                act=model.act if model.act is not None else None, norm=next(iter(norm_names), None),
-               act_first=bool(model.act_first), jk=jk, **_conv_kwargs(convs[0], pyg_nn))
+               act_first=bool(model.act_first), jk=jk, **kwargs)
     if jk == "last":
         head = Dense(model.lin.in_features, model.lin.out_features, bias=model.lin.bias is not None).to(
             model.lin.weight)

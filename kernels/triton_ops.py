@@ -5,5 +5,6 @@ or broken) as "no Triton backend" instead of an import error of the package.
 """
 from .aggregate import triton_aggregate
 from .fused_layer import triton_fused_layer, triton_pruned_linear
+from .gat_aggregate import triton_gat_aggregate
 
-__all__ = ["triton_aggregate", "triton_fused_layer", "triton_pruned_linear"]
+__all__ = ["triton_aggregate", "triton_fused_layer", "triton_pruned_linear", "triton_gat_aggregate"]

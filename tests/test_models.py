@@ -67,7 +67,7 @@ def test_from_pyg_layer_matches(kind, generator):
 
 def test_from_pyg_rejects_unsupported():
     with pytest.raises(TypeError, match="from_pyg supports"):
-        from_pyg(pyg_nn.GATConv(4, 4))
+        from_pyg(pyg_nn.GATv2Conv(4, 4))
     with pytest.raises(TypeError, match="from_pyg supports"):
         from_pyg(torch.nn.Linear(3, 3))
     with pytest.raises(ValueError, match="jumping knowledge"):

@@ -10,9 +10,8 @@ Pruning: the attention depends on the input only through ``x W`` (``alpha`` are 
 linear part is the concatenation of two identity branches over the layer input: ``"neigh"`` = ``[W | V_src]``
 (what a source row contributes) and ``"self"`` = ``[V_dst | W_res]`` (what the output row reads of its own
 input: its attention term and the residual). Refitting both keeps ``x W`` and therefore the logits close.
-A constant added to ``x W`` passes through the softmax (the coefficients of a row sum to 1) into the output,
-and a constant added to a logit cancels in the softmax: the refit's intercept folds exactly into the layer's
-bias when every row has an edge (``add_self_loops=True``); the layer reports no linear bias otherwise.
+The refit's intercept of ``[x W | alpha_src | alpha_dst]`` is kept as a projection bias (``lin_bias``: a
+logit intercept sits inside the LeakyReLU, so it cannot be folded away); the residual's goes into ``bias``.
 After pruning (or BatchNorm folding) the logit projections are stored explicitly (``lin_att_src``,
 ``lin_att_dst``), since they no longer follow from ``W`` and ``att_src`` / ``att_dst``; after its output
 channels are pruned a head may keep any subset of its channels (``head_index``: the head of every value channel).
@@ -121,6 +120,7 @@ class GATConv(_PrunableConv):
         # head of every value channel.
         self.register_parameter("lin_att_src", None)
         self.register_parameter("lin_att_dst", None)
+        self.register_parameter("lin_bias", None)  # [D + 2H] intercept of [x W | alpha_src | alpha_dst]
         self.register_buffer("head_index", None)
         self._init_input_index()
         self.reset_parameters()
@@ -199,11 +199,15 @@ class GATConv(_PrunableConv):
     def _same_inputs(self) -> bool:
         return self.input_index_neigh is None and self.input_index_self is None
 
-    def _source_weight(self, with_dst: bool) -> Tensor:
-        """``[W | V_src]`` (+ ``V_dst``) [in, D + H (+ H)]."""
+    def _source_weight(self, with_dst: bool) -> Tuple[Tensor, Optional[Tensor]]:
+        """``[W | V_src]`` (+ ``V_dst``) [in, D + H (+ H)] and its intercept (None unless pruned with one)."""
         v_src, v_dst = self._att_weights()
         parts = [self.lin.weight.t(), v_src] + ([v_dst] if with_dst else [])
-        return torch.cat(parts, 1)
+        width = self.value_channels + self.heads * (2 if with_dst else 1)
+        return torch.cat(parts, 1), None if self.lin_bias is None else self.lin_bias[:width]
+
+    def _dst_bias(self) -> Optional[Tensor]:
+        return None if self.lin_bias is None else self.lin_bias[self.value_channels + self.heads:]
 
     def _compacts(self, x: Tensor, block: Block, num_out: int) -> bool:
         return (not tracing() and block.col is not None
@@ -212,10 +216,10 @@ class GATConv(_PrunableConv):
     def _project_sources(self, x: Tensor, x_neigh: Optional[Tensor], rows: Optional[Tensor] = None,
                          with_dst: bool = True) -> Tensor:
         if x_neigh is not None:
-            return _project(x_neigh, self._source_weight(False), None, rows, None)
+            return _project(x_neigh, *self._source_weight(False), rows, None)
         if with_dst and self._same_inputs():
-            return _project(x, self._source_weight(True), None, rows, None)
-        return _project(x, self._source_weight(False), None, rows, self.input_index_neigh)
+            return _project(x, *self._source_weight(True), rows, None)
+        return _project(x, *self._source_weight(False), rows, self.input_index_neigh)
 
     def block_plan(self, x: Tensor, block: Block, num_out: Optional[int] = None,
                    x_neigh: Optional[Tensor] = None) -> Optional[Tensor]:
@@ -243,7 +247,7 @@ class GATConv(_PrunableConv):
             s = _self_rows(block, rows)
             a_dst = plan[: block.num_rows, d + h:] if s is None else plan[:, d + h:].index_select(0, s)
         else:
-            a_dst = _self_term(x, self._att_weights()[1], None, block, rows, self.input_index_self)
+            a_dst = _self_term(x, self._att_weights()[1], self._dst_bias(), block, rows, self.input_index_self)
         out = gat_aggregate(block.rowptr, col, plan[:, :d], plan[:, d:d + h], a_dst, rows, self.head_index,
                             self.negative_slope, self.dropout, self.training)
         if not self.concat:
@@ -257,12 +261,14 @@ class GATConv(_PrunableConv):
 
     # ------------------------------------------------------------------ pruning protocol
     def _linear_bias(self) -> Optional[Tensor]:
-        """The intercept the refit may fit (zeros; folded into the bias by ``load_pruned``), or None when it
-        cannot be folded exactly (no bias, or rows without edges)."""
-        if self.bias is None or not self.add_self_loops:
+        """The intercept of the linear part ``[x W | alpha_src | alpha_dst | x W_res]``: ``lin_bias`` (zeros
+        before pruning) and zeros for the residual (folded into ``bias``); None without ``bias`` when there is a
+        residual (its intercept would have nowhere to go)."""
+        if self.bias is None and self.res is not None:
             return None
-        width = self.value_channels + 2 * self.heads + (self.out_channels if self.res is not None else 0)
-        return self.bias.new_zeros(width)
+        ref = self.lin.weight
+        lin = self.lin_bias if self.lin_bias is not None else ref.new_zeros(self.value_channels + 2 * self.heads)
+        return torch.cat([lin, ref.new_zeros(self.out_channels if self.res is not None else 0)])
 
     def linear_parts(self) -> LinearParts:
         if self.in_channels == -1:
@@ -294,10 +300,9 @@ class GATConv(_PrunableConv):
             bias = torch.as_tensor(bias).to(ref)
             if bias.shape != (d + 2 * h + r,):
                 raise ValueError(f"bias must have shape [{d + 2 * h + r}], got {list(bias.shape)}")
-            shift = bias[:d] if self.concat else bias[:d].view(h, -1).mean(0)
+            self.lin_bias = nn.Parameter(bias[:d + 2 * h].clone())
             if r:
-                shift = shift + bias[d + 2 * h:]
-            self.bias = nn.Parameter(self.bias.detach() + shift)
+                self.bias = nn.Parameter(self.bias.detach() + bias[d + 2 * h:])
         self.lin.weight = nn.Parameter(w_n[:, :d].t().contiguous())
         self.lin.in_features = keeps["neigh"].numel()
         self.lin_att_src = nn.Parameter(w_n[:, d:].t().contiguous())
@@ -329,6 +334,8 @@ class GATConv(_PrunableConv):
         else:
             width = self.value_channels // self.heads
             value_keep = (torch.arange(self.heads, device=keep.device)[:, None] * width + keep[None, :]).flatten()
+        if self.lin_bias is not None:
+            self.lin_bias = nn.Parameter(torch.cat([self.lin_bias[value_keep], self.lin_bias[self.value_channels:]]))
         self.lin.weight = nn.Parameter(self.lin.weight[value_keep].contiguous())
         self.lin.out_features = value_keep.numel()
         if self.res is not None:
@@ -346,6 +353,8 @@ class GATConv(_PrunableConv):
         scale = scale.to(self.lin.weight)
         value_scale = scale if self.concat else scale.repeat(self.heads)
         self.lin.weight.mul_(value_scale.unsqueeze(1))
+        if self.lin_bias is not None:
+            self.lin_bias[: self.value_channels].mul_(value_scale)
         if self.res is not None:
             self.res.weight.mul_(scale.unsqueeze(1))
         bias = shift.to(scale) if self.bias is None else self.bias * scale + shift.to(scale)

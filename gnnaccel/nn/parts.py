@@ -45,6 +45,10 @@ Details as implemented by the layers of :mod:`gnnaccel.nn.conv`:
 * ``prune_outputs(keep)``: output order follows ``keep``; SAINTConv needs ``keep`` strictly increasing
   (the self block stays first). Duplicates are rejected.
 * ``scale_outputs(scale, shift)``: folds a per-output-channel affine map (BatchNorm) into weights and bias.
+* ``extra["outputs_are_layer_outputs"]`` (default True): False when the branches' outputs are not the layer's
+  output channels (GATConv: ``x W`` and the attention terms, which the attention then combines); the pruner
+  then selects without the next layer's metric and refuses ``refit="sequential"``. ``prune_outputs`` still
+  takes the layer's own output channels.
 """
 from __future__ import annotations
 

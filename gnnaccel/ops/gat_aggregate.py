@@ -10,7 +10,7 @@ from torch import Tensor
 
 from .._library import EXTENSION_LOADED, has_kernel, require_extension
 from ..backend import kernel_backend
-from ._args import check_bounds_eager, check_csr, check_index, rows_for_graph
+from ._args import check_bounds_eager, check_csr, check_index, needs_grad, rows_for_graph
 
 
 def _check(xw, alpha_src, alpha_dst, rowptr, rows, head_index) -> None:
@@ -56,7 +56,8 @@ def gat_aggregate(rowptr: Tensor, col: Tensor, xw: Tensor, alpha_src: Tensor, al
         head_index: optional int64 [D]: the head of every channel; default: D / H channels per head, in order.
         negative_slope: the LeakyReLU slope of the logits.
         dropout, training: dropout of the attention coefficients (PyG's ``GATConv(dropout=)``), applied only when
-            ``training``; then a differentiable PyTorch composition runs.
+            ``training``; then a differentiable PyTorch composition runs (as it does for the "torch" backend, for
+            "triton" while autograd records, and for "cpp" on a device without a compiled kernel).
     Returns:
         [len(rows) or num_rows, D]. Differentiable in xw, alpha_src and alpha_dst.
     """
@@ -65,7 +66,7 @@ def gat_aggregate(rowptr: Tensor, col: Tensor, xw: Tensor, alpha_src: Tensor, al
     _check(xw, alpha_src, alpha_dst, rowptr, rows, head_index)
     slope = float(negative_slope)
     backend = kernel_backend(xw.device)
-    if (training and dropout > 0) or backend == "torch" or (
+    if (training and dropout > 0) or backend == "torch" or (backend == "triton" and needs_grad(xw, alpha_src, alpha_dst)) or (
             backend == "cpp" and xw.device.type != "cpu" and not has_kernel("gat_aggregate", "CUDA")):
         return gat_aggregate_torch(rowptr, col, xw, alpha_src, alpha_dst, rows, head_index, slope,
                                    dropout if training else 0.0)

@@ -275,7 +275,10 @@ def _calibrate(model: nn.Module, l: int, g, h: Tensor, rows: Tensor, ratio: floa
         regressors = len(names) * k if keep_whole is None else c + (len(names) - 1) * k
         layer_method = "best" if rows.numel() >= AUTO_GREEDY_ROWS_PER_REGRESSOR * regressors else "lasso"
     problem.layer_method = layer_method
-    if objective == "next_layer" and layer_method in ("lasso", "greedy", "best"):
+    # A layer whose linear outputs are not its outputs (attention: x W and the logit terms) has no next-layer
+    # metric for them: its selection weighs every linear output alike.
+    if (objective == "next_layer" and layer_method in ("lasso", "greedy", "best")
+            and parts.extra.get("outputs_are_layer_outputs", True)):
         problem.metric = _next_layer_metric(convs, l, parts.out_channels)
     return problem
 
@@ -624,6 +627,10 @@ def prune(model: nn.Module, graph, x: Tensor, keep: Optional[KeepSpec] = None, s
         if isinstance(norm, nn.LayerNorm) and i < L - 1:
             raise ValueError(f"layer {i} ({type(conv).__name__}) is followed by a LayerNorm, which normalises over "
                              "all its output channels: dropping some would change the normalisation; not supported")
+        if refit == "sequential" and not extra.get("outputs_are_layer_outputs", True):
+            raise ValueError(f"layer {i} ({type(conv).__name__}): refit='sequential' refits a layer's outputs as the "
+                             "next layer keeps them, but this layer's linear part (x W and attention terms) is not "
+                             "its output; use refit='local'")
         if extra.get("normalize", False) and i < L - 1:
             raise ValueError(f"layer {i} ({type(conv).__name__}) L2-normalises its output (normalize=True): "
                              "dropping its output channels would change the normalisation; not supported")

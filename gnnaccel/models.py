@@ -294,7 +294,7 @@ def as_model(model: nn.Module) -> nn.Module:
     import torch_geometric.nn as pyg_nn
 
     if not isinstance(model, (pyg_nn.models.GraphSAGE, pyg_nn.models.GCN, pyg_nn.models.GAT)):
-        raise TypeError(f"expected a gnnaccel model or a PyG models.GraphSAGE / models.GCN, got "
+        raise TypeError(f"expected a gnnaccel model or a PyG models.GraphSAGE / models.GCN / models.GAT, got "
                         f"{type(model).__module__}.{type(model).__name__}")
     global _PYG_MODELS
     if _PYG_MODELS is None:

@@ -144,7 +144,7 @@ def test_full_inference_float32_and_bad_args(generator):
     with pytest.raises(TypeError, match="gnnaccel model"):
         full_inference(torch.nn.Linear(12, 8), ei, x)
     with pytest.raises(TypeError, match="PyG models.GraphSAGE"):
-        full_inference(pyg_nn.models.GAT(12, 8, 2), ei, x)
+        full_inference(pyg_nn.models.GIN(12, 8, 2), ei, x)
 
 
 def test_f1_micro_matches_sklearn(generator):

@@ -5,7 +5,7 @@ per-head channels concatenated, the output layer averages the heads; dropout 0.5
 then prune without retraining at keep 1/2, 1/4, 1/8 with the default selection ("auto") and with random and
 magnitude selection, all with the same ridge least-squares refit, in both schemes; report test F1-micro, its
 drop, and the relative error of the test logits against the unpruned model. Calibration: up to --calib random
-non-test nodes (no labels). Writes benchmarks/out/gat_accuracy.{md,csv} and prints the markdown table.
+non-test nodes (no labels). Writes benchmarks/out/gat_accuracy_<datasets>.{md,csv}, prints the markdown table.
 
     OMP_NUM_THREADS=2 PYTHONPATH=$PWD python benchmarks/gat_accuracy.py [--datasets Cora CiteSeer Computers CS]
         [--widths 8x8 8x32] [--schemes full batched] [--epochs 150]
@@ -78,13 +78,14 @@ def main(argv=None):
                                          logit_err=round(err, 4), prune_s=round(prune_s, 1)))
                         print("  " + " ".join(f"{k}={v}" for k, v in rows[-1].items()), flush=True)
     keys = list(rows[0])
-    with open(os.path.join(OUT, "gat_accuracy.csv"), "w", newline="") as f:
+    tag = "_".join(args.datasets)
+    with open(os.path.join(OUT, f"gat_accuracy_{tag}.csv"), "w", newline="") as f:
         w = csv.DictWriter(f, keys)
         w.writeheader()
         w.writerows(rows)
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     lines += ["| " + " | ".join(str(r[k]) for k in keys) + " |" for r in rows]
-    with open(os.path.join(OUT, "gat_accuracy.md"), "w") as f:
+    with open(os.path.join(OUT, f"gat_accuracy_{tag}.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
 

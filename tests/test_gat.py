@@ -17,6 +17,13 @@ from gnnaccel.models import GAT, from_pyg  # noqa: E402
 from gnnaccel.nn import GATConv  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def _own_rng():
+    """These tests seed the global RNG: restore it afterwards, so the seeds later test modules draw stay theirs."""
+    with torch.random.fork_rng():
+        yield
+
+
 def _rel(a, b):
     a, b = a.detach().double(), b.detach().double()
     return float((a - b).norm() / b.norm().clamp_min(1e-300))

@@ -19,6 +19,13 @@ from conftest import random_edge_index
 INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
 
 
+@pytest.fixture(autouse=True)
+def _own_rng():
+    """These tests seed the global RNG: restore it afterwards, so the seeds later test modules draw stay theirs."""
+    with torch.random.fork_rng():
+        yield
+
+
 def reference(rowptr, col, xw, a_src, a_dst, rows, head_index, slope):
     """Float64: per output row, per head, torch.softmax over the row's edges."""
     xw, a_src, a_dst = xw.double(), a_src.double(), a_dst.double()

@@ -17,6 +17,13 @@ from gnnaccel.nn import GATConv
 from gnnaccel.pruning import prune
 
 
+@pytest.fixture(autouse=True)
+def _own_rng():
+    """These tests seed the global RNG: restore it afterwards, so the seeds later test modules draw stay theirs."""
+    with torch.random.fork_rng():
+        yield
+
+
 def _graph(n, g):
     ei = random_edge_index(n - 3, 6 * n, g, power_law=True)  # isolated nodes at the end
     ei = torch.cat([ei, torch.tensor([[4, 4], [4, 4]])], 1)

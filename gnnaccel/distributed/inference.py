@@ -26,7 +26,6 @@ from torch import Tensor
 from ..graph import Graph
 from ..models import as_model
 from ..nn.protocol import Block, check_layer
-from ..ops.expand_hop import expand_hop
 from .store import Part, PathLike, load_part, read_manifest
 
 _MESSAGE_BYTES = 1024
@@ -152,7 +151,8 @@ class _LocalGraph:
         return self._degree
 
     def blocks(self, conv, dtype: torch.dtype):
-        """(whole, interior, boundary, interior ids, boundary ids) blocks of the owned rows for ``conv``."""
+        """(block of the owned rows, interior row ids, boundary row ids) for ``conv``: the rows of the layer's
+        message graph over the local ids; a boundary row reads at least one halo node."""
         g = self.degree_graph() if conv.degree_normalised else self.plain
         mg = conv.message_graph(g, dtype)
         key = (id(mg), dtype)
@@ -164,26 +164,15 @@ class _LocalGraph:
         rowptr, col = mg.rowptr[: n + 1], mg.col[:e_own]
         w = mg.edge_weight
         w = None if w is None else w[:e_own].to(dtype)
-        whole = Block(n, rowptr, col, w)
-        # A row is on the boundary when it reads a halo node.
         reads_halo = torch.zeros(n, dtype=torch.long, device=col.device)
         if e_own:
             row = torch.repeat_interleave(torch.arange(n, device=col.device), rowptr[1:] - rowptr[:-1],
                                           output_size=e_own)
             reads_halo.index_add_(0, row, (col >= n).long())
-        boundary = torch.nonzero(reads_halo > 0).flatten()
-        interior = torch.nonzero(reads_halo == 0).flatten()
-        blocks = (whole, self._sub_block(mg, interior, w), self._sub_block(mg, boundary, w), interior, boundary)
+        blocks = (Block(n, rowptr, col, w), torch.nonzero(reads_halo == 0).flatten(),
+                  torch.nonzero(reads_halo > 0).flatten())
         self._blocks[key] = (mg, blocks)
         return blocks
-
-    @staticmethod
-    def _sub_block(mg: Graph, rows: Tensor, w: Optional[Tensor]) -> Block:
-        """The block of ``rows`` (all their in-edges; columns stay local ids; self rows = ``rows``)."""
-        hop = expand_hop(mg.rowptr, mg.col, rows.to(mg.rowptr.dtype))
-        col = mg.col.index_select(0, hop.edge_ids)
-        weight = None if w is None else w.index_select(0, hop.edge_ids)
-        return Block(rows.numel(), hop.rowptr, col, weight, rows)
 
 
 class _Exchange:
@@ -192,37 +181,28 @@ class _Exchange:
     def __init__(self, part: Part, group, device: torch.device):
         self.send_idx = part.send_idx.to(device)
         self.send_counts, self.recv_counts = list(part.send_counts), list(part.recv_counts)
-        self.num_halo = part.num_halo
         self.group = group
 
-    def start(self, h: Tensor, channels: Optional[Tensor], async_op: bool):
-        """Post the exchange of ``h[send rows][:, channels]``; returns (received buffer, sent buffer, work
-        handle or None, packing error or None). A rank that fails to pack still takes part (sending zeros)."""
-        width = h.shape[1] if channels is None else channels.numel()
+    def start(self, table: Tensor, n: int, async_op: bool):
+        """Send the owned rows ``table[send rows]`` that other parts read and receive the halo rows into
+        ``table[n:]`` (rows ``0..n-1`` = owned). Returns (sent buffer, work handle or None, packing error or
+        None): a rank that fails to pack still takes part, sending zeros, so that no rank waits forever."""
         error = None
         try:
-            send = h.index_select(0, self.send_idx)
-            if channels is not None:
-                send = send.index_select(1, channels)
-            send = send.contiguous()
+            send = table.index_select(0, self.send_idx)
         except Exception as e:
             error = e
-            send = h.new_zeros((sum(self.send_counts), width))
-        recv = h.new_empty((self.num_halo, width))
-        work = dist.all_to_all_single(recv, send, self.recv_counts, self.send_counts, group=self.group,
+            send = table.new_zeros((sum(self.send_counts), table.shape[1]))
+        work = dist.all_to_all_single(table[n:], send, self.recv_counts, self.send_counts, group=self.group,
                                       async_op=async_op)
-        return recv, send, work, error
+        return send, work, error
 
 
-def _source_table(h: Tensor, halo: Tensor, channels: Optional[Tensor]) -> Tensor:
-    """The layer's source table over local ids: owned rows ``h``, then the halo rows (only the channels the
-    neighbour aggregation reads were received; the others are never read and stay zero)."""
-    if channels is None:
-        return torch.cat([h, halo], 0)
-    x = h.new_zeros((h.shape[0] + halo.shape[0], h.shape[1]))
-    x[: h.shape[0]] = h
-    x[h.shape[0]:, channels] = halo
-    return x
+def _table(h: Tensor, n: int, num_halo: int) -> Tensor:
+    """A [n + num_halo, C] table whose first ``n`` rows are ``h`` (the halo rows are filled by the exchange)."""
+    t = h.new_empty((n + num_halo, h.shape[1]))
+    t[:n] = h[:n]
+    return t
 
 
 def full_inference(model: Union[torch.nn.Module, PathLike], parts: PathLike, *, group=None,
@@ -274,44 +254,53 @@ def full_inference(model: Union[torch.nn.Module, PathLike], parts: PathLike, *, 
 
 
 def _run(model, part: Part, group, device, overlap: bool, stats: RunStats) -> Tensor:
+    """The layers over this rank's rows. Each layer's input lives in a table over the local ids (owned rows,
+    then halo rows; the halo rows are received in place), the layer runs on the block of the owned rows
+    through ``model.layer_block`` with ``rows=`` (interior rows during the exchange, then boundary rows)."""
     local = _LocalGraph(part, device)
     exchange = _Exchange(part, group, device)
-    h = part.x.to(device)
-    n = part.num_owned
+    n, H = part.num_owned, part.num_halo
+    h = _table(part.x.to(device), n, H)  # layer input: [n + H, C]; rows >= n are filled per layer
     for i, conv in enumerate(model.convs):
         st = LayerStats(i)
         stats.layers.append(st)
-        error, out, work = None, None, None
+        error, out = None, None
         if not conv.reads_neighbours:
             try:
                 t = time.perf_counter()
-                out = model.layer_block(i, h, Block(n))
+                out = _table(model.layer_block(i, h, Block(n)), n, H) if i + 1 < len(model.convs) else \
+                    model.layer_block(i, h, Block(n))
                 st.compute_s = time.perf_counter() - t
             except Exception as e:
                 error = e
             _agree(error, group, device, f"in layer {i}")
             h = out
             continue
+        x_neigh = None
         try:
-            whole, inner, outer, inner_rows, outer_rows = local.blocks(conv, h.dtype)
+            block, inner, outer = local.blocks(conv, h.dtype)
             channels = conv.neighbour_channels()
-            channels = None if channels is None else channels.to(device)
+            if channels is not None:  # exchange only the channels the neighbour aggregation reads
+                x_neigh = h.new_empty((n + H, channels.numel()))
+                x_neigh[:n] = h[:n].index_select(1, channels.to(device))
         except Exception as e:
             error = e
         _agree(error, group, device, f"preparing layer {i}")
+        table = h if x_neigh is None else x_neigh
         t = time.perf_counter()
-        recv, send, work, error = exchange.start(h, channels, async_op=overlap)
+        send, work, error = exchange.start(table, n, async_op=overlap)
         st.exchange_s = time.perf_counter() - t
-        st.channels = send.shape[1]
-        st.rows_sent, st.rows_received = send.shape[0], recv.shape[0]
+        st.channels = table.shape[1]
+        st.rows_sent, st.rows_received = send.shape[0], H
         st.bytes_sent = send.numel() * send.element_size()
-        st.bytes_received = recv.numel() * recv.element_size()
-        st.interior_rows, st.boundary_rows = inner_rows.numel(), outer_rows.numel()
-        part_in = None
+        st.bytes_received = H * table.shape[1] * table.element_size()
+        st.interior_rows, st.boundary_rows = inner.numel(), outer.numel()
+        last = i + 1 == len(model.convs)
+        out = h.new_empty((n if last else n + H, conv.out_channels))
         try:
-            if overlap and error is None:
+            if overlap and error is None and inner.numel():
                 t = time.perf_counter()
-                part_in = model.layer_block(i, h, inner) if inner.num_rows else None
+                out[inner] = model.layer_block(i, h, block, inner, x_neigh=x_neigh)  # reads owned rows only
                 st.compute_s = time.perf_counter() - t
         except Exception as e:
             error = e
@@ -321,18 +310,12 @@ def _run(model, part: Part, group, device, overlap: bool, stats: RunStats) -> Te
             st.wait_s = time.perf_counter() - t
             st.exchange_s += st.wait_s
         try:
-            if error is None:
-                x = _source_table(h, recv, channels)
+            if error is None and n:
                 t = time.perf_counter()
-                if overlap:
-                    part_out = model.layer_block(i, x, outer) if outer.num_rows else None
-                    out = h.new_empty((n, conv.out_channels))
-                    if part_in is not None:
-                        out[inner_rows] = part_in
-                    if part_out is not None:
-                        out[outer_rows] = part_out
-                else:
-                    out = model.layer_block(i, x, whole) if n else h.new_empty((0, conv.out_channels))
+                if not overlap:
+                    out[:n] = model.layer_block(i, h, block, x_neigh=x_neigh)
+                elif outer.numel():
+                    out[outer] = model.layer_block(i, h, block, outer, x_neigh=x_neigh)
                 st.compute_s += time.perf_counter() - t
         except Exception as e:
             error = e

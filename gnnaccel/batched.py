@@ -276,10 +276,10 @@ class BatchedEngine:
         host_graph = graph.to(self._support_device)
         self._csr = GrowingCSR.from_graph(host_graph)
         # The reversed graph, grown alongside: the receptive fields that updates invalidate in the cache.
+        # With on_new_edges="keep" only feature updates invalidate: built on the first one (_reverse_csr).
         self._reverse = None
-        if cache is not None:
-            t = host_graph.transpose()
-            self._reverse = GrowingCSR(t.rowptr, t.col, graph.num_nodes)
+        if cache is not None and on_new_edges == "invalidate":
+            self._reverse = self._reverse_csr(host_graph)
         # (version, Graph on the index side, the same on x's device or None): memoised per version.
         self._packed = (0, host_graph, None)
         self._set_graph(host_graph, first=True)
@@ -514,6 +514,12 @@ class BatchedEngine:
         col = support.sources(hop.edge_ids) if first else hop.col
         return Block(rows.numel(), hop.rowptr, col, support.weights(hop.edge_ids), rows if first else None)
 
+    @staticmethod
+    def _reverse_csr(graph: Graph) -> GrowingCSR:
+        """The reversed graph as a GrowingCSR (grown alongside the graph from then on)."""
+        t = graph.transpose()
+        return GrowingCSR(t.rowptr, t.col, graph.num_nodes)
+
     # ------------------------------------------------------------------ updates
     def add_nodes(self, features, edge_index=None, edge_weight=None, *, first_id: Optional[int] = None) -> Tensor:
         """Append ``k`` nodes with features ``features`` [k, C] and the edges ``edge_index`` [2, E].
@@ -640,6 +646,8 @@ class BatchedEngine:
             if self._x_neigh is not None:
                 self._x_neigh.index_copy_(0, rows, values.index_select(1, self._neigh_index))
             if self.cache is not None:
+                if self._reverse is None:
+                    self._reverse = self._reverse_csr(self._current_graph())
                 self.cache.invalidate_after_update(None, changed_nodes=nodes, reverse=self._reverse)
                 self.cache.bind(self.model, self.x)  # the cache now holds outputs on the engine's own copy
             self.version += 1

@@ -500,8 +500,17 @@ def test_keep_policy_reuses_stale_entries_of_existing_nodes(name, generator):
     ref = full_inference(model, state.graph(), state.x, progress=False)[torch.cat([new, old[:5]])]
     torch.testing.assert_close(exact.predict(torch.cat([new, old[:5]])), ref, **TOL)
     assert not torch.allclose(got, ref, atol=1e-4)
-    # Feature updates still invalidate exactly under "keep".
-    engine.update_features(old[:2], torch.randn(2, c, generator=generator))
+    # Feature updates still invalidate under "keep" (the reverse graph is built on the first one): the changed
+    # nodes and their out-neighbours lose their entries, a node out of their reach keeps its own.
+    changed = old[:2]
+    reached = torch.cat([changed, state.graph().transpose().col[torch.cat([
+        torch.arange(int(state.graph().transpose().rowptr[v]), int(state.graph().transpose().rowptr[v + 1]))
+        for v in changed.tolist()])].long()]).unique()
+    engine.update_features(changed, torch.randn(2, c, generator=generator))
+    hit, _ = engine.cache.lookup(0, reached)
+    assert not hit.any()
+    isolated = torch.arange(n - 10, n)  # _graph leaves the last 10 nodes isolated: out of every reach
+    assert engine.cache.lookup(0, isolated)[0].all()
 
 
 def test_keep_policy_is_validated(generator):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import sys
+from contextlib import contextmanager
 import time
 from dataclasses import asdict, dataclass
 from typing import Optional, Union
@@ -56,7 +57,8 @@ class SpamConfig:
     (:class:`~gnnaccel.batched.BatchedEngine`): "keep" (default) reuses the hidden features of reviews already
     visited when new reviews link to them (approximate); "invalidate" is exact, but every review a new one
     reads has just been invalidated by its own edges, so that cache never hits in this stream. Cached engines
-    start warm (one full-inference pass over the training graph)."""
+    start warm (one full-inference pass over the training graph). ``threads``: torch's intra-op threads while
+    streaming (None: leave them as they are)."""
 
     data_dir: Optional[str] = None
     batch: Union[str, int] = "day"
@@ -66,6 +68,7 @@ class SpamConfig:
     keep: float = 0.25
     fanouts: Optional[tuple] = (10, None)
     on_new_edges: str = "keep"
+    threads: Optional[int] = 1
     max_days: Optional[int] = None
     seed: int = 0
     progress: bool = True
@@ -76,6 +79,18 @@ class SpamConfig:
 def _log(config: SpamConfig, message: str) -> None:
     if config.progress:
         print(message, file=sys.stderr, flush=True)
+
+
+@contextmanager
+def _stream_threads(threads: Optional[int]):
+    """torch's intra-op thread count set to ``threads`` for the block (restored after)."""
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _fanouts(config: SpamConfig):
@@ -171,7 +186,8 @@ def run(config: SpamConfig) -> dict:
             engine = BatchedEngine(model, g, xn, cache=cache, fanouts=_fanouts(config),
                                    on_new_edges=config.on_new_edges)
             lanes.append(Lane(kind + tag, engine, m["relational"]))
-    run_stream(lanes, data, x, val_ranges, config.progress, "threshold period")
+    with _stream_threads(config.threads):
+        run_stream(lanes, data, x, val_ranges, config.progress, "threshold period")
     thresholds, val_auc = {}, {}
     from sklearn.metrics import roc_auc_score
 
@@ -181,7 +197,8 @@ def run(config: SpamConfig) -> dict:
         val_auc[lane.name] = float(roc_auc_score(y_val, s))
         lane.scores, lane.add_s, lane.predict_s = [], [], []
     stats_before = {lane.name: _cache_stats(lane.engine) for lane in lanes}
-    run_stream(lanes, data, x, test_ranges, config.progress, "stream")
+    with _stream_threads(config.threads):
+        run_stream(lanes, data, x, test_ranges, config.progress, "stream")
     for lane in lanes:
         s = lane.all_scores()
         cache = _cache_stats(lane.engine)

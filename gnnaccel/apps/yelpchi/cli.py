@@ -70,6 +70,9 @@ def _add_common(p) -> None:
                    help="the cached engines' policy when new reviews link to cached ones: keep their hidden "
                         "features (reuse, approximate) or invalidate them (exact; the cache then never hits in "
                         "this stream) (default keep)")
+    p.add_argument("--threads", type=_int_at_least(1), default=1,
+                   help="intra-op threads of torch while streaming (default 1: a day's batch is small work, and with more threads "
+                        "than idle cores every op waits for a descheduled worker)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars or messages")
 
@@ -103,7 +106,7 @@ def _config(args):
 
     return SpamConfig(data_dir=args.data, epochs=args.epochs, hidden=args.hidden, max_days=args.max_days,
                       seed=args.seed, progress=not args.no_progress, fanouts=args.fanouts,
-                      on_new_edges=args.on_new_edges,
+                      on_new_edges=args.on_new_edges, threads=args.threads,
                       batch=getattr(args, "batch", "day"), json_path=getattr(args, "json", None),
                       plot_dir=getattr(args, "plot_dir", None))
 

@@ -142,10 +142,12 @@ def _models():
             nodes: List[NodeId] = Field(min_length=1)
 
         class NodesRequest(BaseModel):
-            """``{"features": [[...]], "edges": [[src, dst], ...]}``; endpoints checked in _Service."""
+            """``{"features": [[...]], "edges": [[src, dst], ...], "edge_weight": [...]}``; endpoints checked in
+            _Service; ``edge_weight`` (one finite value per edge) exactly when the served graph is weighted."""
             model_config = ConfigDict(extra="forbid")
             features: List[List[Feature]] = Field(min_length=1)
             edges: List[List[Any]] = Field(default_factory=list)
+            edge_weight: Optional[List[Feature]] = None
 
         _MODELS.update(predict=PredictRequest, nodes=NodesRequest)
     return _MODELS
@@ -271,12 +273,20 @@ class _Service:
             raise RequestError(422, f"features[{i}][{j}] = {req.features[i][j]!r} is not finite in "
                                     f"{engine.x.dtype}")
         x = x.to(engine.x.device)
+        weight = None
+        if req.edge_weight is not None:
+            if len(req.edge_weight) != len(req.edges):
+                raise RequestError(422, f"edge_weight has {len(req.edge_weight)} values for {len(req.edges)} edges")
+            weight = torch.tensor(req.edge_weight, dtype=engine.x.dtype)
+            if not bool(torch.isfinite(weight).all()):
+                raise RequestError(422, f"edge_weight holds a value that is not finite in {engine.x.dtype}")
+            weight = weight.to(engine.x.device)
         with self._write:
             for _ in range(_ATTEMPTS):
                 n0, version = engine.num_nodes, engine.version
                 edge_index = self._edge_index(req.edges, k, n0).to(engine.x.device)
                 try:
-                    ids = engine.add_nodes(x, edge_index, first_id=n0)
+                    ids = engine.add_nodes(x, edge_index, weight if edge_index.shape[1] else None, first_id=n0)
                 except (ValueError, TypeError) as exc:
                     if engine.num_nodes != n0:  # another writer, outside the server, grew the graph: redo
                         continue

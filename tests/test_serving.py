@@ -279,10 +279,10 @@ def test_update_raced_by_another_writer_is_redone(served, monkeypatch):
     real = engine.add_nodes
     outside_x = torch.randn(1, F)
 
-    def raced(features, edge_index=None, *, first_id=None):
+    def raced(features, edge_index=None, edge_weight=None, *, first_id=None):
         if engine.num_nodes == N:
             real(outside_x, torch.tensor([[0], [N]]))
-        return real(features, edge_index, first_id=first_id)
+        return real(features, edge_index, edge_weight, first_id=first_id)
 
     monkeypatch.setattr(engine, "add_nodes", raced)
     new_x = torch.randn(1, F)
@@ -364,3 +364,39 @@ def test_read_features(tmp_path):
                         ("x.npz", "expected a .pt or .npy"), ("absent.npy", "does not exist")):
         with pytest.raises(InputError, match=words):
             read_features(str(tmp_path / name))
+
+
+def test_nodes_with_edge_weight_on_a_weighted_graph():
+    """A weighted graph grows through /nodes with per-edge values (e.g. the YelpChi relation bitmasks): answers
+    equal full inference on the grown weighted graph; a missing, short or non-finite edge_weight is a 422 and
+    changes nothing; edge_weight on an unweighted graph is a 422."""
+    edge_index, x, model = _inputs(11, GCN)
+    gen = torch.Generator().manual_seed(3)
+    weight = torch.rand(edge_index.shape[1], generator=gen) + 0.5
+    engine = BatchedEngine(model, Graph.from_edge_index(edge_index, N, weight), x, cache=True)
+    with TestClient(create_app(engine, max_body_bytes=MAX_BODY, max_batch=MAX_BATCH)) as client:
+        feats = torch.randn(2, F, generator=gen)
+        edges = [[0, {"new": 0}], [{"new": 0}, 0], [{"new": 1}, 3], [3, {"new": 1}], [{"new": 0}, {"new": 1}]]
+        values = [0.5, 2.0, 1.25, 0.75, 3.0]
+        before = _state(engine)
+        for bad, message in (({"edge_weight": values[:3]}, "3 values for 5 edges"),
+                             ({}, "edge_weight"),
+                             ({"edge_weight": values[:4] + [1e39]}, "not finite")):
+            r = client.post("/nodes", json={"features": feats.tolist(), "edges": edges, **bad})
+            assert r.status_code == 422 and message in r.text, r.text
+            assert _same_state(before, _state(engine))
+        r = client.post("/nodes", json={"features": feats.tolist(), "edges": edges, "edge_weight": values})
+        assert r.status_code == 200, r.text
+        assert r.json()["ids"] == [N, N + 1]
+        new_edges = torch.tensor([[0, N, N + 1, 3, N], [N, 0, 3, N + 1, N + 1]])
+        grown = Graph.from_edge_index(torch.cat([edge_index, new_edges], 1), N + 2,
+                                      torch.cat([weight, torch.tensor(values)]))
+        ids = [N, N + 1, 0, 3, 5]
+        expected = full_inference(model, grown, torch.cat([x, feats]), progress=False)[ids]
+        r = client.post("/predict", json={"nodes": ids})
+        torch.testing.assert_close(torch.tensor(r.json()["scores"]), expected, **TOL)
+    unweighted = BatchedEngine(model, Graph.from_edge_index(edge_index, N), x)
+    with TestClient(create_app(unweighted)) as client:
+        r = client.post("/nodes", json={"features": feats.tolist(), "edges": [[0, {"new": 0}]], "edge_weight": [1.0]})
+        assert r.status_code == 422 and "weighted" in r.text, r.text
+        assert unweighted.num_nodes == N

@@ -129,7 +129,8 @@ def test_cli_spam_bad_data_dir(tmp_path, capsys):
 
 
 @needs_data
-def test_spam_serving_engine_over_http():
+@pytest.mark.parametrize("kind", ["sage", "relational"])
+def test_spam_serving_engine_over_http(kind):
     """`spam serve`'s engine behind gnnaccel.serving (in process): scores equal the engine's, a new review
     joins with its edges."""
     pytest.importorskip("fastapi")
@@ -143,13 +144,16 @@ def test_spam_serving_engine_over_http():
         from fastapi.testclient import TestClient
 
     engine, info = build_serving_engine(SpamConfig(data_dir=str(FRAUD), max_days=30, epochs=2, hidden=8,
-                                                   progress=False))
-    assert info["model"] == "sage" and engine.num_nodes == info["nodes"]
+                                                   progress=False), kind)
+    assert info["model"] == kind and engine.num_nodes == info["nodes"]
     with TestClient(create_app(engine)) as client:
         assert client.get("/healthz").json()["num_nodes"] == engine.num_nodes
         ids = [0, 5, engine.num_nodes - 1]
         got = client.post("/predict", json={"nodes": ids}).json()["scores"]
         np.testing.assert_allclose(np.asarray(got), engine.predict(ids).numpy(), rtol=1e-6, atol=1e-6)
         before = engine.num_nodes
-        r = client.post("/nodes", json={"features": engine.x[:1].tolist(), "edges": [[0, {"new": 0}], [{"new": 0}, 0]]})
+        review = {"features": engine.x[:1].tolist(), "edges": [[0, {"new": 0}], [{"new": 0}, 0]]}
+        if kind == "relational":  # each edge's relation bitmask: same user and same product + month
+            review["edge_weight"] = [5.0, 5.0]
+        r = client.post("/nodes", json=review)
         assert r.status_code == 200 and r.json()["ids"] == [before] and engine.num_nodes == before + 1

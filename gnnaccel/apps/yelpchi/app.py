@@ -255,14 +255,14 @@ def _targets(result: dict, default: str) -> dict:
 
 
 def build_serving_engine(config: SpamConfig, kind: Optional[str] = None):
-    """The engine ``python -m gnnaccel spam serve`` serves: the model (``kind``, default sage) trained on
+    """The engine ``python -m gnnaccel spam serve`` serves: the model (``kind``, default relational) trained on
     the training period, pruned (keep ``config.keep``, scheme batched), with a cache, over the graph and
     standardised features of every review of the timeline (ids = stream order), ready for new reviews.
 
     Returns:
         (engine, info dict).
     """
-    kind = kind or "sage"
+    kind = kind or "relational"
     data = prepare(config.data_dir, max_days=config.max_days)
     n = data.train_end
     standardise = Standardiser.fit(data.raw[:n])
@@ -276,8 +276,10 @@ def build_serving_engine(config: SpamConfig, kind: Optional[str] = None):
                       desc=f"train {kind}")
     pruned = prune(model, g_train, x[:n], keep=config.keep, scheme="batched", progress=config.progress,
                    seed=config.seed)
-    engine = BatchedEngine(pruned, data.graph(data.num_nodes, relational), x, cache=True, fanouts=_fanouts(config),
-                           on_new_edges=config.on_new_edges)
+    graph = data.graph(data.num_nodes, relational)
+    cache = FeatureCache(data.num_nodes, [conv.out_channels for conv in pruned.convs[:-1]])
+    warm_cache(cache, pruned, graph, x)  # start warm: one full-inference pass
+    engine = BatchedEngine(pruned, graph, x, cache=cache, fanouts=_fanouts(config), on_new_edges=config.on_new_edges)
     info = {"model": kind, "nodes": data.num_nodes, "features": list(FEATURE_NAMES),
             "edge_values": "relation bitmask (bit r = " + ", ".join(RELATIONS) + ")" if relational else None,
             "standardiser": {"mean": standardise.mean.tolist(), "std": standardise.std.tolist()}}

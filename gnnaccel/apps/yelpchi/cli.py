@@ -93,9 +93,10 @@ def add_spam_parser(sub) -> None:
     spam_sub = spam.add_subparsers(dest="spam_command", metavar="serve")
     serve = spam_sub.add_parser("serve", help="serve the pruned YelpChi model over HTTP (gnnaccel.serving)")
     _add_common(serve)
-    serve.add_argument("--model", choices=("sage",), default="sage",
-                       help="graph model to serve: sage (the relation-aware model needs each new edge's relation "
-                            "bitmask, which the HTTP /nodes route does not carry)")
+    serve.add_argument("--model", choices=("relational", "sage"), default="relational",
+                       help="graph model to serve: relational (default, the better one on the stream; POST /nodes "
+                            "then needs \"edge_weight\": each new edge's relation bitmask, 1 = same user, 2 = same "
+                            "product and rating, 4 = same product and month) or sage (unweighted edges)")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     spam.set_defaults(func=cmd_spam)

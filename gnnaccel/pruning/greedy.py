@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import sys
-from contextlib import contextmanager
 from typing import List, Optional, Sequence, Tuple
 
 import torch
@@ -14,6 +13,7 @@ from torch import Tensor
 from ._checks import all_finite, check_k as _check_k
 from ._symmetric import add_upper_product_, mirror_upper_
 from .gram import _check_moment, _placed_weights, _stacked_shape
+from ..threads import intra_op_threads
 from .refit import _column_groups
 
 
@@ -140,7 +140,7 @@ class _GreedySelection:
 
     def threads(self):
         """Context: one intra-op thread for a problem of at most SINGLE_THREAD_PAIRS unit x kept pairs."""
-        return _intra_op_threads(1 if self.num_units * max(self.k, 1) <= SINGLE_THREAD_PAIRS else None)
+        return intra_op_threads(1 if self.num_units * max(self.k, 1) <= SINGLE_THREAD_PAIRS else None)
 
     def refine(self, picks: List[int], with_explained: bool, desc: str = "swaps") -> Tuple[List[int], Optional[float]]:
         """``picks`` after the swaps, and (``with_explained``) what they explain."""
@@ -237,17 +237,6 @@ SWAP_STOP_RTOL = 1e-3
 SINGLE_THREAD_PAIRS = 1 << 22
 
 
-@contextmanager
-def _intra_op_threads(n: Optional[int]):
-    """Run the block with ``n`` intra-op threads (None: unchanged), restoring the previous count."""
-    before = torch.get_num_threads()
-    if n is not None and n != before:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        if torch.get_num_threads() != before:
-            torch.set_num_threads(before)
 
 
 def _objective(groups: List["_GreedyGroup"]) -> float:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import sys
-from contextlib import contextmanager
 import time
 from dataclasses import asdict, dataclass
 from typing import Optional, Union
@@ -31,6 +30,7 @@ from ...cache import FeatureCache
 from ...inference import warm_cache
 from ...models import GraphSAGE, RelationalGraphSAGE
 from ...pruning import prune
+from ...threads import intra_op_threads
 from .data import RELATIONS
 from .dataset import StreamData, batches, prepare
 from .features import FEATURE_NAMES
@@ -79,18 +79,6 @@ class SpamConfig:
 def _log(config: SpamConfig, message: str) -> None:
     if config.progress:
         print(message, file=sys.stderr, flush=True)
-
-
-@contextmanager
-def _stream_threads(threads: Optional[int]):
-    """torch's intra-op thread count set to ``threads`` for the block (restored after)."""
-    before = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _fanouts(config: SpamConfig):
@@ -186,7 +174,7 @@ def run(config: SpamConfig) -> dict:
             engine = BatchedEngine(model, g, xn, cache=cache, fanouts=_fanouts(config),
                                    on_new_edges=config.on_new_edges)
             lanes.append(Lane(kind + tag, engine, m["relational"]))
-    with _stream_threads(config.threads):
+    with intra_op_threads(config.threads):
         run_stream(lanes, data, x, val_ranges, config.progress, "threshold period")
     thresholds, val_auc = {}, {}
     from sklearn.metrics import roc_auc_score
@@ -197,7 +185,7 @@ def run(config: SpamConfig) -> dict:
         val_auc[lane.name] = float(roc_auc_score(y_val, s))
         lane.scores, lane.add_s, lane.predict_s = [], [], []
     stats_before = {lane.name: _cache_stats(lane.engine) for lane in lanes}
-    with _stream_threads(config.threads):
+    with intra_op_threads(config.threads):
         run_stream(lanes, data, x, test_ranges, config.progress, "stream")
     for lane in lanes:
         s = lane.all_scores()

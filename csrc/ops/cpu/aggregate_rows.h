@@ -47,6 +47,29 @@ struct Reducer {
 // Gathers are latency bound: ask for rows a few edges ahead. A tile of 256 bytes is 8 AVX2 registers.
 constexpr int64_t kPrefetchDistance = 8;
 
+// Work partition of `num_out` output rows into chunks (at most 16 per thread) for at::parallel_for over chunks:
+// over a whole CSR (`whole_graph`: output row r is CSR row r) cut where the cumulative (edges + rows) crosses
+// equal shares; over a row subset, equal row counts. Returns num_chunks + 1 bounds, bounds[0] = 0.
+template <typename index_t>
+inline std::vector<int64_t> row_chunk_bounds(const index_t* rowptr, int64_t num_out, bool whole_graph) {
+  const int64_t num_threads = at::get_num_threads();
+  const int64_t num_chunks = std::max<int64_t>(1, std::min<int64_t>(num_out, num_threads * 16));
+  std::vector<int64_t> bounds(num_chunks + 1, num_out);
+  bounds[0] = 0;
+  if (whole_graph && num_out > 0) {
+    const int64_t total = static_cast<int64_t>(rowptr[num_out]) + num_out;
+    int64_t r = 0;
+    for (int64_t c = 1; c < num_chunks; ++c) {
+      const int64_t target = total * c / num_chunks;
+      while (r < num_out && static_cast<int64_t>(rowptr[r]) + r < target) ++r;
+      bounds[c] = r;
+    }
+  } else {
+    for (int64_t c = 1; c < num_chunks; ++c) bounds[c] = num_out * c / num_chunks;
+  }
+  return bounds;
+}
+
 inline void prefetch_bytes(const void* ptr, int64_t bytes) {
   const char* p = static_cast<const char*>(ptr);
   for (int64_t b = 0; b < bytes; b += 64) __builtin_prefetch(p + b);
@@ -70,22 +93,8 @@ void aggregate_rows(const index_t* rowptr, const index_t* col, const scalar_t* x
   else if (kTiled && channels >= kSmallTile && channels % kSmallTile == 0) first_tile_bytes = kSmallTile * sizeof(scalar_t);
   std::atomic<int> error{0};  // 1: bad rowptr, 2: bad col, 3: bad rows
 
-  // Work partition: for the full graph, cut rows where the cumulative (edges + rows) crosses equal shares.
-  const int64_t num_threads = at::get_num_threads();
-  const int64_t num_chunks = std::max<int64_t>(1, std::min<int64_t>(num_out, num_threads * 16));
-  std::vector<int64_t> bounds(num_chunks + 1, num_out);
-  bounds[0] = 0;
-  if (rows == nullptr && num_out > 0) {
-    const int64_t total = static_cast<int64_t>(rowptr[num_out]) + num_out;
-    int64_t r = 0;
-    for (int64_t c = 1; c < num_chunks; ++c) {
-      const int64_t target = total * c / num_chunks;
-      while (r < num_out && static_cast<int64_t>(rowptr[r]) + r < target) ++r;
-      bounds[c] = r;
-    }
-  } else {
-    for (int64_t c = 1; c < num_chunks; ++c) bounds[c] = num_out * c / num_chunks;
-  }
+  const std::vector<int64_t> bounds = row_chunk_bounds(rowptr, num_out, rows == nullptr);
+  const int64_t num_chunks = static_cast<int64_t>(bounds.size()) - 1;
 
   at::parallel_for(0, num_chunks, 1, [&](int64_t chunk_begin, int64_t chunk_end) {
     std::vector<acc_t> acc(channels);

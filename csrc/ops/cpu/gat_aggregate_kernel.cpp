@@ -36,21 +36,8 @@ void gat_rows(const index_t* rowptr, const index_t* col, const index_t* rows, co
                   ", outside [0, ", heads, ")");
     }
   }
-  const int64_t num_threads = at::get_num_threads();
-  const int64_t num_chunks = std::max<int64_t>(1, std::min<int64_t>(num_out, num_threads * 16));
-  std::vector<int64_t> bounds(num_chunks + 1, num_out);
-  bounds[0] = 0;
-  if (rows == nullptr && num_out > 0) {
-    const int64_t total = static_cast<int64_t>(rowptr[num_out]) + num_out;
-    int64_t r = 0;
-    for (int64_t c = 1; c < num_chunks; ++c) {
-      const int64_t target = total * c / num_chunks;
-      while (r < num_out && static_cast<int64_t>(rowptr[r]) + r < target) ++r;
-      bounds[c] = r;
-    }
-  } else {
-    for (int64_t c = 1; c < num_chunks; ++c) bounds[c] = num_out * c / num_chunks;
-  }
+  const std::vector<int64_t> bounds = cpu::row_chunk_bounds(rowptr, num_out, rows == nullptr);
+  const int64_t num_chunks = static_cast<int64_t>(bounds.size()) - 1;
   const int64_t row_bytes = channels * static_cast<int64_t>(sizeof(scalar_t));
 
   at::parallel_for(0, num_chunks, 1, [&](int64_t chunk_begin, int64_t chunk_end) {

@@ -5,6 +5,8 @@ without a cache, small batches that project only the rows they read, after edge 
 bad arguments."""
 from __future__ import annotations
 
+import zlib
+
 import pytest
 import torch
 
@@ -67,16 +69,24 @@ CONV_KWARGS = {
 @pytest.mark.parametrize("name", list(CONV_KWARGS))
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_conv_matches_pyg(name, graph_kind, dtype):
-    g = torch.Generator().manual_seed(hash((name, graph_kind)) % 2**31)
-    torch.manual_seed(hash((name, graph_kind, 1)) % 2**31)
+    """PyG's GATConv state dict loads unchanged; the output at ``dtype`` matches PyG's layer evaluated in float64
+    on the same (``dtype``-rounded) weights and inputs: float64 rel <= 1e-10, float32 rel <= 1e-5. (Against PyG's
+    own float32 output, both sides' rounding adds up: two float32 sums over a 3000-edge hub differ by up to
+    ~1.2e-5 while each is within ~5e-6 of the float64 value.)"""
+    seed = zlib.crc32(f"{name}/{graph_kind}".encode())  # not hash(): str hashes differ per process
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed + 1)
     n = 60
     ei = _edges(graph_kind, n, g)
     pyg = _pyg_conv(dtype, **CONV_KWARGS[name])
     ours = GATConv(12, 5, **CONV_KWARGS[name]).to(dtype)
     ours.load_state_dict(pyg.state_dict())  # unchanged, strict
     ours.eval()
+    reference = _pyg_conv(torch.float64, **CONV_KWARGS[name])
+    reference.load_state_dict({k: v.double() for k, v in pyg.state_dict().items()})
     x = torch.randn(n, 12, generator=g, dtype=torch.float64).to(dtype)
-    expected = pyg(x, ei)
+    expected = reference(x.double(), ei)
+    assert _rel(pyg(x, ei), expected) <= _tol(dtype)  # PyG itself at this dtype, for scale
     assert _rel(ours(x, ei), expected) <= _tol(dtype)
     assert _rel(from_pyg(pyg)(x, ei), expected) <= _tol(dtype)
     rows = torch.tensor([2, 0, n - 1, 2])

@@ -44,7 +44,13 @@ def _infer(args) -> int:
             print(f"[rank {rank}] {e}", file=sys.stderr)
             return 1
         if args.stats:
-            print(json.dumps({"rank": rank, "layers": [vars(s) for s in stats.layers]}))
+            # one writer: ranks sharing a stdout pipe would interleave their lines
+            mine = {"rank": rank, "layers": [vars(s) for s in stats.layers]}
+            every = [None] * dist.get_world_size() if rank == 0 else None
+            dist.gather_object(mine, every, dst=0)
+            if rank == 0:
+                sys.stdout.write("".join(json.dumps(s) + "\n" for s in every))
+                sys.stdout.flush()
         return 0
     finally:
         dist.destroy_process_group()
@@ -70,7 +76,7 @@ def main(argv=None) -> int:
     p.add_argument("--timeout", type=float, default=600.0, help="process-group timeout in seconds")
     p.add_argument("--threads", type=int, default=0, help="torch threads per rank (0: torch's default)")
     p.add_argument("--no-overlap", action="store_true", help="exchange, then compute (no overlap)")
-    p.add_argument("--stats", action="store_true", help="print per-layer exchange/compute figures as JSON")
+    p.add_argument("--stats", action="store_true", help="rank 0 prints every rank's per-layer exchange/compute figures, one JSON line per rank")
     g = sub.add_parser("gather", help="assemble the per-rank outputs in the original node order")
     g.add_argument("--parts", required=True)
     g.add_argument("--outputs", required=True, help="the directory given to infer --out")

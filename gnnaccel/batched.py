@@ -56,7 +56,7 @@ from torch import Tensor
 from .cache import to_device
 from .graph import Graph
 from .growth import GrowingCSR
-from .models import as_model
+from .models import HALF_DTYPES, as_features, as_model, check_inference_dtype
 from .ids import as_node_ids
 from .nn.adjacency import as_graph
 from .nn.protocol import Block, check_layer
@@ -215,13 +215,23 @@ class BatchedEngine:
             approximate full inference. For streams where every new node links to the very nodes whose entries
             it would read (each review to the earlier reviews of its user and product), exact invalidation
             leaves the cache nothing to hit; "keep" reuses the hidden features of nodes already visited.
+        dtype: None (run in ``x``'s dtype, which must be the model's) or the dtype to run in
+            (:data:`~gnnaccel.models.INFERENCE_DTYPES`): with ``torch.bfloat16`` / ``torch.float16`` the engine
+            keeps its feature table (a converted copy of ``x``), every hidden activation and the cache values at
+            half width, runs its model copy converted through the modules (``Module.to``), converts the
+            features given to ``add_nodes`` / ``update_features``, and returns float32 outputs. A given
+            ``cache`` must store that dtype; one warmed by :func:`~gnnaccel.inference.warm_cache` on the
+            caller's ``(model, x)`` is accepted.
 
     Attributes: ``num_nodes`` and :attr:`num_edges` (the current graph), ``version`` (number of updates
-    applied), ``graph`` (the current graph, packed when read), ``x`` (the current features), ``cache``.
+    applied), ``graph`` (the current graph, packed when read), ``x`` (the current features, in the engine's
+    dtype), ``dtype`` (the dtype the engine stores and computes in), ``out_dtype`` (that of its answers), ``cache``.
     """
 
     def __init__(self, model, graph, x: Tensor, fanouts: Optional[Sequence[Optional[int]]] = None,
-                 cache=None, seed: int = 0, support: Optional[str] = None, on_new_edges: str = "invalidate"):
+                 cache=None, seed: int = 0, support: Optional[str] = None, on_new_edges: str = "invalidate",
+                 dtype: Optional[torch.dtype] = None):
+        check_inference_dtype(dtype)
         model = as_model(model)  # a PyG GraphSAGE / GCN: converted once with from_pyg
         if not hasattr(model, "convs") or not hasattr(model, "layer_block"):
             raise TypeError("BatchedEngine expects a gnnaccel model with .convs and .layer_block, or a PyG "
@@ -242,12 +252,18 @@ class BatchedEngine:
         for conv in model.convs:
             check_layer(conv, "BatchedEngine")
         params = list(model.parameters())
-        if params and params[0].dtype != x.dtype:
-            raise TypeError(f"x has dtype {x.dtype} but the model's weights are {params[0].dtype}")
+        if dtype is None and params and params[0].dtype != x.dtype:
+            raise TypeError(f"x has dtype {x.dtype} but the model's weights are {params[0].dtype} (or pass dtype=)")
         if params and params[0].device != x.device:
             raise ValueError(f"x is on {x.device} but the model is on {params[0].device}")
         self.model = model
         self._model = copy.deepcopy(model).eval()
+        self._converts = dtype is not None  # features given later are converted to the engine's dtype
+        caller_x = x
+        if dtype is not None:
+            self._model.to(dtype)  # the engine's own copy, converted by its modules (index buffers stay integer)
+            x = as_features(x, dtype, "x")
+        self.out_dtype = torch.float32 if x.dtype in HALF_DTYPES else x.dtype  # predict's output dtype
         self._convs = list(self._model.convs)
         graph = as_graph(graph, x.shape[0])
         self.num_nodes = graph.num_nodes
@@ -268,7 +284,7 @@ class BatchedEngine:
             for l in range(self.num_cached):
                 if cache.dims[l] != widths[l]:
                     raise ValueError(f"cache layer {l} is {cache.dims[l]} wide, model layer {l} outputs {widths[l]}")
-            cache.check_owner(model, x)  # refuses a cache filled by another model or from other features
+            cache.check_owner(model, caller_x)  # refuses a cache filled by another model or from other features
         self.version = 0  # number of updates applied (read without the lock: a monotone counter)
         self._lock = _ReadWriteLock()
         self._owns_x = False
@@ -284,6 +300,7 @@ class BatchedEngine:
         self._packed = (0, host_graph, None)
         self._set_graph(host_graph, first=True)
         self._set_features(x)
+        self._owns_x = x is not caller_x  # a converted copy is the engine's own
 
     # ------------------------------------------------------------------ state
     def _resolve_fanouts(self, fanouts) -> List[int]:
@@ -398,7 +415,8 @@ class BatchedEngine:
             targets: node ids (int tensor on any device, list or numpy array; duplicates allowed; not empty).
             seed: sampling seed for this call (default: the engine's).
         Returns:
-            Tensor on the features' device. With ``support="host"`` nothing is read back from the device: the
+            Tensor on the features' device, in :attr:`out_dtype` (float32 for an engine at half width, else
+            its dtype). With ``support="host"`` nothing is read back from the device: the
             call synchronises at most once (copying targets given as a device tensor to the host).
         """
         if isinstance(targets, Tensor) and targets.device != self._support_device:
@@ -408,7 +426,8 @@ class BatchedEngine:
             raise TypeError(f"seed must be an int or None, got {seed!r}")
         seed = self.seed if seed is None else seed
         with self._lock.read(), torch.inference_mode():
-            return self._predict(targets, seed)
+            out = self._predict(targets, seed)
+        return out if out.dtype == self.out_dtype else out.to(self.out_dtype)
 
     def _predict(self, targets: Tensor, seed: int) -> Tensor:
         L = self.num_layers
@@ -529,7 +548,8 @@ class BatchedEngine:
         new edges reach are invalidated, the new nodes start without entries.
 
         Args:
-            features: [k, C] tensor (or numpy array) of the engine's dtype and width, finite; ``k`` may be 0.
+            features: [k, C] tensor (or numpy array) of the engine's dtype (any floating dtype, converted, for an
+                engine built with ``dtype=``) and width, finite; ``k`` may be 0.
             edge_index: optional [2, E] (PyG flow: row 0 = source, row 1 = target) over existing ids and the new
                 ones (``n0 + position``); pass both directions of a symmetric relation (nothing is symmetrised).
                 Self loops and duplicate edges are kept.
@@ -574,7 +594,9 @@ class BatchedEngine:
         if features.dim() != 2 or features.shape[1] != self.x.shape[1]:
             raise ValueError(f"features must have shape [k, {self.x.shape[1]}] (the engine's feature width), got "
                              f"{list(features.shape)}")
-        if features.dtype != self.dtype:
+        if self._converts:
+            features = as_features(features, self.dtype, "features")
+        elif features.dtype != self.dtype:
             raise TypeError(f"features must have the engine's dtype {self.dtype}, got {features.dtype}")
         if features.numel() and not bool(torch.isfinite(features).all()):
             raise ValueError("features hold NaN or infinite values")
@@ -639,7 +661,7 @@ class BatchedEngine:
         if nodes.numel() == 0:
             return
         rows = to_device(nodes, self.x.device)
-        values = values.to(self.x)
+        values = (as_features(values, self.dtype, "values") if self._converts else values).to(self.x)
         with self._lock.write():
             self._own_features(self.num_nodes)  # copy on first write: never modify the caller's tensor
             self.x.index_copy_(0, rows, values)

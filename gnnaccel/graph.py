@@ -376,7 +376,8 @@ class Graph:
         Args:
             add_self_loops: PyG's ``add_remaining_self_loops``: every node gets one self loop, weighted by its
                 existing loop's weight if it has one, else by the fill value (1, or 2 when ``improved``).
-            dtype: dtype of the normalised weights (the features' dtype).
+            dtype: dtype of the normalised weights (the features' dtype); bfloat16 / float16 weights are the float32
+                ones rounded once.
             improved: PyG's ``GCNConv(improved=True)``: fill value 2, i.e. A + 2I as PyG documents it and
                 computes on ``adj_t`` or with edge weights (PyG's unweighted edge_index path ignores it).
         Returns:
@@ -384,6 +385,12 @@ class Graph:
             an existing loop stays in place with weight 0. Negative edge weights are accepted as in PyG, as
             long as no node's weighted in-degree is negative (PyG gives NaN there; this raises ValueError).
         """
+        if dtype in (torch.bfloat16, torch.float16):  # degrees summed in float32 (in bfloat16 they stop at 256)
+            def rounded():
+                g = self.gcn_normalized(add_self_loops, torch.float32, improved)
+                return Graph(g.rowptr, g.col, g.num_nodes, g.edge_weight.to(dtype), validate=False)
+
+            return self.cached(("gcn_norm", bool(add_self_loops), bool(improved), dtype), rounded)
         return self.cached(("gcn_norm", bool(add_self_loops), bool(improved), dtype),
                            lambda: _gcn_norm(self, bool(add_self_loops), dtype, 2.0 if improved else 1.0))
 

@@ -7,7 +7,7 @@ from typing import List, Optional, Tuple, Union
 import torch
 from torch import Tensor
 
-from .models import as_model
+from .models import HALF_DTYPES, as_features, as_model
 from .nn.adjacency import Adjacency, as_graph
 from .nn.protocol import Block, check_layer, graph_block
 
@@ -19,7 +19,7 @@ def _progress(total: int, enabled: bool, desc: str):
 
 
 def full_inference(model: torch.nn.Module, graph: Adjacency, x: Tensor, chunk_size: Optional[int] = None,
-                   progress: bool = True, return_hidden: bool = False
+                   progress: bool = True, return_hidden: bool = False, dtype: Optional[torch.dtype] = None
                    ) -> Union[Tensor, Tuple[Tensor, List[Tensor]]]:
     """Outputs of ``model`` (a gnnaccel model: ``convs`` of block-protocol layers and ``layer_block``, see
     :mod:`gnnaccel.nn.protocol`) for all nodes.
@@ -31,16 +31,35 @@ def full_inference(model: torch.nn.Module, graph: Adjacency, x: Tensor, chunk_si
     ``[h_0, ..., h_{L-1}]``, the output of every layer (``hidden[l]`` = output of layer ``l`` = input of layer
     ``l + 1``; the last one is the returned output), the convention of :func:`warm_cache`.
     The model's training flag is restored afterwards.
+
+    Args:
+        model, graph, x: the model (or a PyG GraphSAGE / GCN / GAT), the graph, the node features [N, C].
+        chunk_size: rows per chunk (None: each layer at once).
+        progress: show a progress bar on a terminal (chunked runs).
+        return_hidden: also return every layer's output.
+        dtype: None (x's dtype, as the model's weights) or the dtype to run in: with ``torch.bfloat16`` /
+            ``torch.float16`` the features and every hidden activation are stored at half width and a copy of
+            the model converted through its modules (``Module.to``; memoised per model and dtype, see
+            :func:`~gnnaccel.models.as_model`) is used; the caller's model is not modified. float32 / float64
+            run the same way at that width.
+    Returns:
+        the output [N, out] (float32 for a half-width ``dtype``, else ``dtype`` / x's dtype), and with
+        ``return_hidden`` the hidden outputs in the dtype they were computed in.
+    Raises:
+        ValueError: ``dtype`` is not one of those above, or ``chunk_size`` is not a positive int.
     """
     if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size <= 0):
         raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
-    model = as_model(model)  # a PyG GraphSAGE / GCN: converted (once, memoised) with from_pyg
+    # A PyG GraphSAGE / GCN: converted (once, memoised) with from_pyg; with dtype, a converted copy (memoised).
+    model = as_model(model, dtype)
     if not hasattr(model, "convs") or not hasattr(model, "layer_block"):
         raise TypeError("full_inference expects a gnnaccel model (with .convs and .layer_block) or a PyG "
                         "GraphSAGE / GCN")
     for conv in model.convs:
         check_layer(conv, "full_inference")
     g = as_graph(graph, x.shape[0])
+    if dtype is not None:
+        x = as_features(x, dtype, "x")
     was_training = model.training
     model.eval()
     hidden: List[Tensor] = []
@@ -58,6 +77,8 @@ def full_inference(model: torch.nn.Module, graph: Adjacency, x: Tensor, chunk_si
                     hidden.append(h)
     finally:
         model.train(was_training)
+    if dtype in HALF_DTYPES:
+        h = h.float()
     return (h, hidden) if return_hidden else h
 
 
@@ -88,7 +109,7 @@ def warm_cache(cache, model: torch.nn.Module, graph: Adjacency, x: Tensor, nodes
 
     Args:
         cache: the cache; its layer ``l`` receives the output of model layer ``l`` (``hidden[l]`` of
-            :func:`full_inference`).
+            :func:`full_inference`, run in the cache's dtype when that is bfloat16 / float16).
         model, graph, x: as for :func:`full_inference`.
         nodes: which nodes to store (default: all; with a capacity, the ``capacity`` nodes of highest
             out-degree, i.e. those that the most other nodes aggregate from, inserted last so that they are the
@@ -116,7 +137,9 @@ def warm_cache(cache, model: torch.nn.Module, graph: Adjacency, x: Tensor, nodes
     except ValueError:  # filled by another model or from other features: start afresh
         cache.invalidate_all()
     token = cache.epoch
-    out, hidden = full_inference(model, g, x, progress=False, return_hidden=True)
+    # A half-width cache is filled the way an engine in that dtype computes (BatchedEngine(..., dtype=)).
+    dtype = cache.dtype if cache.dtype in HALF_DTYPES and cache.dtype != x.dtype else None
+    out, hidden = full_inference(model, g, x, progress=False, return_hidden=True, dtype=dtype)
     if len(hidden) < cache.num_layers:
         raise ValueError(f"the model has {len(hidden)} layers, the cache caches {cache.num_layers}")
     for l in range(cache.num_layers):

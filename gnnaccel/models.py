@@ -7,12 +7,16 @@ applies conv -> norm -> activation -> dropout (PyG's BasicGNN order with ``act_f
 """
 from __future__ import annotations
 
+import copy
+import threading
+import weakref
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .cache import _tensor_signature
 from .nn.adjacency import Adjacency, as_graph
 from .ids import as_node_ids
 from .nn.conv import Dense, GCNConv, SAGEConv, SAINTConv, resolve_activation
@@ -276,18 +280,99 @@ def from_pyg(module: nn.Module) -> nn.Module:
 
 
 _PYG_MODELS = None
+_DTYPE_COPIES = None  # model -> {dtype: (state fingerprint, converted copy)}, weakly keyed
+_MEMO_LOCK = threading.Lock()
+
+#: Dtypes the engines run in (``dtype=`` of ``full_inference`` / ``BatchedEngine``).
+INFERENCE_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+#: Storage formats whose engine outputs are returned in float32.
+HALF_DTYPES = (torch.bfloat16, torch.float16)
 
 
-def as_model(model: nn.Module) -> nn.Module:
-    """``model`` itself if it is a gnnaccel model; a PyG ``models.GraphSAGE`` / ``models.GCN`` converted with
-    :func:`from_pyg` (memoised per PyG module until its parameters or buffers change, so that repeated calls
-    convert once).
+def check_inference_dtype(dtype) -> Optional[torch.dtype]:
+    """``dtype`` if the engines can run in it (None, float32, float64, bfloat16, float16), else ValueError.
 
     Args:
-        model: a gnnaccel model or a PyG GraphSAGE / GCN.
+        dtype: the ``dtype=`` argument of an engine.
+    Returns:
+        ``dtype`` unchanged.
+    """
+    if dtype is not None and dtype not in INFERENCE_DTYPES:
+        raise ValueError(f"dtype must be None, torch.float32, torch.float64, torch.bfloat16 or torch.float16, got "
+                         f"{dtype!r}")
+    return dtype
+
+
+def as_features(x: Tensor, dtype: torch.dtype, name: str = "x") -> Tensor:
+    """Node features ``x`` in ``dtype`` (``x`` itself when it already is; else a copy).
+
+    Args:
+        x: a floating-point tensor. dtype: one of :data:`INFERENCE_DTYPES`. name: what to call ``x`` in errors.
+    Returns:
+        ``x`` in ``dtype``.
+    Raises:
+        TypeError: ``x`` is not a floating-point tensor. ValueError: finite values overflow ``dtype`` (e.g.
+        beyond float16's 65504).
+    """
+    if not isinstance(x, Tensor) or not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got "
+                        f"{x.dtype if isinstance(x, Tensor) else type(x).__name__}")
+    out = x.to(dtype)
+    if (out is not x and out.numel() and torch.finfo(dtype).max < torch.finfo(x.dtype).max
+            and not bool(torch.isfinite(out).all()) and bool(torch.isfinite(x).all())):
+        raise ValueError(f"{name} holds values beyond the range of {dtype} (largest finite "
+                         f"{torch.finfo(dtype).max:.6g}): rescale the features or use another dtype")
+    return out
+
+
+def _state_fingerprint(model: nn.Module) -> tuple:
+    """Identity of a module's parameters and buffers: changes when one is replaced or modified in place."""
+    return tuple((name, _tensor_signature(t)) for name, t in model.state_dict(keep_vars=True).items())
+
+
+def _memoised(table, model: nn.Module, key, convert):
+    """``convert()`` memoised in ``table`` (a WeakKeyDictionary) under ``(model, key)`` until the model's state
+    changes (see :func:`_state_fingerprint`)."""
+    state = _state_fingerprint(model)
+    with _MEMO_LOCK:
+        hit = table.get(model, {}).get(key)
+    if hit is not None and hit[0] == state:
+        return hit[1]
+    converted = convert()
+    with _MEMO_LOCK:
+        table.setdefault(model, {})[key] = (state, converted)
+    return converted
+
+
+def _in_dtype(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """An eval-mode copy of ``model`` with its floating parameters and buffers in ``dtype`` (``Module.to``: index
+    buffers such as a pruned layer's ``input_index_*`` stay integer); ``model`` itself when they already are."""
+    floating = [t for t in model.state_dict().values() if t.is_floating_point()]
+    if all(t.dtype == dtype for t in floating):
+        return model
+    with torch.no_grad():
+        return copy.deepcopy(model).to(dtype).eval()
+
+
+def as_model(model: nn.Module, dtype: Optional[torch.dtype] = None) -> nn.Module:
+    """``model`` itself if it is a gnnaccel model; a PyG ``models.GraphSAGE`` / ``models.GCN`` converted with
+    :func:`from_pyg` (memoised per PyG module until its parameters or buffers change, so that repeated calls
+    convert once). With ``dtype``, a copy in that dtype (eval mode; memoised the same way per ``(model,
+    dtype)``; the caller's model is never modified), or the model itself when it is already in ``dtype``.
+
+    Args:
+        model: a gnnaccel model or a PyG GraphSAGE / GCN / GAT.
+        dtype: None (keep the model's dtype) or one of :data:`INFERENCE_DTYPES`.
     Returns:
         A model with ``convs`` and ``layer_block``.
     """
+    global _PYG_MODELS, _DTYPE_COPIES
+    check_inference_dtype(dtype)
+    if dtype is not None:
+        base = as_model(model)
+        if _DTYPE_COPIES is None:
+            _DTYPE_COPIES = weakref.WeakKeyDictionary()
+        return _memoised(_DTYPE_COPIES, base, dtype, lambda: _in_dtype(base, dtype))
     module = type(model).__module__ or ""
     if not module.startswith("torch_geometric"):
         return model
@@ -296,18 +381,9 @@ def as_model(model: nn.Module) -> nn.Module:
     if not isinstance(model, (pyg_nn.models.GraphSAGE, pyg_nn.models.GCN, pyg_nn.models.GAT)):
         raise TypeError(f"expected a gnnaccel model or a PyG models.GraphSAGE / models.GCN / models.GAT, got "
                         f"{type(model).__module__}.{type(model).__name__}")
-    global _PYG_MODELS
     if _PYG_MODELS is None:
-        import weakref
-
         _PYG_MODELS = weakref.WeakKeyDictionary()
-    state = tuple((t.data_ptr(), t._version, tuple(t.shape)) for t in model.state_dict().values())
-    hit = _PYG_MODELS.get(model)
-    if hit is not None and hit[0] == state:
-        return hit[1]
-    converted = from_pyg(model)
-    _PYG_MODELS[model] = (state, converted)
-    return converted
+    return _memoised(_PYG_MODELS, model, None, lambda: from_pyg(model))
 
 
 def _channels(value, what: str) -> int:

@@ -8,17 +8,34 @@ Baselines: PyG's GraphSAGE on a torch sparse CSR ``adj_t`` (its SpMM path, the f
 edge, 10 GB). ``pruned_linear`` is compared with ``x[rows][:, keep] @ W``. The machine is shared, so
 ``test_zz_interleaved_ratios`` also alternates gnnaccel and PyG-CSR round by round and checks the target
 (>= 1.3x) on the min times; the pytest-benchmark tables give the per-implementation statistics.
+
+Keep sweep (issue 16 item 4; results and plot in RESULTS.md), one process per graph, one thread:
+
+    OMP_NUM_THREADS=1 PYTHONPATH=$PWD python benchmarks/bench_full_inference.py sweep --graph 200k-4M-f256-h512 \
+        --json benchmarks/out/keep_sweep_a.json
+    python benchmarks/bench_full_inference.py plot benchmarks/out/keep_sweep_*.json --out benchmarks/speedup_vs_keep.png
+    OMP_NUM_THREADS=1 PYTHONPATH=$PWD python benchmarks/bench_full_inference.py profile --graph 200k-4M-f256-h512
+
+times gnnaccel unpruned and pruned (keep 1, 1/2, 1/4, 1/8) in float32 and bfloat16, PyG on the sparse CSR and
+PyG under ``torch.compile`` (edge_index, ``dynamic=False``: no per-edge messages are materialised) in
+interleaved rounds and checks issue 16's targets for keep 1/4 bf16 on the ratios of best times.
 """
 from __future__ import annotations
 
 import functools
+import inspect
+import json
+import sys
+import time
 
 import pytest
 import torch
 
 import gnnaccel
 from gnnaccel.inference import full_inference
+from gnnaccel.latency import interleaved_times
 from gnnaccel.ops import pruned_linear
+from gnnaccel.pruning.report import logit_relative_error
 from conftest import InterleavedBest, synthetic_graph
 
 pyg_nn = pytest.importorskip("torch_geometric.nn")
@@ -42,20 +59,28 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("config", _configs(metafunc.config), scope="module")
 
 
-@functools.lru_cache(maxsize=1)
-def _prepare(config):
-    n, deg, f, h, out = {**CONFIGS, **QUICK_CONFIGS}[config]
+def build(n, deg, f, h, out, check=True):
+    """Synthetic graph, PyG GraphSAGE (random weights) and ``gnnaccel.from_pyg`` of it, and PyG's sparse-CSR
+    ``adj_t`` (its best float32 path). With ``check``, asserts that both give the same outputs.
+
+    Returns:
+        ``(data, pyg, ours, adj_t)``.
+    """
     data = synthetic_graph(n, deg, f)
     torch.manual_seed(0)
     pyg = pyg_nn.models.GraphSAGE(f, h, 2, out_channels=out).eval()
     ours = gnnaccel.from_pyg(pyg)
     adj_t = data.graph.to_torch_sparse()
-    with torch.inference_mode():
-        ref = pyg(data.x, adj_t)
-        got = full_inference(ours, data.graph, data.x, progress=False)
-        err = ((got - ref).norm() / ref.norm()).item()
-    assert err < 1e-5, f"outputs differ: relative error {err:.2e}"
+    if check:
+        with torch.inference_mode():
+            err = logit_relative_error(pyg(data.x, adj_t), full_inference(ours, data.graph, data.x, progress=False))
+        assert err < 1e-5, f"outputs differ: relative error {err:.2e}"
     return data, pyg, ours, adj_t
+
+
+@functools.lru_cache(maxsize=1)
+def _prepare(config):
+    return build(*{**CONFIGS, **QUICK_CONFIGS}[config])
 
 
 def _run(benchmark, fn, rounds, config, impl):
@@ -141,3 +166,249 @@ def test_pruned_linear(benchmark, pl_setup):
 def test_dense_gather_matmul(benchmark, pl_setup):
     config, x, rows, keep, w, b = pl_setup
     _run_pl(benchmark, lambda: _dense(x, rows, keep, w, b), config, "x[rows][:, keep] @ W")
+
+
+# ------------------------------------------------- keep sweep, float32 and bf16, in one process (issue 16 item 4)
+SWEEP_GRAPHS = {  # name: (nodes, average degree, features, hidden, out)
+    "200k-4M-f256-h512": (200_000, 20, 256, 512, 16),
+    "1M-20M-f64-h128": (1_000_000, 20, 64, 128, 16),
+    "tiny": (3_000, 10, 16, 32, 8),  # smoke run of the script (tests/test_bench_full_inference.py)
+}
+MIN_FREE_GIB = {"1M-20M-f64-h128": 12}  # refuse to start below this much available memory (shared machine)
+KEEPS = (1.0, 0.5, 0.25, 0.125)
+DTYPES = ("float32", "bfloat16")
+BASE = "gnnaccel keep 1 float32"
+SWEEP_TARGETS = [  # (variant, baseline, least ratio baseline time / variant time): issue 16's full-inference targets
+    ("gnnaccel keep 0.25 bfloat16", BASE, 5.0),
+    ("gnnaccel keep 0.25 bfloat16", "pyg-csr", 10.0),
+    ("gnnaccel keep 0.25 bfloat16", "pyg-compiled", 5.0),
+]
+
+
+def variant_name(keep: float, dtype: str) -> str:
+    """``'gnnaccel keep 0.25 bfloat16'``."""
+    return f"gnnaccel keep {keep:g} {dtype}"
+
+
+def _available_gib() -> float:
+    with open("/proc/meminfo") as fh:
+        fields = dict(line.split(":", 1) for line in fh)
+    return int(fields["MemAvailable"].split()[0]) / 2**20
+
+
+def sweep_variants(graph: str, keeps=KEEPS, dtypes=DTYPES, calib_nodes: int = 20_000, compile_pyg: bool = True):
+    """The callables a keep sweep times, each called once (that call is its warm-up).
+
+    gnnaccel: ``full_inference`` of the unpruned model (keep 1) and of ``gnnaccel.prune(..., keep=k,
+    scheme="full")`` copies, in every dtype of ``dtypes`` (reduced precision: features stored in that dtype
+    once, outside the timing, and ``full_inference(..., dtype=)``). PyG: ``model(x, adj_t)`` on the sparse CSR
+    (``pyg-csr``) and ``torch.compile(model, dynamic=False, fullgraph=True)(x, edge_index)`` (``pyg-compiled``,
+    PyG's documented use for a fixed full graph; its first call, timed as ``compile_s``, is excluded).
+
+    Returns:
+        ``(fns, info)``: name -> callable, and a dict with the graph's shape, ``prune_s`` and ``compile_s``,
+        ``errors`` (relative logit error of every variant against the unpruned float32 outputs) and
+        ``missing`` (variant -> why it is not timed).
+    """
+    n, deg, f, h, out = SWEEP_GRAPHS[graph]
+    data, pyg, ours, adj_t = build(n, deg, f, h, out)
+    g, x = data.graph, data.x
+    info = dict(graph=graph, nodes=g.num_nodes, edges=int(g.col.numel()), features=f, hidden=h, out=out,
+                threads=torch.get_num_threads(), torch=torch.__version__, prune_s={}, errors={}, missing={})
+    xs = {}
+    for dt in dtypes:
+        if dt != "float32" and "dtype" not in inspect.signature(full_inference).parameters:
+            info["missing"][dt] = "full_inference has no dtype= argument in this tree (issue 16 item 1)"
+        else:
+            xs[dt] = x.to(getattr(torch, dt))
+    fns = {}
+    with torch.inference_mode():
+        ref = full_inference(ours, g, x, progress=False)
+        for keep in keeps:
+            model = ours
+            if keep != 1:
+                start = time.perf_counter()
+                model = gnnaccel.prune(ours, g, x, keep=keep, scheme="full", calib_nodes=min(calib_nodes, n),
+                                       progress=False)
+                info["prune_s"][f"{keep:g}"] = time.perf_counter() - start
+            for dt, xd in xs.items():
+                kwargs = {} if dt == "float32" else {"dtype": xd.dtype}
+                fn = functools.partial(full_inference, model, g, xd, progress=False, **kwargs)
+                fns[variant_name(keep, dt)] = fn
+                info["errors"][variant_name(keep, dt)] = logit_relative_error(ref, fn())
+        fns["pyg-csr"] = functools.partial(pyg, x, adj_t)
+        info["errors"]["pyg-csr"] = logit_relative_error(ref, fns["pyg-csr"]())
+        if compile_pyg:
+            torch._dynamo.reset()
+            compiled = torch.compile(pyg, dynamic=False, fullgraph=True)
+            edge_index = g.edge_index
+            try:
+                start = time.perf_counter()
+                got = compiled(x, edge_index)
+                info["compile_s"] = time.perf_counter() - start
+                info["errors"]["pyg-compiled"] = logit_relative_error(ref, got)
+                fns["pyg-compiled"] = functools.partial(compiled, x, edge_index)
+            except Exception as exc:  # reported, not hidden: the table says why the column is missing
+                info["missing"]["pyg-compiled"] = f"torch.compile failed: {type(exc).__name__}: {exc}"[:400]
+    return fns, info
+
+
+def keep_sweep(graph: str, keeps=KEEPS, dtypes=DTYPES, rounds: int = 5, calib_nodes: int = 20_000,
+               compile_pyg: bool = True) -> dict:
+    """Full inference of every variant of :func:`sweep_variants`, interleaved rounds in this process.
+
+    Returns:
+        ``info`` of :func:`sweep_variants` plus ``rounds``, ``best_s`` (min per variant), ``median_s``,
+        ``speedup`` (variant -> ``BASE`` best / variant best) and ``round_speedup`` (variant -> median and
+        quartiles of the per-round ratios against ``BASE``).
+    """
+    from gnnaccel.latency import speedup
+
+    need = MIN_FREE_GIB.get(graph, 0)
+    if need and _available_gib() < need:
+        raise SystemExit(f"{graph} needs {need} GiB available memory, only {_available_gib():.1f} GiB is")
+    fns, info = sweep_variants(graph, keeps, dtypes, calib_nodes, compile_pyg)
+    with torch.inference_mode():
+        times = interleaved_times(fns, rounds=rounds, warmup=0)
+    info.update(rounds=rounds, best_s={k: float(v.min()) for k, v in times.items()},
+                median_s={k: float(v.median()) for k, v in times.items()})
+    info["speedup"] = {k: info["best_s"][BASE] / v for k, v in info["best_s"].items()}
+    info["round_speedup"] = {k: speedup(times[BASE], v) for k, v in times.items()}
+    return info
+
+
+def target_rows(info: dict):
+    """``(variant, baseline, ratio or None, target, verdict)`` for every entry of ``SWEEP_TARGETS``."""
+    best = info["best_s"]
+    rows = []
+    for variant, baseline, target in SWEEP_TARGETS:
+        if variant in best and baseline in best:
+            ratio = best[baseline] / best[variant]
+            rows.append((variant, baseline, ratio, target, "met" if ratio >= target else "MISSED"))
+        else:
+            why = info["missing"].get(baseline) or info["missing"].get(variant.rsplit(" ", 1)[1], "not measured")
+            rows.append((variant, baseline, None, target, f"not measured ({why})"))
+    return rows
+
+
+def sweep_markdown(info: dict) -> str:
+    """Markdown table of one keep sweep (ratios of best times, per-round medians, errors) and its targets."""
+    best = info["best_s"]
+    lines = [f"{info['graph']}: {info['nodes']} nodes, {info['edges']} edges, {info['features']} features, hidden "
+             f"{info['hidden']}, out {info['out']}; {info['threads']} thread(s), best of {info['rounds']} "
+             f"interleaved rounds; torch.compile of PyG: "
+             + (f"{info['compile_s']:.1f} s (excluded)" if "compile_s" in info else "not timed"),
+             "",
+             "| variant | best (s) | speedup vs unpruned f32 | per-round median [IQR] | vs PyG CSR | vs compiled PyG "
+             "| logit rel. error vs unpruned f32 |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, t in best.items():
+        rs = info["round_speedup"][name]
+        vs = [f"{best[b] / t:.2f}x" if b in best else "n/a" for b in ("pyg-csr", "pyg-compiled")]
+        lines.append(f"| {name} | {t:.3f} | {info['speedup'][name]:.2f}x | {rs['median']:.2f}x "
+                     f"[{rs['p25']:.2f}-{rs['p75']:.2f}] | {vs[0]} | {vs[1]} | {info['errors'][name]:.1e} |")
+    for name, why in info["missing"].items():
+        lines.append(f"| {name} | not measured: {why} | | | | | |")
+    lines += ["", "| target | ratio | needed | verdict |", "|---|---:|---:|---|"]
+    for variant, baseline, ratio, target, verdict in target_rows(info):
+        shown = "n/a" if ratio is None else f"{ratio:.2f}x"
+        lines.append(f"| {variant} vs {baseline} | {shown} | >= {target:g}x | {verdict} |")
+    return "\n".join(lines)
+
+
+def plot_sweeps(infos, path) -> None:
+    """Speedup over gnnaccel unpruned float32 against the keep ratio, one panel per graph: a curve per dtype,
+    PyG CSR and compiled PyG as horizontal reference lines. Writes a PNG to ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(infos), figsize=(5.5 * len(infos), 4.2), squeeze=False)
+    for ax, info in zip(axes[0], infos):
+        for dt, marker in zip(DTYPES, "os"):
+            pts = sorted((float(name.split()[2]), s) for name, s in info["speedup"].items()
+                         if name.startswith("gnnaccel ") and name.endswith(" " + dt))
+            if pts:
+                ax.plot([k for k, _ in pts], [s for _, s in pts], marker=marker, label=f"gnnaccel {dt}")
+                for k, s in pts:
+                    ax.annotate(f"{s:.2f}x", (k, s), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        for ref, style in (("pyg-csr", ":"), ("pyg-compiled", "--")):
+            if ref in info["speedup"]:
+                ax.axhline(info["speedup"][ref], color="grey", linestyle=style,
+                           label=f"{ref} ({info['speedup'][ref]:.2f}x)")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(list(KEEPS), ["1", "1/2", "1/4", "1/8"])
+        ax.invert_xaxis()
+        ax.set_xlabel("keep ratio (hidden channels kept)")
+        ax.set_ylabel("speedup over gnnaccel unpruned float32")
+        ax.set_title(f"{info['nodes']:,} nodes / {info['edges']:,} edges / f{info['features']} h{info['hidden']}",
+                     fontsize=9)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("Full-graph inference, 2-layer GraphSAGE, one thread, best of interleaved rounds", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def profile_variant(graph: str, keep: float, dtype: str, calib_nodes: int = 20_000, rows: int = 12) -> str:
+    """torch.profiler table (self CPU time per op and input shapes) of one full inference of one variant:
+    where the time goes, layer by layer (gather/aggregate ops vs GEMMs)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    fns, info = sweep_variants(graph, (keep,), (dtype,), calib_nodes, compile_pyg=False)
+    name = variant_name(keep, dtype)
+    if name not in fns:
+        raise SystemExit(f"{name}: {info['missing']}")
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        fns[name]()
+    return prof.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total", row_limit=rows,
+                                                               max_name_column_width=40,
+                                                               max_shapes_column_width=60)
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(description="Full-inference keep sweep (issue 16 item 4); see RESULTS.md")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("sweep", help="time every variant of one graph in interleaved rounds")
+    s.add_argument("--graph", choices=list(SWEEP_GRAPHS), required=True)
+    s.add_argument("--rounds", type=int, default=5)
+    s.add_argument("--keeps", default=",".join(f"{k:g}" for k in KEEPS))
+    s.add_argument("--dtypes", default=",".join(DTYPES))
+    s.add_argument("--calib-nodes", type=int, default=20_000)
+    s.add_argument("--no-compile", action="store_true", help="leave compiled PyG out")
+    s.add_argument("--json", help="write the results here (input of `plot`)")
+    s.add_argument("--plot", help="also write the speedup-vs-keep PNG of this graph here")
+    pl = sub.add_parser("plot", help="speedup-vs-keep PNG from sweep JSON files (one panel each)")
+    pl.add_argument("json_files", nargs="+")
+    pl.add_argument("--out", required=True)
+    pr = sub.add_parser("profile", help="per-op profile of one variant")
+    pr.add_argument("--graph", choices=list(SWEEP_GRAPHS), required=True)
+    pr.add_argument("--keep", type=float, default=0.25)
+    pr.add_argument("--dtype", default="bfloat16")
+    args = p.parse_args(argv)
+    if args.cmd == "sweep":
+        info = keep_sweep(args.graph, tuple(float(k) for k in args.keeps.split(",")), tuple(args.dtypes.split(",")),
+                          args.rounds, args.calib_nodes, not args.no_compile)
+        print(sweep_markdown(info))
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump(info, fh, indent=1)
+        if args.plot:
+            plot_sweeps([info], args.plot)
+    elif args.cmd == "plot":
+        infos = []
+        for path in args.json_files:
+            with open(path) as fh:
+                infos.append(json.load(fh))
+        plot_sweeps(infos, args.out)
+    else:
+        print(profile_variant(args.graph, args.keep, args.dtype))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

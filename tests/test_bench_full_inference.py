@@ -35,14 +35,15 @@ def sweep(tmp_path_factory):
 
 
 def test_sweep_times_every_variant_and_checks_outputs(sweep):
-    from gnnaccel.inference import full_inference
-    import inspect
-
     _, stdout, info = sweep
     keeps = ["1", "0.5", "0.25", "0.125"]
-    dtypes = ["float32"] + (["bfloat16"] if "dtype" in inspect.signature(full_inference).parameters else [])
-    expected = {f"gnnaccel keep {k} {dt}" for k in keeps for dt in dtypes} | {"pyg-csr", "pyg-compiled"}
-    assert set(info["best_s"]) == expected, info["missing"]
+    expected = {f"gnnaccel keep {k} float32" for k in keeps} | {"pyg-csr", "pyg-compiled"}
+    assert set(info["best_s"]) - {f"gnnaccel keep {k} bfloat16" for k in keeps} == expected, info["missing"]
+    for k in keeps:  # bf16 is timed, or the table says why not (a tree without dtype= or without bf16 kernels)
+        name = f"gnnaccel keep {k} bfloat16"
+        assert (name in info["best_s"]) != (name in info["missing"] or "bfloat16" in info["missing"])
+        if name in info["best_s"]:  # bf16 storage adds a rounding error of a few unit roundoffs (2^-8) per layer
+            assert abs(info["errors"][name] - info["errors"][f"gnnaccel keep {k} float32"]) < 8 * 2.0 ** -8
     assert all(t > 0 for t in info["best_s"].values())
     assert info["speedup"]["gnnaccel keep 1 float32"] == 1.0
     for name, t in info["best_s"].items():

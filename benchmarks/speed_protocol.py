@@ -1,8 +1,10 @@
-"""CPU speed check of issue 12 (full inference vs PyG, pruned vs unpruned, batched p50), ratios of interleaved rounds.
+"""CPU speed check of issue 12 (full inference vs PyG, pruned vs unpruned, batched p50), ratios of interleaved rounds,
+and the batched engine at controlled cache hit rates with fresh targets (issue 16).
 
 Usage (results: RESULTS.md), from the root of the tree to measure (this script also runs against older trees):
     OMP_NUM_THREADS=2 PYTHONPATH=.:benchmarks python benchmarks/speed_protocol.py            # both parts
     OMP_NUM_THREADS=1 PYTHONPATH=.:benchmarks python benchmarks/speed_protocol.py batched 40  # batched p50s as JSON
+    OMP_NUM_THREADS=1 PYTHONPATH=.:benchmarks python benchmarks/speed_protocol.py hits       # hit-rate table
 """
 import json
 import sys
@@ -66,8 +68,118 @@ def batched(rounds: int = 60) -> dict:
     return {k: float(torch.tensor(v).median()) * 1e3 for k, v in times.items()}
 
 
+class HitRateScenario:
+    """Issue 16's batched scenario: a Reddit-like synthetic graph (200k nodes, 5M edges, 512 features), 2-layer
+    GraphSAGE hidden 128 (random weights: latency does not depend on their values), fanouts [32, all], targets
+    drawn without replacement from a pool of 10% of the nodes that no cache ever holds (fresh targets, each asked
+    once), and caches of layer-0 outputs warmed (``warm_cache``) on a random fraction of the other nodes.
+
+    The pruned model keeps 1/4 in scheme "batched" (layer 0's neighbour branch 128 of 512 raw channels, its self
+    branch all 512, hidden 32 of 128): ``bench_batched``'s first-k model of the same widths (same cost as LASSO-
+    selected channels: the engine reads layer 0 through its table plan or a compact copy either way). After each
+    timed call a cache engine's cache is put back to its warm set (untimed), so every batch sees the constructed
+    hit rate: the fraction of the supporting nodes (rows of layer 0 the targets' last layer reads: the targets and
+    their neighbours) whose hidden features are cached, measured from the cache's hit/miss counters.
+    """
+
+    def __init__(self, num_nodes: int = 200_000, rates=(0.0, 0.5, 0.9), dtypes=(None,)):
+        import os
+
+        os.environ["GNNACCEL_BENCH_FIRST_K"] = "1"
+        from bench_batched import _pruned
+        from gnnaccel.cache import FeatureCache
+        from gnnaccel.inference import warm_cache
+
+        self.data = synthetic_graph(num_nodes, 25, 512)
+        torch.manual_seed(0)
+        model = gnnaccel.models.GraphSAGE(512, 128, self.data.num_classes, 2).eval()
+        bench_batched_keep = _pruned(model, self.data)[0]
+        g, x = self.data.graph, self.data.x
+        perm = torch.randperm(num_nodes, generator=torch.Generator().manual_seed(0))
+        self.pool, others = perm[: num_nodes // 10], perm[num_nodes // 10:]
+        fan = [32, None]
+        self.engines = {"unpruned (raw rows)": BatchedEngine(model, g, x, fanouts=fan, project_first=False),
+                        "unpruned": BatchedEngine(model, g, x, fanouts=fan),
+                        "pruned": BatchedEngine(bench_batched_keep, g, x, fanouts=fan)}
+        self.warm = {}
+        for rate in rates:
+            for dtype in dtypes:
+                cache = FeatureCache(num_nodes, [bench_batched_keep.convs[0].out_channels])
+                nodes = others[: int(rate * others.numel())]
+                if nodes.numel():
+                    warm_cache(cache, bench_batched_keep, g, x, nodes=nodes)
+                kw = {} if dtype is None else {"dtype": dtype}
+                name = f"pruned+cache {rate:.0%}" + ("" if dtype is None else f" {str(dtype)[6:]}")
+                self.engines[name] = BatchedEngine(bench_batched_keep, g, x, fanouts=fan, cache=cache, **kw)
+                self.warm[name] = cache.cached_nodes(0)
+        self.next_target = 0
+
+    def restore(self, name: str) -> None:
+        """Put a cache engine's cache back to its warm set (drop what the last call inserted)."""
+        cache = self.engines[name].cache
+        cached = cache.cached_nodes(0)
+        extra = cached[~torch.isin(cached, self.warm[name])]
+        if extra.numel():
+            cache.invalidate(extra, layer=0)
+
+    def run(self, batch: int, rounds: int, seed: int = 0) -> dict:
+        """p50 ms per engine over ``rounds`` fresh batches (engines in shuffled order every round) and the
+        measured hit rate of every cache engine."""
+        gen = torch.Generator().manual_seed(seed)
+        times = {k: [] for k in self.engines}
+        for e in self.engines.values():
+            if e.cache is not None:
+                e.cache.reset_stats()
+        names = list(self.engines)
+        for r in range(rounds + 1):  # round 0 warms up (untimed)
+            if self.next_target + batch > self.pool.numel():
+                raise ValueError("the pool of fresh targets is exhausted: fewer rounds")
+            targets = self.pool[self.next_target: self.next_target + batch]
+            self.next_target += batch
+            for k in [names[i] for i in torch.randperm(len(names), generator=gen).tolist()]:
+                s = time.perf_counter()
+                self.engines[k].predict(targets)
+                if r:
+                    times[k].append(time.perf_counter() - s)
+                if k in self.warm:
+                    self.restore(k)
+        out = {"p50_ms": {k: float(torch.tensor(v).median()) * 1e3 for k, v in times.items()}, "hit_rate": {}}
+        for k, e in self.engines.items():
+            if e.cache is not None:
+                out["hit_rate"][k] = e.cache.stats()["hit_rate"]
+        return out
+
+
+def hits(rounds=None) -> None:
+    """Markdown table of :class:`HitRateScenario` at batch 1, 16, 512 (p50 ms and ratios vs unpruned)."""
+    import torch as _t
+
+    dtypes = [None]
+    try:
+        BatchedEngine.__init__.__code__.co_varnames.index("dtype")
+        dtypes.append(_t.bfloat16)
+    except ValueError:
+        pass
+    sc = HitRateScenario(dtypes=tuple(dtypes))
+    rounds = rounds or {1: 200, 16: 100, 512: 15}
+    names = list(sc.engines)
+    print("| batch | " + " | ".join(names) + " |")
+    print("|---:|" + "---:|" * len(names))
+    for batch, n in rounds.items():
+        r = sc.run(batch, n, seed=batch)
+        p50 = r["p50_ms"]
+        cells = [f"{p50[k]:.2f} ms" for k in names]
+        print(f"| {batch} | " + " | ".join(cells) + " |")
+        for base in ("unpruned (raw rows)", "unpruned"):
+            print(f"| {batch}: vs {base} | " + " | ".join(f"{p50[base] / p50[k]:.2f}x" for k in names) + " |")
+        print(f"| {batch}: hit rate | " + " | ".join(f"{r['hit_rate'][k]:.3f}" if k in r["hit_rate"] else "-"
+                                                    for k in names) + " |", flush=True)
+
+
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["batched"]:
+    if sys.argv[1:2] == ["hits"]:
+        hits()
+    elif sys.argv[1:2] == ["batched"]:
         print(json.dumps(batched(int(sys.argv[2]) if len(sys.argv) > 2 else 60)))
     else:
         full()

@@ -10,7 +10,10 @@ SAINTGraphSAGE, pruned or not) by computing, per layer, only the rows the next l
   protocol, :mod:`gnnaccel.nn.protocol`): the engine cuts a block out of the layer's own ``message_graph`` and
   the layer does its math. Layer 0 reads straight from the raw feature table through global source ids (no
   gather of the support into a buffer); when its neighbour aggregation reads a subset of the raw channels
-  (``neighbour_channels()``, batched pruning scheme) the engine keeps a compact ``[N, k]`` copy of them. Per-edge
+  (``neighbour_channels()``, batched pruning scheme) the engine keeps a compact ``[N, k]`` copy of them. When
+  layer 0 offers a table plan (``table_plan``: e.g. GraphSAGE's projections ``[x W_l | x W_r]`` of every raw
+  row, when narrower than the raw rows it would gather) the engine keeps that table instead (``project_first``),
+  so a batch gathers ``out``-wide rows per edge and per row and runs no GEMM in layer 0. Per-edge
   values (GCN's normalisation) are the message graph's, i.e. over the *full* graph, sliced with the block's
   global edge ids, so exact mode equals full inference.
 * Where the index side runs (``support=``): the support expansion, masks and cache bookkeeping work on index
@@ -145,9 +148,6 @@ class _GraphSupport:
     def expand(self, seeds: Tensor, fanout: int, random_seed: int, skip: Optional[Tensor] = None):
         return expand_hop(self.graph.rowptr, self.graph.col, seeds, fanout, random_seed, skip)
 
-    def sources(self, edge_ids: Tensor) -> Tensor:
-        return self.graph.col.index_select(0, edge_ids)
-
     def weights(self, edge_ids: Tensor) -> Optional[Tensor]:
         return None if self.weight is None else self.weight.index_select(0, edge_ids)
 
@@ -157,7 +157,7 @@ class _GrowingSupport:
 
     def __init__(self, csr: GrowingCSR, dtype: torch.dtype):
         self.csr, self.dtype = csr, dtype
-        self.expand, self.sources = csr.expand, csr.sources
+        self.expand = csr.expand
 
     def weights(self, edge_ids: Tensor) -> Optional[Tensor]:
         w = self.csr.weights(edge_ids)
@@ -222,6 +222,9 @@ class BatchedEngine:
             features given to ``add_nodes`` / ``update_features``, and returns float32 outputs. A given
             ``cache`` must store that dtype; one warmed by :func:`~gnnaccel.inference.warm_cache` on the
             caller's ``(model, x)`` is accepted.
+        project_first: keep layer 0's table plan (``table_plan`` of the block protocol, memory ``N x`` its
+            width, computed once and updated with the features) when the layer offers one (default True);
+            False: layer 0 reads the raw rows of every batch.
 
     Attributes: ``num_nodes`` and :attr:`num_edges` (the current graph), ``version`` (number of updates
     applied), ``graph`` (the current graph, packed when read), ``x`` (the current features, in the engine's
@@ -230,7 +233,7 @@ class BatchedEngine:
 
     def __init__(self, model, graph, x: Tensor, fanouts: Optional[Sequence[Optional[int]]] = None,
                  cache=None, seed: int = 0, support: Optional[str] = None, on_new_edges: str = "invalidate",
-                 dtype: Optional[torch.dtype] = None):
+                 dtype: Optional[torch.dtype] = None, project_first: bool = True):
         check_inference_dtype(dtype)
         model = as_model(model)  # a PyG GraphSAGE / GCN: converted once with from_pyg
         if not hasattr(model, "convs") or not hasattr(model, "layer_block"):
@@ -248,6 +251,9 @@ class BatchedEngine:
         if on_new_edges not in ("invalidate", "keep"):
             raise ValueError(f"on_new_edges must be 'invalidate' or 'keep', got {on_new_edges!r}")
         self.on_new_edges = on_new_edges
+        if not isinstance(project_first, bool):
+            raise TypeError(f"project_first must be a bool, got {project_first!r}")
+        self.project_first = project_first
         self._support_device = torch.device("cpu") if support == "host" else x.device
         for conv in model.convs:
             check_layer(conv, "BatchedEngine")
@@ -371,23 +377,42 @@ class BatchedEngine:
         return self._csr.num_edges
 
     def _set_features(self, x: Tensor) -> None:
-        """The raw table and, when layer 0 aggregates a subset of its channels, the compact copy of those.
+        """The raw table and what layer 0 reads of it: its table plan (``project_first``), else, when its
+        neighbour aggregation reads a subset of the channels, the compact copy of those.
 
-        ``self._x_rows`` / ``self._x_neigh_rows`` are the full buffers (capacity for growth), ``self.x`` and
-        ``self._x_neigh`` their first ``num_nodes`` rows."""
+        ``self._x_rows`` / ``self._x_neigh_rows`` / ``self._plan_rows`` are the full buffers (capacity for
+        growth), ``self.x``, ``self._x_neigh`` and ``self._plan`` their first ``num_nodes`` rows."""
         self._x_rows = x.contiguous()
         first = self._convs[0]
         idx = first.neighbour_channels() if first.reads_neighbours else None
         self._neigh_index = None if idx is None else idx.to(x.device, torch.long)
         self._x_neigh_rows = (None if idx is None
                               else self._x_rows.index_select(1, self._neigh_index).contiguous())
+        self._plan_rows = None
+        if self.project_first and first.reads_neighbours:
+            self._plan_rows = self._table_plan(self._x_rows, self._x_neigh_rows)
+            if self._plan_rows is not None:
+                self._x_neigh_rows = None  # layer 0 reads the plan only
         self._view_features()
+
+    def _table_plan(self, x: Tensor, x_neigh: Optional[Tensor]) -> Optional[Tensor]:
+        """Layer 0's table plan of the rows ``x`` (None when it offers none)."""
+        table_plan = getattr(self._convs[0], "table_plan", None)
+        with torch.no_grad():
+            plan = None if table_plan is None else table_plan(x, x_neigh)
+        return None if plan is None else plan.contiguous()
+
+    def _plan_of(self, values: Tensor) -> Tensor:
+        """Layer 0's table plan of new raw rows ``values`` (the engine keeps one)."""
+        neigh = None if self._neigh_index is None else values.index_select(1, self._neigh_index)
+        return self._table_plan(values, neigh)
 
     def _view_features(self) -> None:
         n = self.num_nodes
-        self.x = self._x_rows if self._x_rows.shape[0] == n else self._x_rows[:n]
-        self._x_neigh = (None if self._x_neigh_rows is None else
-                         self._x_neigh_rows if self._x_neigh_rows.shape[0] == n else self._x_neigh_rows[:n])
+
+        def head(t):
+            return t if t is None or t.shape[0] == n else t[:n]
+        self.x, self._x_neigh, self._plan = head(self._x_rows), head(self._x_neigh_rows), head(self._plan_rows)
 
     def _own_features(self, rows: int) -> None:
         """Copy the features into the engine's own buffers (never write the caller's tensor) with room for
@@ -404,6 +429,10 @@ class BatchedEngine:
             compact = self._x_neigh_rows.new_empty(size, self._x_neigh_rows.shape[1])
             compact[:n] = self._x_neigh_rows[:n]
             self._x_neigh_rows = compact
+        if self._plan_rows is not None and self._plan_rows.shape[0] < size:
+            plan = self._plan_rows.new_empty(size, self._plan_rows.shape[1])
+            plan[:n] = self._plan_rows[:n]
+            self._plan_rows = plan
         self._owns_x = True
         self._view_features()
 
@@ -475,8 +504,8 @@ class BatchedEngine:
         for l in range(L):
             rowptr, col, weight, self_rows, pos = moved[5 * l: 5 * l + 5]
             block = Block(blocks[l].num_rows, rowptr, col, weight, self_rows)
-            src, x_neigh = (self.x, self._x_neigh) if l == 0 else (h, None)
-            out = self._model.layer_block(l, src, block, pos, x_neigh=x_neigh)
+            src, x_neigh, plan = (self.x, self._x_neigh, self._plan) if l == 0 else (h, None, None)
+            out = self._model.layer_block(l, src, block, pos, x_neigh=x_neigh, plan=plan)
             num_rows = rows_of[l].numel()
             if cached_values[l] is not None:
                 buf = cached_values[l]
@@ -530,7 +559,8 @@ class BatchedEngine:
         if not self._convs[l].reads_neighbours:
             return Block(rows.numel(), self_rows=rows if first else None)
         support = self._support[l]
-        col = support.sources(hop.edge_ids) if first else hop.col
+        # Layer 0's sources are global ids: frontier[col] (a read of the small frontier, not of the graph).
+        col = hop.frontier.index_select(0, hop.col) if first else hop.col
         return Block(rows.numel(), hop.rowptr, col, support.weights(hop.edge_ids), rows if first else None)
 
     @staticmethod
@@ -632,6 +662,8 @@ class BatchedEngine:
             self._x_rows[n0:n] = features
             if self._x_neigh_rows is not None:
                 self._x_neigh_rows[n0:n] = features.index_select(1, self._neigh_index)
+            if self._plan_rows is not None:
+                self._plan_rows[n0:n] = self._plan_of(features)
             self._csr.add_nodes(k)
             if self._reverse is not None:
                 self._reverse.add_nodes(k)
@@ -667,6 +699,8 @@ class BatchedEngine:
             self.x.index_copy_(0, rows, values)
             if self._x_neigh is not None:
                 self._x_neigh.index_copy_(0, rows, values.index_select(1, self._neigh_index))
+            if self._plan is not None:
+                self._plan.index_copy_(0, rows, self._plan_of(values))
             if self.cache is not None:
                 if self._reverse is None:
                     self._reverse = self._reverse_csr(self._current_graph())

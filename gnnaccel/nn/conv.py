@@ -289,6 +289,10 @@ class _PrunableConv(nn.Module):
                    x_neigh: Optional[Tensor] = None) -> Optional[Tensor]:
         return None
 
+    def table_plan(self, x: Tensor, x_neigh: Optional[Tensor] = None) -> Optional[Tensor]:
+        """A plan over every row of the source table ``x`` (block protocol, optional): None here."""
+        return None
+
     def _init_input_index(self):
         for name in self.branch_names:
             self.register_buffer(f"input_index_{name}", None)
@@ -503,6 +507,29 @@ class SAGEConv(_PrunableConv):
             return project_for_gather(x, torch.cat([self.lin_l.weight, self.lin_r.weight], 0))
         return _project(x, self.lin_l.weight.t(), None, None, self.input_index_neigh)
 
+    def table_plan(self, x: Tensor, x_neigh: Optional[Tensor] = None) -> Optional[Tensor]:
+        """Both branches' projections of every row of a source table, ``[x[:, neigh] W_l | x[:, root] W_r]``
+        [N, 2 out] (``[x[:, neigh] W_l]`` without a root weight), when they are narrower than the neighbour
+        branch's input (then a block gathers ``out`` instead of its input width per edge and runs no GEMM) and
+        the aggregation is linear; else None. Row ``i`` depends on ``x[i]`` only (block protocol).
+
+        Args:
+            x: [N, in] source table. x_neigh: its compact copy ``x[:, neighbour_channels()]`` or None.
+        Returns:
+            the plan, valid as ``plan=`` of ``forward_block`` for every block whose ``col`` and ``self_rows``
+            index rows of ``x``; or None.
+        """
+        if (self.aggr not in ("mean", "sum") or self.out_channels >= self._branch_width("neigh")
+                or _needs_grad(x, *self._params())):
+            return None
+        if x_neigh is not None:
+            neigh = _project(x_neigh, self.lin_l.weight.t(), None, None, None)
+        else:
+            neigh = _project(x, self.lin_l.weight.t(), None, None, self.input_index_neigh)
+        if not self.root_weight:
+            return neigh
+        return torch.cat([neigh, _project(x, self.lin_r.weight.t(), None, None, self._root_index())], 1)
+
     def forward_block(self, x: Tensor, block: Block, rows: Optional[Tensor] = None, *,
                       x_neigh: Optional[Tensor] = None, plan: Optional[Tensor] = None) -> Tensor:
         """Block protocol: ``lin_l(AGG x_j) + lin_r(x_i)`` (+ L2 normalisation) for the asked rows."""
@@ -700,6 +727,15 @@ class GCNConv(_PrunableConv):
         """``x[:, idx] @ W`` [S, out] for every source row when projecting first is cheaper, else None."""
         num_out = block.num_rows if num_out is None else num_out
         if not _projects_first(self._branch_width("gcn"), self.out_channels, block, x.shape[0], num_out, "sum"):
+            return None
+        if x_neigh is not None:
+            return _project(x_neigh, self.lin.weight.t(), None, None, None)
+        return _project(x, self.lin.weight.t(), None, None, self.input_index_gcn)
+
+    def table_plan(self, x: Tensor, x_neigh: Optional[Tensor] = None) -> Optional[Tensor]:
+        """``x[:, idx] @ W`` [N, out] for every row of a source table when ``out`` is narrower than the read
+        input channels, else None (block protocol; row ``i`` depends on ``x[i]`` only)."""
+        if self.out_channels >= self._branch_width("gcn") or _needs_grad(x, self.lin.weight):
             return None
         if x_neigh is not None:
             return _project(x_neigh, self.lin.weight.t(), None, None, None)

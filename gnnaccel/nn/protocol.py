@@ -35,6 +35,10 @@ A **layer** (``SAGEConv``, ``GCNConv``, ``SAINTConv``, ``Dense``, or any user ty
   asked (e.g. a project-first layer's projection of every source row), computed once and passed back as
   ``plan=`` for every row subset of the same ``(x, block)``; ``num_out`` = the total number of rows that
   will be asked (default: all of the block's). None when the layer has nothing to precompute.
+* ``table_plan(x, x_neigh=None) -> Optional[Tensor]`` (optional): a plan over every row of a source *table*
+  (e.g. the projections of every raw feature row), valid as ``plan=`` for every block whose ``col`` and
+  ``self_rows`` index rows of ``x``, with row ``i`` depending on ``x[i]`` only (so an engine that keeps it
+  alongside a feature table updates the rows it changes). None when the layer has none or it does not pay.
 * ``forward_block(x, block, rows=None, *, x_neigh=None, plan=None) -> Tensor [len(rows) or R, out_channels]``:
   output rows ``rows`` (positions into the block's rows, int64, trusted: callers validate user ids with
   :func:`gnnaccel.ids.as_node_ids`), including the layer's own epilogue (bias, normalisation, activation).

@@ -19,6 +19,12 @@ concatenated; --methods picks the curves).
     python benchmarks/accuracy.py --datasets cora --quick
     python benchmarks/accuracy.py --datasets Cora CiteSeer --schemes full --seeds 0 1 2 3 4 --finetune-epochs 0
     python benchmarks/accuracy.py --plot-from benchmarks/out/a.csv benchmarks/out/b.csv --out-name combined
+    python benchmarks/accuracy.py --models GraphSAGE --dtypes float32 bfloat16 float16 --ratios 0.25 \
+        --methods lasso --out-name dtypes          # reduced precision (issue 16), unpruned and pruned
+
+--dtypes D [D ...] replaces the method sweep: for every trained model, test F1 and relative logit error of
+full_inference(dtype=D) on the model itself and on its pruned copies (first of --methods, each of --schemes and
+--ratios), against the float32 answers; writes benchmarks/out/<out-name>.{md,csv}.
 """
 from __future__ import annotations
 
@@ -62,36 +68,54 @@ def build(kind: str, data, hidden: int):
     return SAINTGraphSAGE(data.x.shape[1], hidden, data.num_classes, num_layers=2, norm="batchnorm", dropout=0.5)
 
 
+def calibration_nodes(data, args):
+    """Up to --calib non-test nodes (a fixed sample, the same for every seed), or the training nodes."""
+    if args.calib_mode == "train":
+        return torch.nonzero(data.train_mask).flatten()
+    gen = torch.Generator().manual_seed(0)
+    candidates = torch.nonzero(~data.test_mask).flatten()
+    return candidates[torch.randperm(candidates.numel(), generator=gen)[:args.calib]].sort().values
+
+
+def trained(name, kind, seed, data, args):
+    """The model ``kind`` trained with ``seed`` (printed summary line), its float32 logits and test F1."""
+    torch.manual_seed(seed)
+    model = build(kind, data, args.hidden)
+    t0 = time.perf_counter()
+    tr = train(model, data.graph, data.x, data.y, data.train_mask, data.val_mask, epochs=args.epochs,
+               lr=args.lr, weight_decay=5e-4, patience=args.patience)
+    t_train = time.perf_counter() - t0
+    model.eval()
+    base = full_inference(model, data.graph, data.x, progress=False)
+    mask = data.test_mask
+    f1_base = f1_micro(base[mask], data.y[mask])
+    dead = dead_share(model, data)
+    tag = f" seed {seed}" if len(args.seeds) > 1 else ""
+    print(f"# {name} {kind}{tag}: {data.graph.num_nodes} nodes, {data.x.shape[1]} features, trained "
+          f"{tr.best_epoch + 1} epochs ({t_train:.0f}s), test F1 {f1_base:.4f}, dead hidden channels {dead:.1%}",
+          flush=True)
+    return model, base, f1_base, dead
+
+
+def skip_scheme(scheme, data, args) -> bool:
+    if scheme == "batched" and data.x.shape[1] > args.batched_max_features:
+        print(f"  skip scheme batched: {data.x.shape[1]} raw features > --batched-max-features "
+              f"{args.batched_max_features} (the 2c-coordinate first-layer LASSO is too slow on 2 cores)")
+        return True
+    return False
+
+
 def run(args):
     os.makedirs(OUT, exist_ok=True)
     rows = []
     for name in args.datasets:
         data = load(name)
-        n = data.graph.num_nodes
-        gen = torch.Generator().manual_seed(0)
-        candidates = torch.nonzero(~data.test_mask).flatten()
-        calib = candidates[torch.randperm(candidates.numel(), generator=gen)[:args.calib]].sort().values
-        if args.calib_mode == "train":
-            calib = torch.nonzero(data.train_mask).flatten()
+        calib = calibration_nodes(data, args)
         for kind, seed in ((k, s) for k in args.models for s in args.seeds):
-            torch.manual_seed(seed)
-            model = build(kind, data, args.hidden)
-            t0 = time.perf_counter()
-            tr = train(model, data.graph, data.x, data.y, data.train_mask, data.val_mask, epochs=args.epochs,
-                       lr=args.lr, weight_decay=5e-4, patience=args.patience)
-            t_train = time.perf_counter() - t0
-            model.eval()
-            base = full_inference(model, data.graph, data.x, progress=False)
+            model, base, f1_base, dead = trained(name, kind, seed, data, args)
             mask = data.test_mask
-            f1_base = f1_micro(base[mask], data.y[mask])
-            dead = dead_share(model, data)
-            tag = f" seed {seed}" if len(args.seeds) > 1 else ""
-            print(f"# {name} {kind}{tag}: {n} nodes, {data.x.shape[1]} features, trained {tr.best_epoch + 1} epochs "
-                  f"({t_train:.0f}s), test F1 {f1_base:.4f}, dead hidden channels {dead:.1%}", flush=True)
             for scheme in args.schemes:
-                if scheme == "batched" and data.x.shape[1] > args.batched_max_features:
-                    print(f"  skip scheme batched: {data.x.shape[1]} raw features > --batched-max-features "
-                          f"{args.batched_max_features} (the 2c-coordinate first-layer LASSO is too slow on 2 cores)")
+                if skip_scheme(scheme, data, args):
                     continue
                 for keep in args.ratios:
                     for method in args.methods:
@@ -127,6 +151,83 @@ def run(args):
                               f"(drop {f1_base - row['f1_pruned']:+.4f}) logit err {row['logit_rel_error']:.4f}"
                               f" ft {row['f1_finetuned']:.4f} [{t_prune:.1f}s]", flush=True)
     return rows
+
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPE_F1_TARGET = 0.002  # issue 16: F1 change from bf16 alone within 0.002 on each development dataset
+
+
+def run_dtypes(args):
+    """--dtypes: test F1 and logit error of full_inference(dtype=) for the trained model and, per scheme and
+    keep ratio, the model pruned with the first of --methods; logit errors against the unpruned float32 logits
+    (and, for pruned rows, against the same pruned model in float32: the reduced precision alone)."""
+    rows = []
+    for name in args.datasets:
+        data = load(name)
+        calib = calibration_nodes(data, args)
+        mask, y = data.test_mask, data.y[data.test_mask]
+        for kind, seed in ((k, s) for k in args.models for s in args.seeds):
+            model, base, f1_base, _ = trained(name, kind, seed, data, args)
+            variants = [("unpruned", None, model)]
+            for scheme in args.schemes:
+                if skip_scheme(scheme, data, args):
+                    continue
+                for keep in args.ratios:
+                    t0 = time.perf_counter()
+                    pruned = gnnaccel.prune(model, data.graph, data.x, keep=keep, scheme=scheme,
+                                            method=args.methods[0], calib_nodes=calib, progress=False,
+                                            refit=args.refit, ridge=args.ridge, fit_bias=args.fit_bias,
+                                            objective=args.objective)
+                    print(f"  pruned {scheme} keep {keep:.3f} {args.methods[0]} [{time.perf_counter() - t0:.1f}s]",
+                          flush=True)
+                    variants.append((scheme, keep, pruned))
+            for scheme, keep, m in variants:
+                own = None  # the variant's float32 logits
+                for dname in args.dtypes:
+                    out = full_inference(m, data.graph, data.x, progress=False, dtype=DTYPES[dname])
+                    own = out if own is None and dname == "float32" else own
+                    row = {"dataset": name, "model": kind, "seed": seed, "variant": scheme,
+                           "keep": 1.0 if keep is None else keep, "method": "-" if keep is None else args.methods[0],
+                           "dtype": dname, "f1": f1_micro(out[mask], y), "f1_float32_unpruned": f1_base,
+                           "logit_rel_error": logit_relative_error(base[mask], out[mask]),
+                           "logit_rel_error_own_float32": (float("nan") if own is None
+                                                           else logit_relative_error(own[mask], out[mask]))}
+                    rows.append(row)
+                    print(f"  {scheme:8s} keep {row['keep']:.3f} {dname:8s} F1 {row['f1']:.4f} "
+                          f"(change {row['f1'] - f1_base:+.4f}) logit err {row['logit_rel_error']:.2e} "
+                          f"(vs own float32 {row['logit_rel_error_own_float32']:.2e})", flush=True)
+    return rows
+
+
+def write_dtypes(rows, args):
+    """The --dtypes table (markdown, printed and written) and CSV, and per dataset whether the F1 change from
+    reduced precision alone is within DTYPE_F1_TARGET."""
+    os.makedirs(OUT, exist_ok=True)
+    with open(os.path.join(OUT, f"{args.out_name}.csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    lines = ["| dataset | model | variant | keep | dtype | test F1 | F1 change vs same model float32 | "
+             "F1 change vs unpruned float32 | logit err vs unpruned float32 | logit err vs same model float32 |",
+             "|" + "---|" * 10]
+    f1_of = {(r["dataset"], r["model"], r["seed"], r["variant"], r["keep"], r["dtype"]): r["f1"] for r in rows}
+    verdicts = []
+    for r in rows:
+        key = (r["dataset"], r["model"], r["seed"], r["variant"], r["keep"])
+        ref = f1_of.get(key + ("float32",), float("nan"))
+        change = r["f1"] - ref
+        keep = "1" if r["keep"] == 1.0 else f"1/{round(1 / r['keep'])}"
+        lines.append(f"| {r['dataset']} | {r['model']} | {r['variant']} | {keep} | {r['dtype']} | {r['f1']:.4f} | "
+                     f"{change:+.4f} | {r['f1'] - r['f1_float32_unpruned']:+.4f} | {r['logit_rel_error']:.2e} | {r['logit_rel_error_own_float32']:.2e} |")
+        if r["dtype"] != "float32":
+            ok = abs(change) <= DTYPE_F1_TARGET + 1e-9  # F1 is a ratio of integers: a change of exactly 0.002 passes
+            verdicts.append(f"{r['dataset']} {r['model']} {r['variant']} keep {keep} {r['dtype']}: F1 change "
+                            f"{change:+.4f} -> {'within' if ok else 'NOT within'} {DTYPE_F1_TARGET}")
+    md = "\n".join(lines) + "\n\n" + "\n".join(verdicts)
+    with open(os.path.join(OUT, f"{args.out_name}.md"), "w") as f:
+        f.write(md + "\n")
+    print(md)
+    return md
 
 
 DROP_TARGET = 0.01  # the issue's target: F1-micro drop <= 0.01 at keep 1/4, scheme full, no retraining
@@ -322,6 +423,12 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="fewer epochs, hidden 128, keep 1/4 only")
     p.add_argument("--seeds", nargs="+", type=int, default=[0],
                    help="training seeds (torch.manual_seed before each model is built); >1 adds a summary")
+    p.add_argument("--dtypes", nargs="+", choices=list(DTYPES),
+                   help="instead of the method sweep: test F1 / logit error of full_inference(dtype=) for each of "
+                        "these dtypes, on the trained model and on the model pruned (first of --methods) per "
+                        "--schemes and --ratios (issue 16: bf16 F1 change within 0.002)")
+    p.add_argument("--backend", choices=list(gnnaccel.backend.BACKENDS), default="auto",
+                   help="with --dtypes: the op backend (gnnaccel.use_backend) the inference runs on")
     p.add_argument("--plot-from", nargs="+", metavar="CSV",
                    help="train nothing: redraw benchmarks/out/<out-name>.png from these result CSVs")
     args = p.parse_args(argv)
@@ -338,6 +445,14 @@ def main(argv=None):
         print(f"wrote {path} from {len(rows)} rows")
         return 0
     torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
+    if args.dtypes:
+        if "float32" not in args.dtypes:
+            args.dtypes = ["float32"] + args.dtypes  # the reference of every change and error
+        with gnnaccel.use_backend(args.backend):
+            rows = run_dtypes(args)
+        if rows:
+            write_dtypes(rows, args)
+        return 0
     rows = run(args)
     if rows:
         write(rows, args)

@@ -313,13 +313,20 @@ def cmd_bench(args) -> None:
     except ImportError as exc:
         raise InputError("bench compares with PyG: install torch_geometric") from exc
     adj_t = graph.to_torch_sparse()
+    dtype = None if args.dtype is None else _DTYPES[args.dtype]
 
     def ours():
-        return full_inference(model, graph, x, progress=False)
+        return full_inference(model, graph, x, progress=False, dtype=dtype)
 
     def ref():
         with torch.inference_mode():
             return pyg(x, adj_t)
+
+    if dtype is not None:
+        try:
+            ours()  # once, for a clear error (features beyond float16's range) before timing
+        except ValueError as exc:
+            raise InputError(f"cannot run in {args.dtype}: {exc}") from exc
 
     warnings.filterwarnings("ignore", message="Sparse")
     times = interleaved_times({"gnnaccel": ours, "pyg": ref}, rounds=args.rounds, warmup=args.warmup,
@@ -328,7 +335,8 @@ def cmd_bench(args) -> None:
     pruned = bool(getattr(model, "pruning_info", None))
     print(f"{graph.num_nodes:,} nodes, {graph.num_edges:,} edges, {x.shape[1]} features; "
           f"{args.rounds} interleaved rounds after {args.warmup} warm-up calls each")
-    for name, label in (("gnnaccel", f"gnnaccel {type(model).__name__}{' (pruned)' if pruned else ''}"),
+    precision = "" if args.dtype is None else f" {args.dtype}"
+    for name, label in (("gnnaccel", f"gnnaccel {type(model).__name__}{' (pruned)' if pruned else ''}{precision}"),
                         ("pyg", f"PyG {type(pyg).__name__} (unpruned, torch.sparse CSR)")):
         s = ms[name]
         print(f"{label:>45}: {s['median']:9.2f} ms [{s['p25']:.2f}-{s['p75']:.2f}]")
@@ -352,7 +360,8 @@ def cmd_serve(args) -> None:
     if args.features is None:
         x = _finite(x.to(dtype), f"graph file {args.graph!r}: x")
     try:
-        engine = BatchedEngine(model, graph, x, fanouts=args.fanouts, cache=args.cache)
+        engine = BatchedEngine(model, graph, x, fanouts=args.fanouts, cache=args.cache,
+                               dtype=None if args.dtype is None else _DTYPES[args.dtype])
     except (ValueError, TypeError) as exc:
         raise InputError(f"cannot build the engine: {exc}") from exc
     try:
@@ -409,6 +418,14 @@ def _int_arg(value: str, lo: int, hi: Optional[int], what: str) -> int:
 
 def _positive(value: str) -> int:
     return _int_arg(value, 1, None, "expected a positive integer")
+
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _add_dtype(p, what: str) -> None:
+    p.add_argument("--dtype", choices=list(_DTYPES), default=None,
+                   help=f"the dtype {what} (default: the model's); bfloat16 / float16 answer in float32")
 
 
 def _fanout(value: str) -> Optional[int]:
@@ -470,6 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--rounds", type=_positive, default=10, help="timed rounds, gnnaccel and PyG "
                                                                     "interleaved (default 10)")
     bench.add_argument("--warmup", type=int, default=2, help="untimed warm-up calls of each (default 2)")
+    _add_dtype(bench, "gnnaccel's inference runs in")
     bench.set_defaults(func=cmd_bench)
 
     serve = sub.add_parser("serve", help="serve a model over HTTP (FastAPI + uvicorn): /predict, /nodes, /stats, "
@@ -487,6 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"most node ids per /predict and new nodes per /nodes request (default {DEFAULT_MAX_BATCH})")
     serve.add_argument("--max-body-bytes", type=_positive, default=DEFAULT_MAX_BODY_BYTES,
                        help=f"largest request body accepted, larger ones get 413 (default {DEFAULT_MAX_BODY_BYTES})")
+    _add_dtype(serve, "the engine stores features, hidden activations and cache values in")
     serve.set_defaults(func=cmd_serve)
 
     from .apps.yelpchi.cli import add_spam_parser

@@ -277,9 +277,11 @@ class _Service:
         if req.edge_weight is not None:
             if len(req.edge_weight) != len(req.edges):
                 raise RequestError(422, f"edge_weight has {len(req.edge_weight)} values for {len(req.edges)} edges")
-            weight = torch.tensor(req.edge_weight, dtype=engine.x.dtype)
+            # Edge weights in the engine's answer dtype (float32 for an engine storing features at half width).
+            weight_dtype = getattr(engine, "out_dtype", engine.x.dtype)
+            weight = torch.tensor(req.edge_weight, dtype=weight_dtype)
             if not bool(torch.isfinite(weight).all()):
-                raise RequestError(422, f"edge_weight holds a value that is not finite in {engine.x.dtype}")
+                raise RequestError(422, f"edge_weight holds a value that is not finite in {weight_dtype}")
             weight = weight.to(engine.x.device)
         with self._write:
             for _ in range(_ATTEMPTS):

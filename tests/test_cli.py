@@ -14,6 +14,7 @@ import torch
 import gnnaccel
 from gnnaccel import Graph
 from gnnaccel.cli import build_parser, main
+from gnnaccel.inference import full_inference
 from gnnaccel.models import GraphSAGE, SAINTGraphSAGE
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -142,6 +143,26 @@ def test_bench(inputs, capsys):
     gnnaccel.save(SAINTGraphSAGE(8, 8, 3, num_layers=1).eval(), saint)
     rc, _, err = _run(capsys, ["bench", "--model", saint, "--graph", tmp_path / "graph.pt", "--no-progress"])
     assert rc == 1 and "no PyG counterpart" in err
+
+
+def test_bench_dtype(inputs, capsys):
+    """--dtype bfloat16: gnnaccel runs at half width (its answers differ from PyG's float32 by exactly what
+    full_inference(dtype=torch.bfloat16) differs); a dtype the engines do not run in is a usage error."""
+    pytest.importorskip("torch_geometric")
+    tmp_path, model, graph, x = inputs
+    with gnnaccel.use_backend("torch"):  # until the C++ ops take bfloat16
+        rc, out, err = _run(capsys, ["bench", "--model", tmp_path / "model.pt", "--graph", tmp_path / "graph.pt",
+                                     "--rounds", 2, "--warmup", 1, "--no-progress", "--dtype", "bfloat16"])
+        assert rc == 0, err
+        assert "bfloat16" in out
+        diff = float(re.search(r"max \|output difference\| (\S+)", out).group(1))
+        loaded = gnnaccel.load(tmp_path / "model.pt")
+        expected = float((full_inference(loaded, graph, x, progress=False, dtype=torch.bfloat16)
+                          - full_inference(loaded, graph, x, progress=False)).abs().max())
+    assert expected > 0  # the half-width run really rounds
+    assert abs(diff - expected) <= 1e-5 + 0.01 * expected  # printed with 3 digits; PyG equals ours within 1e-5
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["bench", "--model", "m.pt", "--graph", "g.pt", "--dtype", "int32"])
 
 
 def _bad_graphs(tmp_path):

@@ -128,6 +128,37 @@ def _assert_within(out, ref, bound, what):
                                        f"{bound.flatten()[worst]:.3g} at flat index {worst}")
 
 
+# ------------------------------------------------------------------------------------------------ GAT
+# GAT is not of the form above (its attention is a softmax of logits computed from the input), and the same
+# worst-case argument for it is vacuous: a logit error e scales every coefficient by up to exp(2e), and with
+# magnitudes taken from |W|, |att| the bound exceeds the outputs themselves already for one bfloat16 layer
+# (median bound 6.2 against max |output| 3.5 on these inputs). GAT is checked for the half-width plumbing only
+# (test_gat_two_layers_half_width): dtypes of features, hidden outputs, cache, weights and answers.
+
+
+def _gat_setup(generator, layers: int, n: int = 150, c: int = 16):
+    from gnnaccel.models import GAT
+
+    graph = _graph(n, generator)
+    x = torch.randn(n, c, generator=generator)
+    model = _randomise(GAT(c, 12, 4, layers, heads=2), generator).eval()
+    return model, graph, x
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+def test_gat_two_layers_half_width(dtype, generator):
+    model, graph, x = _gat_setup(generator, 2)
+    before = _state(model)
+    out, hidden = full_inference(model, graph, x, progress=False, return_hidden=True, dtype=dtype)
+    assert out.dtype == torch.float32 and hidden[0].dtype == dtype and torch.isfinite(out).all()
+    engine = BatchedEngine(model, graph, x, cache=True, dtype=dtype)
+    assert engine.cache.dtype == dtype
+    answer = engine.predict(torch.arange(x.shape[0]))
+    assert answer.dtype == torch.float32 and torch.isfinite(answer).all()
+    assert all(p.dtype == dtype for p in engine._model.parameters())
+    _assert_unchanged(model, before, training=False)
+
+
 def _state(model):
     return {k: v.clone() for k, v in model.state_dict().items()}
 

@@ -292,8 +292,9 @@ def target_rows(info: dict):
             ratio = best[baseline] / best[variant]
             rows.append((variant, baseline, ratio, target, "met" if ratio >= target else "MISSED"))
         else:
-            why = info["missing"].get(baseline) or info["missing"].get(variant.rsplit(" ", 1)[1], "not measured")
-            rows.append((variant, baseline, None, target, f"not measured ({why})"))
+            why = next((info["missing"][k] for k in (variant, baseline, variant.rsplit(" ", 1)[1])
+                        if k in info["missing"]), "not in this sweep")
+            rows.append((variant, baseline, None, target, f"not measured: {why}"))
     return rows
 
 

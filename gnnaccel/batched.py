@@ -56,6 +56,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ._memory import empty_for_gather
 from .cache import to_device
 from .graph import Graph
 from .growth import GrowingCSR
@@ -430,7 +431,7 @@ class BatchedEngine:
             compact[:n] = self._x_neigh_rows[:n]
             self._x_neigh_rows = compact
         if self._plan_rows is not None and self._plan_rows.shape[0] < size:
-            plan = self._plan_rows.new_empty(size, self._plan_rows.shape[1])
+            plan = empty_for_gather((size, self._plan_rows.shape[1]), self._plan_rows)
             plan[:n] = self._plan_rows[:n]
             self._plan_rows = plan
         self._owns_x = True
@@ -459,6 +460,14 @@ class BatchedEngine:
         return out if out.dtype == self.out_dtype else out.to(self.out_dtype)
 
     def _predict(self, targets: Tensor, seed: int) -> Tensor:
+        # Distinct targets: then every layer's rows are distinct (a hop's frontier is its seeds, then new nodes).
+        inverse = None
+        if targets.numel() > 1:
+            distinct, inverse = torch.unique(targets, return_inverse=True)
+            if distinct.numel() == targets.numel():
+                inverse = None  # no duplicate: answer in the given order, no final gather
+            else:
+                targets = distinct
         L = self.num_layers
         cache = self.cache
         token = cache.epoch if cache is not None else None
@@ -499,7 +508,8 @@ class BatchedEngine:
         # Everything the layers read, built on the index side, then moved to the features' device at once.
         blocks = [self._block(l, rows_of[l], hops[l]) for l in range(L)]
         fields = [[b.rowptr, b.col, b.edge_weight, b.self_rows, compute[l]] for l, b in enumerate(blocks)]
-        moved = self._to_compute_device([t for f in fields for t in f])
+        moved = self._to_compute_device([t for f in fields for t in f] + [inverse])
+        inverse = moved.pop()
         h = None
         for l in range(L):
             rowptr, col, weight, self_rows, pos = moved[5 * l: 5 * l + 5]
@@ -511,14 +521,15 @@ class BatchedEngine:
                 buf = cached_values[l]
                 if compute[l].numel():
                     buf.index_copy_(0, pos, out)
-                    cache.insert(l, rows_of[l].index_select(0, compute[l]), out, since=token, validate=False)
+                    cache.insert(l, rows_of[l].index_select(0, compute[l]), out, since=token, validate=False,
+                                 distinct=True)
                 out = buf
             elif pos is not None:
                 buf = out.new_zeros(num_rows, out.shape[1])
                 buf.index_copy_(0, pos, out)
                 out = buf
             h = out
-        return h
+        return h if inverse is None else h.index_select(0, inverse)
 
     def _to_compute_device(self, tensors: List[Optional[Tensor]]) -> List[Optional[Tensor]]:
         """The tensors on the features' device: as they are when the index side runs there; else one copy per

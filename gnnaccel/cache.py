@@ -244,10 +244,11 @@ class _LayerStore:
             self._touch(hit_slots[_last_occurrences(hit_slots)])
         return hit, values
 
-    def insert(self, nodes: Tensor, values: Tensor, since: Optional[int]) -> Dict[str, object]:
+    def insert(self, nodes: Tensor, values: Tensor, since: Optional[int], distinct: bool = False) -> Dict[str, object]:
         if not self.bounded:
-            return self._insert_dense(nodes, values, since)
-        select = _last_occurrences(nodes)  # a node inserted twice keeps its last value
+            return self._insert_dense(nodes, values, since, distinct)
+        # A node inserted twice keeps its last value.
+        select = torch.arange(nodes.numel(), device=nodes.device) if distinct else _last_occurrences(nodes)
         nodes = nodes[select]
         dropped = 0
         if since is not None:
@@ -281,10 +282,14 @@ class _LayerStore:
         self._touch(slots)
         return {"inserted": nodes.numel(), "evicted": evicted, "dropped": dropped}
 
-    def _insert_dense(self, nodes: Tensor, values: Tensor, since: Optional[int]) -> Dict[str, object]:
+    def _insert_dense(self, nodes: Tensor, values: Tensor, since: Optional[int],
+                      distinct: bool = False) -> Dict[str, object]:
         """Dense-table insert without host synchronisation: the last occurrence of each node is written, unless
         it was invalidated after ``since``; every other row goes to the scratch row."""
-        write = _last_occurrence_mask(nodes)
+        if distinct:
+            write = torch.ones(nodes.numel(), dtype=torch.bool, device=nodes.device)
+        else:
+            write = _last_occurrence_mask(nodes)
         dropped = 0
         if since is not None:
             if self.all_invalidated_at > since:
@@ -538,12 +543,13 @@ class FeatureCache:
         return hit, values
 
     def insert(self, layer: int, nodes: Tensor, values: Tensor, since: Optional[int] = None, *,
-               validate: bool = True) -> Tensor:
+               validate: bool = True, distinct: bool = False) -> Tensor:
         """Store ``values[k]`` as the layer-``layer`` feature of ``nodes[k]``.
 
         A node given twice keeps its last value. ``since``: an :attr:`epoch` token read before the values'
         inputs were read; nodes invalidated after it are skipped (their value may be stale). ``validate`` as in
-        :meth:`lookup`.
+        :meth:`lookup`. ``distinct=True``: the caller guarantees that ``nodes`` holds no id twice (the engine's
+        rows), which skips finding each node's last occurrence (a sort).
 
         Returns:
             the number of entries stored, a 0-dim tensor on the cache's index device (reading it synchronises
@@ -559,7 +565,7 @@ class FeatureCache:
             raise TypeError(f"since must be an int epoch token (cache.epoch), got {since!r}")
         values = values.detach().to(self.device, self.dtype)
         with self._lock:
-            result = self._layers[layer].insert(nodes, values, since)
+            result = self._layers[layer].insert(nodes, values, since, distinct)
             counts = self._counts[layer]
             counts[_INSERTS] += result["inserted"]
             counts[_EVICTIONS] += result["evicted"]

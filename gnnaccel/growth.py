@@ -20,6 +20,7 @@ from typing import Dict, Optional
 import torch
 from torch import Tensor
 
+from ._memory import empty_for_gather
 from .graph import Graph
 from .ops.expand_hop import HopBlock, expand_hop
 
@@ -81,7 +82,7 @@ class GrowingCSR:
         self._cap = torch.zeros(node_cap, dtype=torch.long, device=self.device)
         self._cap[:n] = cap
         target = _ranges(start, length, e)
-        self._col = torch.empty(buf_cap, **index)
+        self._col = empty_for_gather((buf_cap,), col, self.index_dtype)  # sampled at random addresses: huge pages
         self._col[target] = col.to(self.index_dtype)
         self._weight = None
         if edge_weight is not None:
@@ -121,7 +122,7 @@ class GrowingCSR:
         new_start = _exclusive_cumsum(cap)
         src = _ranges(self._start[:n].long(), length, self.num_edges)
         dst = _ranges(new_start, length, self.num_edges)
-        col = torch.empty(size, dtype=self.index_dtype, device=self.device)
+        col = empty_for_gather((size,), self._col, self.index_dtype)  # sampled at random addresses
         col[dst] = self._col[src].to(self.index_dtype)
         self._col = col
         if self._weight is not None:

@@ -41,6 +41,27 @@ def test_round_trip(capacity, generator):
     assert cache.invalidate_all() == 4 and len(cache) == 0
 
 
+@pytest.mark.parametrize("capacity", [None, 30, 6])
+def test_distinct_insert_matches_the_general_path(capacity, generator):
+    """insert(distinct=True) (the engine's distinct rows) leaves the same entries, LRU order and counters as the
+    general path, stale entries included."""
+    caches = [FeatureCache(40, [3], capacity=capacity) for _ in range(2)]
+    for step in range(6):
+        nodes = torch.randperm(40, generator=generator)[: int(torch.randint(1, 12, (), generator=generator))]
+        values = torch.randn(nodes.numel(), 3, generator=generator)
+        stale = nodes[:1] if step % 2 else nodes[:0]
+        tokens = [c.epoch for c in caches]
+        for c in caches:
+            c.invalidate(stale)
+        got = [c.insert(0, nodes, values, since=t, distinct=d) for c, t, d in zip(caches, tokens, (False, True))]
+        assert int(got[0]) == int(got[1]) == min(nodes.numel() - stale.numel(), capacity or 40)
+        probe = torch.arange(40)
+        (h0, v0), (h1, v1) = (c.lookup(0, probe) for c in caches)
+        assert torch.equal(h0, h1) and torch.equal(v0, v1)
+    s0, s1 = (c.stats() for c in caches)
+    assert s0 == s1 and s0["inserts"] > 0
+
+
 def test_stale_insert_is_dropped():
     cache = FeatureCache(10, [2], capacity=4)
     token = cache.epoch

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._memory import project_for_gather
+from .._memory import empty_for_gather, project_for_gather
 from ..graph import Graph, tracing
 from ..ids import as_node_ids
 from ..ops.aggregate import aggregate
@@ -528,7 +528,8 @@ class SAGEConv(_PrunableConv):
             neigh = _project(x, self.lin_l.weight.t(), None, None, self.input_index_neigh)
         if not self.root_weight:
             return neigh
-        return torch.cat([neigh, _project(x, self.lin_r.weight.t(), None, None, self._root_index())], 1)
+        root = _project(x, self.lin_r.weight.t(), None, None, self._root_index())
+        return torch.cat([neigh, root], 1, out=empty_for_gather((x.shape[0], 2 * self.out_channels), neigh))
 
     def forward_block(self, x: Tensor, block: Block, rows: Optional[Tensor] = None, *,
                       x_neigh: Optional[Tensor] = None, plan: Optional[Tensor] = None) -> Tensor:

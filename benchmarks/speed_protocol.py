@@ -88,8 +88,11 @@ class HitRateScenario:
 
     POOL = 0.06
 
-    def __init__(self, num_nodes: int = 200_000, rates=(0.0, 0.5, 0.9), extra=()):
-        """``extra``: (rate, dtype) pairs of further pruned+cache engines (e.g. ``(0.5, torch.bfloat16)``)."""
+    BASE = ("unpruned (raw rows)", "unpruned", "pruned")
+
+    def __init__(self, num_nodes: int = 200_000, rates=(0.0, 0.5, 0.9), extra=(), base=BASE):
+        """``extra``: (rate, dtype) pairs of further pruned+cache engines (e.g. ``(0.5, torch.bfloat16)``);
+        ``base``: which engines without a cache to build (of :attr:`BASE`)."""
         import os
 
         os.environ["GNNACCEL_BENCH_FIRST_K"] = "1"
@@ -104,9 +107,10 @@ class HitRateScenario:
         pool = perm[: int(num_nodes * self.POOL)]
         self.probe, self.pool, self.others = pool[:2048], pool[2048:], perm[pool.numel():]
         fan = [32, None]
-        self.engines = {"unpruned (raw rows)": BatchedEngine(model, g, x, fanouts=fan, project_first=False),
-                        "unpruned": BatchedEngine(model, g, x, fanouts=fan),
-                        "pruned": BatchedEngine(self.pruned, g, x, fanouts=fan)}
+        make = {"unpruned (raw rows)": lambda: BatchedEngine(model, g, x, fanouts=fan, project_first=False),
+                "unpruned": lambda: BatchedEngine(model, g, x, fanouts=fan),
+                "pruned": lambda: BatchedEngine(self.pruned, g, x, fanouts=fan)}
+        self.engines = {name: make[name]() for name in base}
         self.warm = {}
         for rate, dtype in [(r, None) for r in rates] + list(extra):
             name = f"pruned+cache {rate:.0%}" + ("" if dtype is None else f" {str(dtype)[6:]}")

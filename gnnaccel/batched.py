@@ -482,8 +482,11 @@ class BatchedEngine:
             rows_of[l] = rows
             mask = needed
             if l < self.num_cached:
-                hit, cached_values[l] = cache.lookup(l, rows, validate=False)  # ids the engine produced
-                mask = ~hit if mask is None else mask & ~hit
+                hit, values = cache.lookup(l, rows, validate=False)  # ids the engine produced
+                # No hit (read where the bookkeeping is on the host): compute as without a cache, insert all.
+                if cache.index_device.type != "cpu" or bool(hit.any()):
+                    cached_values[l] = values
+                    mask = ~hit if mask is None else mask & ~hit
             if mask is not None:
                 compute[l] = torch.nonzero(mask).flatten()
             if conv.reads_neighbours:
@@ -515,14 +518,18 @@ class BatchedEngine:
             rowptr, col, weight, self_rows, pos = moved[5 * l: 5 * l + 5]
             block = Block(blocks[l].num_rows, rowptr, col, weight, self_rows)
             src, x_neigh, plan = (self.x, self._x_neigh, self._plan) if l == 0 else (h, None, None)
-            out = self._model.layer_block(l, src, block, pos, x_neigh=x_neigh, plan=plan)
             num_rows = rows_of[l].numel()
+            if cached_values[l] is not None and compute[l].numel() == 0:  # every row cached: nothing to compute
+                h = cached_values[l]
+                continue
+            out = self._model.layer_block(l, src, block, pos, x_neigh=x_neigh, plan=plan)
+            if l < self.num_cached:  # the computed rows (distinct, as every layer's rows are) enter the cache
+                computed = rows_of[l] if compute[l] is None else rows_of[l].index_select(0, compute[l])
+                if computed.numel():
+                    cache.insert(l, computed, out, since=token, validate=False, distinct=True)
             if cached_values[l] is not None:
                 buf = cached_values[l]
-                if compute[l].numel():
-                    buf.index_copy_(0, pos, out)
-                    cache.insert(l, rows_of[l].index_select(0, compute[l]), out, since=token, validate=False,
-                                 distinct=True)
+                buf.index_copy_(0, pos, out)
                 out = buf
             elif pos is not None:
                 buf = out.new_zeros(num_rows, out.shape[1])

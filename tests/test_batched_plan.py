@@ -167,6 +167,11 @@ def test_every_supporting_node_cached_and_no_cache_hit(generator):
         engine = BatchedEngine(model, graph, x, cache=cache)
         torch.testing.assert_close(engine.predict(targets), reference[targets], **TOL)
     assert full.stats()["misses"] == 0 and empty.stats()["hits"] == 0
+    # The batch without a single hit filled the cache with exact layer-0 outputs of its supporting nodes.
+    nodes = empty.cached_nodes(0)
+    assert nodes.numel() >= torch.unique(targets).numel()
+    hidden = _dense_sage_conv(model.convs[0], _dense_mean(graph), x.double()).clamp_min(0).float()
+    torch.testing.assert_close(empty.lookup(0, nodes)[1], hidden[nodes], **TOL)
 
 
 def test_gcn_table_plan_equals_dense_reference(generator):

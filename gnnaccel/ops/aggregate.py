@@ -95,11 +95,15 @@ def _setup_context(ctx, inputs, output):
 
 
 def _backward(ctx, grad_out, _grad_arg):
+    """The gradients in x's dtype; sums over edges accumulate in float32 for bfloat16 / float16 (the gradient
+    of x through the aggregate kernel, the others widened with torch_backend._widen and rounded once)."""
     rowptr, col, x, edge_weight, rows, arg = ctx.saved_tensors
     need_x, need_w = ctx.needs_input_grad[2], ctx.needs_input_grad[3]
     grad_x = grad_w = None
     num_rows, num_edges, channels = rowptr.shape[0] - 1, col.shape[0], grad_out.shape[1]
     grad_out = grad_out.contiguous()
+    dtype = grad_out.dtype
+    widen = torch_backend._widen
     if num_edges == 0:
         return (None, None, torch.zeros_like(x) if need_x else None,
                 torch.zeros_like(edge_weight) if need_w else None, None, None, None)
@@ -110,17 +114,18 @@ def _backward(ctx, grad_out, _grad_arg):
             grad_out = grad_out.new_zeros(num_rows, channels).index_add_(0, rows.long(), grad_out)
         tr = _transpose(rowptr, col, ctx.num_src)
         row = tr.row
-        scale = torch.ones(num_edges, dtype=grad_out.dtype, device=grad_out.device)
+        acc_dtype = widen(grad_out[:0]).dtype
+        scale = torch.ones(num_edges, dtype=acc_dtype, device=grad_out.device)
         if ctx.reduce == "mean":
-            deg = (rowptr[1:] - rowptr[:-1]).to(grad_out.dtype)
+            deg = (rowptr[1:] - rowptr[:-1]).to(acc_dtype)
             scale = scale / deg[row]
         if need_x:
             # d out[i] / d x[j] flows along the reversed edges: a sum-aggregation over the transposed graph.
-            weight = scale * edge_weight if edge_weight is not None else scale
-            grad_x, _ = torch.ops.gnnaccel.aggregate(tr.rowptr, tr.col, grad_out, weight[tr.order].contiguous(),
-                                                     None, "sum", False)
+            weight = scale * widen(edge_weight) if edge_weight is not None else scale
+            weight = weight[tr.order].to(dtype).contiguous()
+            grad_x, _ = torch.ops.gnnaccel.aggregate(tr.rowptr, tr.col, grad_out, weight, None, "sum", False)
         if need_w:
-            grad_w = (grad_out[row] * x[src]).sum(-1) * scale
+            grad_w = ((widen(grad_out[row]) * widen(x[src])).sum(-1) * scale).to(dtype)
     else:
         if not ctx.has_arg:
             raise RuntimeError("gnnaccel::aggregate: max/min backward needs compute_arg=True in the forward call")
@@ -130,13 +135,15 @@ def _backward(ctx, grad_out, _grad_arg):
         g = grad_out * won
         channel = torch.arange(channels, device=arg.device).expand_as(arg)
         src_e = src[edge]
+        g = widen(g)
         if need_x:
-            contrib = g * edge_weight[edge] if edge_weight is not None else g
-            grad_x = torch.zeros(ctx.num_src * channels, dtype=grad_out.dtype, device=grad_out.device)
+            contrib = g * widen(edge_weight[edge]) if edge_weight is not None else g
+            grad_x = torch.zeros(ctx.num_src * channels, dtype=g.dtype, device=grad_out.device)
             grad_x = grad_x.index_add_(0, (src_e * channels + channel).flatten(), contrib.flatten())
-            grad_x = grad_x.view(ctx.num_src, channels)
+            grad_x = grad_x.view(ctx.num_src, channels).to(dtype)
         if need_w:
-            grad_w = torch.zeros_like(edge_weight).index_add_(0, edge.flatten(), (g * x[src_e, channel]).flatten())
+            grad_w = torch.zeros(edge_weight.shape, dtype=g.dtype, device=edge_weight.device).index_add_(
+                0, edge.flatten(), (g * widen(x[src_e, channel])).flatten()).to(dtype)
     return None, None, grad_x, grad_w, None, None, None
 
 

@@ -92,7 +92,7 @@ def fused_layer(rowptr: Tensor, col: Tensor, x: Tensor, w_neigh: Tensor, w_self:
                                                      self_rows, neigh_keep, self_keep, reduce)
     require_extension()
     if (not grad and reduce in ("sum", "mean") and neigh_keep is None and self_keep is None and self_rows is None
-            and x.dtype in (torch.float32, torch.float64)):
+            and x.dtype in (torch.float32, torch.float64, torch.bfloat16, torch.float16)):
         weight = w_neigh if w_self is None else torch.cat([w_neigh, w_self], 0)
         return torch.ops.gnnaccel.sage_fused(rowptr, col, x.contiguous(), edge_weight, weight, bias,
                                              rows_for_graph(rows, rowptr), reduce, w_self is not None)

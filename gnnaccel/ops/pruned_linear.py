@@ -60,29 +60,39 @@ def _setup_context(ctx, inputs, output):
     ctx.save_for_backward(x, weight, rows, keep)
 
 
+def _mm(a: Tensor, b: Tensor) -> Tensor:
+    """``a @ b``; float16 operands multiplied in float32 (float16 GEMM on CPU is ~30x slower), result rounded."""
+    if a.dtype == torch.float16 and a.device.type == "cpu":
+        return (a.float() @ b.float()).to(a.dtype)
+    return a @ b
+
+
 def _backward(ctx, grad_out):
+    """The gradients in x's dtype (GEMMs as in the forward; index sums accumulate in float32 for bfloat16 /
+    float16 and are rounded once)."""
     x, weight, rows, keep = ctx.saved_tensors
     need_x, need_w, need_b = ctx.needs_input_grad[:3]
     grad_x = grad_w = grad_b = None
     rows_l = rows.long() if rows is not None else None
     keep_l = keep.long() if keep is not None else None
+    widen = torch_backend._widen
     if need_w:
         z = x if rows_l is None else x.index_select(0, rows_l)
         z = z if keep_l is None else z.index_select(1, keep_l)
-        grad_w = z.t() @ grad_out
+        grad_w = _mm(z.t(), grad_out)
     if need_b and ctx.has_bias:
         grad_b = grad_out.sum(0)
     if need_x:
-        grad_z = grad_out @ weight.t()
+        grad_z = _mm(grad_out, weight.t())
         if rows_l is None and keep_l is None:
             grad_x = grad_z
         else:
-            grad_rows = grad_z.new_zeros((grad_z.shape[0], x.shape[1]))
-            if keep_l is None:
-                grad_rows = grad_z
-            else:
-                grad_rows = grad_rows.index_add(1, keep_l, grad_z)
-            grad_x = grad_rows if rows_l is None else x.new_zeros(x.shape).index_add(0, rows_l, grad_rows)
+            grad_rows = widen(grad_z)
+            if keep_l is not None:
+                grad_rows = grad_rows.new_zeros((grad_z.shape[0], x.shape[1])).index_add(1, keep_l, grad_rows)
+            if rows_l is not None:
+                grad_rows = grad_rows.new_zeros(x.shape).index_add(0, rows_l, grad_rows)
+            grad_x = grad_rows.to(x.dtype)
     return grad_x, grad_w, grad_b, None, None
 
 

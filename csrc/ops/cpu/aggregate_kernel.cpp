@@ -13,8 +13,8 @@ std::tuple<at::Tensor, at::Tensor> aggregate_cpu(const at::Tensor& rowptr, const
                                                  bool compute_arg) {
   const Reduce reduce = parse_reduce(std::string(reduce_name));
   check_csr_features(rowptr, col, x, edge_weight, rows);
-  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
-              "aggregate on CPU supports float32 and float64 x, got ", x.scalar_type());
+  TORCH_CHECK(cpu::is_cpu_feature_dtype(x.scalar_type()),
+              "aggregate on CPU supports float32, float64, bfloat16 and float16 x, got ", x.scalar_type());
   const int64_t num_graph_rows = rowptr.numel() - 1;
   at::Tensor out, arg;
   std::tie(out, arg) = empty_aggregate_outputs(rowptr, x, rows, reduce, compute_arg);
@@ -23,7 +23,7 @@ std::tuple<at::Tensor, at::Tensor> aggregate_cpu(const at::Tensor& rowptr, const
   const bool with_arg = compute_arg && reduce_has_arg(reduce);
   if (num_out == 0 || channels == 0) return {out, arg};
 
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "aggregate_cpu", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "aggregate_cpu", [&] {
     AT_DISPATCH_INDEX_TYPES(rowptr.scalar_type(), "aggregate_cpu_index", [&] {
       const index_t* rp = rowptr.data_ptr<index_t>();
       const index_t* cl = col.data_ptr<index_t>();

@@ -17,6 +17,7 @@
 #include <limits>
 #include <vector>
 
+#include "ops/cpu/reduced_float.h"
 #include "utils.h"
 
 namespace gnnaccel {
@@ -76,13 +77,16 @@ inline void prefetch_bytes(const void* ptr, int64_t bytes) {
 }
 
 // x is read as rows of `x_stride` elements of which the first `channels` are aggregated. The epilogue is
-// called as epilogue(r, channel) -> value added to the reduced entry of output row r (after mean).
+// called as epilogue<acc_t>(r, channel) -> value added to the reduced entry of output row r (after mean), in the
+// accumulation type; the sum is rounded to scalar_t once. bfloat16 / float16 rows are read at half width and
+// accumulated in float32 (acc_type); float32 accumulates in float32 as torch.sparse.mm does, float64 in float64.
 template <typename scalar_t, typename index_t, Reduce R, bool kWeighted, bool kArg, typename Epilogue = NoEpilogue>
 void aggregate_rows(const index_t* rowptr, const index_t* col, const scalar_t* x, const scalar_t* w,
                     const index_t* rows, int64_t num_out, int64_t num_graph_rows, int64_t num_src,
                     int64_t num_edges, int64_t channels, int64_t x_stride, scalar_t* out, int64_t* arg,
                     const Epilogue& epilogue = Epilogue(), const char* op_name = "aggregate") {
-  using acc_t = scalar_t;  // float32 accumulates in float32 as torch.sparse.mm does; float64 in float64
+  using acc_t = acc_type<scalar_t>;
+  constexpr bool kReduced = is_reduced_float<scalar_t>;
   constexpr int64_t kTile = 256 / sizeof(scalar_t);
   constexpr int64_t kSmallTile = 64 / sizeof(scalar_t);
   constexpr bool kTiled = (R == Reduce::kSum || R == Reduce::kMean) && !kArg;
@@ -137,14 +141,18 @@ void aggregate_rows(const index_t* rowptr, const index_t* col, const scalar_t* x
               const int64_t j = col[e];
               if (j < 0 || j >= num_src) { error = 2; break; }
               const scalar_t* xr = x + j * x_stride + c_done;
-              const acc_t we = kWeighted ? acc_t(w[e]) : acc_t(1);
+              const acc_t we = kWeighted ? to_acc(w[e]) : acc_t(1);
+              if constexpr (kReduced) {
+                axpy<!kWeighted>(tile, xr, we, kW);
+              } else {
 #pragma omp simd
-              for (int64_t k = 0; k < kW; ++k) tile[k] += kWeighted ? we * xr[k] : xr[k];
+                for (int64_t k = 0; k < kW; ++k) tile[k] += kWeighted ? we * xr[k] : xr[k];
+              }
             }
             for (int64_t k = 0; k < kW; ++k) {
-              scalar_t v = static_cast<scalar_t>(Reducer<acc_t, R>::write(tile[k], end - begin));
-              if constexpr (Epilogue::kActive) v += epilogue.template operator()<scalar_t>(r, c_done + k);
-              out_row[c_done + k] = v;
+              acc_t v = Reducer<acc_t, R>::write(tile[k], end - begin);
+              if constexpr (Epilogue::kActive) v += epilogue.template operator()<acc_t>(r, c_done + k);
+              out_row[c_done + k] = static_cast<scalar_t>(v);
             }
             c_done += kW;
           };
@@ -175,7 +183,10 @@ void aggregate_rows(const index_t* rowptr, const index_t* col, const scalar_t* x
           const int64_t j = col[e];
           if (j < 0 || j >= num_src) { error = 2; break; }
           const scalar_t* xr = x + j * x_stride;
-          if constexpr (R == Reduce::kSum || R == Reduce::kMean) {
+          if constexpr ((R == Reduce::kSum || R == Reduce::kMean) && kReduced) {
+            axpy<!kWeighted>(acc.data() + c_done, xr + c_done, kWeighted ? to_acc(w[e]) : acc_t(1),
+                             channels - c_done);
+          } else if constexpr (R == Reduce::kSum || R == Reduce::kMean) {
             if constexpr (kWeighted) {
               const acc_t we = w[e];
 #pragma omp simd
@@ -186,10 +197,10 @@ void aggregate_rows(const index_t* rowptr, const index_t* col, const scalar_t* x
             }
           } else {
             // Branch-free select so that the channel loop vectorises; NaN propagates as in torch.max.
-            const acc_t we = kWeighted ? acc_t(w[e]) : acc_t(1);
+            const acc_t we = kWeighted ? to_acc(w[e]) : acc_t(1);
 #pragma omp simd
             for (int64_t c = c_done; c < channels; ++c) {
-              const acc_t v = kWeighted ? we * xr[c] : acc_t(xr[c]);
+              const acc_t v = kWeighted ? we * to_acc(xr[c]) : to_acc(xr[c]);
               const acc_t a = acc[c];
               const bool better = (R == Reduce::kMax ? v > a : v < a) | ((v != v) & (a == a));
               acc[c] = better ? v : a;
@@ -199,9 +210,9 @@ void aggregate_rows(const index_t* rowptr, const index_t* col, const scalar_t* x
         }
         const int64_t count = end - begin;
         for (int64_t c = c_done; c < channels; ++c) {
-          scalar_t v = static_cast<scalar_t>(Reducer<acc_t, R>::write(acc[c], count));
-          if constexpr (Epilogue::kActive) v += epilogue.template operator()<scalar_t>(r, c);
-          out_row[c] = v;
+          acc_t v = Reducer<acc_t, R>::write(acc[c], count);
+          if constexpr (Epilogue::kActive) v += epilogue.template operator()<acc_t>(r, c);
+          out_row[c] = static_cast<scalar_t>(v);
         }
         if constexpr (kArg) std::copy(best.begin(), best.end(), arg + r * channels);
       }

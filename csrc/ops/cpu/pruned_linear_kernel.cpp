@@ -1,6 +1,8 @@
 // CPU kernel of gnnaccel::pruned_linear: rows are cut into blocks; each thread gathers its block's rows and
 // kept columns into a buffer of about 256 KiB and calls BLAS (addmm) on it, writing straight into its slice of
 // the output. Inside at::parallel_for the BLAS call runs single-threaded, so blocks proceed independently.
+// bfloat16 multiplies in bfloat16 (oneDNN, float32 accumulation); float16 gathers its blocks widened to float32
+// and multiplies by a float32 copy of the weight (cpu::gemm_type), rounding each output block once.
 #include <ATen/Parallel.h>
 #include <ATen/ThreadLocalState.h>
 
@@ -9,6 +11,7 @@
 #include <vector>
 
 #include "host_memory.h"
+#include "ops/cpu/reduced_float.h"
 #include "utils.h"
 
 namespace gnnaccel {
@@ -29,8 +32,8 @@ at::Tensor pruned_linear_cpu(const at::Tensor& x, const at::Tensor& weight, cons
                              const std::optional<at::Tensor>& rows, const std::optional<at::Tensor>& keep) {
   GNNACCEL_CHECK_2D(x, "x");
   GNNACCEL_CHECK_2D(weight, "weight");
-  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
-              "pruned_linear on CPU supports float32 and float64 x, got ", x.scalar_type());
+  TORCH_CHECK(cpu::is_cpu_feature_dtype(x.scalar_type()),
+              "pruned_linear on CPU supports float32, float64, bfloat16 and float16 x, got ", x.scalar_type());
   TORCH_CHECK(weight.scalar_type() == x.scalar_type(), "weight dtype ", weight.scalar_type(), " must match x dtype ",
               x.scalar_type());
   TORCH_CHECK(x.device().is_cpu() && weight.device().is_cpu(), "pruned_linear_cpu got a non-CPU tensor");
@@ -68,30 +71,36 @@ at::Tensor pruned_linear_cpu(const at::Tensor& x, const at::Tensor& weight, cons
   if (num_out == 0 || out_channels == 0) return out;
   // Detached: the nested out= BLAS calls (also on OpenMP worker threads, which do not inherit dispatch TLS)
   // must not see tensors that require grad.
-  const at::Tensor w = weight.detach().contiguous();
-  const std::optional<at::Tensor> bias_d = bias.has_value() ? std::optional<at::Tensor>(bias->detach()) : std::nullopt;
+  const at::ScalarType gemm_dtype = cpu::gemm_dtype(x.scalar_type());
+  const at::Tensor w = weight.detach().to(gemm_dtype).contiguous();
+  const std::optional<at::Tensor> bias_d =
+      bias.has_value() ? std::optional<at::Tensor>(bias->detach().to(gemm_dtype)) : std::nullopt;
   if (num_cols == 0) {  // nothing kept: the product is empty, only the bias remains
     if (bias.has_value()) out.copy_(bias->unsqueeze(0).expand_as(out)); else out.zero_();
     return out;
   }
-  if (!rows.has_value() && !keep.has_value()) {  // plain linear: one multi-threaded BLAS call
+  const bool widen = gemm_dtype != x.scalar_type();  // float16: blocks widened to float32 below
+  if (!rows.has_value() && !keep.has_value() && !widen) {  // plain linear: one multi-threaded BLAS call
     if (bias_d.has_value()) at::addmm_out(out, *bias_d, x.detach(), w); else at::mm_out(out, x.detach(), w);
     return out;
   }
   const at::Tensor xc = x.contiguous();
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "pruned_linear_cpu", [&] {
-    const int64_t block = std::clamp<int64_t>(kBlockBytes / int64_t(sizeof(scalar_t) * num_cols), 16, 1024);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "pruned_linear_cpu", [&] {
+    using gemm_t = cpu::gemm_type<scalar_t>;
+    constexpr bool kWidenOut = !std::is_same_v<gemm_t, scalar_t>;
+    const int64_t block = std::clamp<int64_t>(kBlockBytes / int64_t(sizeof(gemm_t) * num_cols), 16, 1024);
     const int64_t num_blocks = (num_out + block - 1) / block;
     const scalar_t* xp = xc.data_ptr<scalar_t>();
+    scalar_t* op = out.data_ptr<scalar_t>();
     const int64_t in_channels = xc.size(1);
-    auto gather_block = [&](auto row_of, auto col_of, int64_t begin, int64_t end, scalar_t* buf) {
+    auto gather_block = [&](auto row_of, auto col_of, int64_t begin, int64_t end, gemm_t* buf) {
       for (int64_t r = begin; r < end; ++r) {
         const scalar_t* src = xp + row_of(r) * in_channels;
-        scalar_t* dst = buf + (r - begin) * num_cols;
+        gemm_t* dst = buf + (r - begin) * num_cols;
         if (!keep.has_value()) {
-          std::memcpy(dst, src, sizeof(scalar_t) * num_cols);
+          cpu::convert_row(dst, src, num_cols);
         } else {
-          for (int64_t c = 0; c < num_cols; ++c) dst[c] = src[col_of(c)];
+          for (int64_t c = 0; c < num_cols; ++c) dst[c] = cpu::cast_value<gemm_t>(src[col_of(c)]);
         }
       }
     };
@@ -99,13 +108,19 @@ at::Tensor pruned_linear_cpu(const at::Tensor& x, const at::Tensor& weight, cons
       const at::ThreadLocalState tls;  // OpenMP workers do not inherit inference mode / dispatch TLS
       at::parallel_for(0, num_blocks, 1, [&](int64_t b0, int64_t b1) {
         at::ThreadLocalStateGuard tls_guard(tls);
-        std::vector<scalar_t> storage(block * num_cols);
+        std::vector<gemm_t> storage(block * num_cols);
+        std::vector<float> widened(kWidenOut ? block * out_channels : 0);  // float16: the float32 GEMM result
         for (int64_t b = b0; b < b1; ++b) {
           const int64_t begin = b * block, end = std::min(num_out, begin + block);
           gather_block(row_of, col_of, begin, end, storage.data());
-          at::Tensor buf = at::from_blob(storage.data(), {end - begin, num_cols}, x.options());
-          at::Tensor dst = out.narrow(0, begin, end - begin);
+          at::Tensor buf = at::from_blob(storage.data(), {end - begin, num_cols}, x.options().dtype(gemm_dtype));
+          at::Tensor dst = kWidenOut ? at::from_blob(widened.data(), {end - begin, out_channels},
+                                                     x.options().dtype(at::kFloat))
+                                     : out.narrow(0, begin, end - begin);
           if (bias_d.has_value()) at::addmm_out(dst, *bias_d, buf, w); else at::mm_out(dst, buf, w);
+          if constexpr (kWidenOut) {
+            cpu::convert_row(op + begin * out_channels, widened.data(), (end - begin) * out_channels);
+          }
         }
       });
     };

@@ -15,10 +15,10 @@ struct RootBiasEpilogue {
   const scalar_t* root;  // [num_out, width] with row stride root_stride, or nullptr
   int64_t root_stride;
   const scalar_t* bias;  // [width] or nullptr
-  template <typename T>
+  template <typename T>  // the accumulation type
   T operator()(int64_t r, int64_t c) const {
-    T v = bias != nullptr ? bias[c] : T(0);
-    if (root != nullptr) v += root[r * root_stride + c];
+    T v = bias != nullptr ? T(cpu::to_acc(bias[c])) : T(0);
+    if (root != nullptr) v += cpu::to_acc(root[r * root_stride + c]);
     return v;
   }
 };
@@ -28,15 +28,15 @@ at::Tensor sage_projected_cpu(const at::Tensor& rowptr, const at::Tensor& col, c
                               const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& rows,
                               c10::string_view reduce_name) {
   const int64_t num_out = check_sage_projected_inputs(rowptr, col, xw, root, edge_weight, bias, rows, reduce_name);
-  TORCH_CHECK(xw.scalar_type() == at::kFloat || xw.scalar_type() == at::kDouble,
-              "sage_projected on CPU supports float32 and float64 xw, got ", xw.scalar_type());
+  TORCH_CHECK(cpu::is_cpu_feature_dtype(xw.scalar_type()),
+              "sage_projected on CPU supports float32, float64, bfloat16 and float16 xw, got ", xw.scalar_type());
   const Reduce reduce = parse_reduce(std::string(reduce_name));
   const int64_t num_graph_rows = rowptr.numel() - 1;
   const int64_t width = xw.size(1);
   auto out = empty_host_output({num_out, width}, xw.options());
   if (num_out == 0 || width == 0) return out;
 
-  AT_DISPATCH_FLOATING_TYPES(xw.scalar_type(), "sage_projected_cpu", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, xw.scalar_type(), "sage_projected_cpu", [&] {
     AT_DISPATCH_INDEX_TYPES(rowptr.scalar_type(), "sage_projected_cpu_index", [&] {
       const index_t* rp = rowptr.data_ptr<index_t>();
       TORCH_CHECK(rp[0] == 0 && int64_t(rp[num_graph_rows]) == col.numel(),

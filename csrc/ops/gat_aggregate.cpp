@@ -10,7 +10,8 @@
 // stride, any row stride). The softmax is numerically stable (running maximum and sum per row and head, one
 // pass over a row's edges: no per-edge intermediate is stored). An empty row gives 0 (PyG's convention).
 // The second output lse [num_out, H] is the log-sum-exp of each row's logits per head (0 for an empty row):
-// the backward recomputes p[e, h] = exp(z[e, h] - lse[i, h]) from it.
+// the backward recomputes p[e, h] = exp(z[e, h] - lse[i, h]) from it. It is float32 for bfloat16 / float16 xw
+// (whose kernels compute in float32), xw's dtype otherwise.
 #include "utils.h"
 
 TORCH_LIBRARY_FRAGMENT(gnnaccel, m) {

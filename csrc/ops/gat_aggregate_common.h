@@ -18,8 +18,9 @@ inline int64_t check_gat_args(const at::Tensor& rowptr, const at::Tensor& col, c
   check_csr_features(rowptr, col, xw, std::nullopt, rows, /*x_row_strided_ok=*/true);
   GNNACCEL_CHECK_2D(alpha_src, "alpha_src");
   GNNACCEL_CHECK_2D(alpha_dst, "alpha_dst");
-  TORCH_CHECK(xw.scalar_type() == at::kFloat || xw.scalar_type() == at::kDouble,
-              "gat_aggregate supports float32 and float64 xw, got ", xw.scalar_type());
+  TORCH_CHECK(xw.scalar_type() == at::kFloat || xw.scalar_type() == at::kDouble ||
+                  xw.scalar_type() == at::kBFloat16 || xw.scalar_type() == at::kHalf,
+              "gat_aggregate supports float32, float64, bfloat16 and float16 xw, got ", xw.scalar_type());
   TORCH_CHECK(alpha_src.scalar_type() == xw.scalar_type() && alpha_dst.scalar_type() == xw.scalar_type(),
               "alpha_src and alpha_dst must have xw's dtype ", xw.scalar_type(), ", got ", alpha_src.scalar_type(),
               " and ", alpha_dst.scalar_type());

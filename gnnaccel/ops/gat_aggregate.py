@@ -11,6 +11,7 @@ from torch import Tensor
 from .._library import EXTENSION_LOADED, has_kernel, require_extension
 from ..backend import kernel_backend
 from ._args import check_bounds_eager, check_csr, check_index, needs_grad, rows_for_graph
+from .torch_backend import _widen
 
 
 def _check(xw, alpha_src, alpha_dst, rowptr, rows, head_index) -> None:
@@ -124,7 +125,10 @@ def gat_aggregate_torch(rowptr: Tensor, col: Tensor, xw: Tensor, alpha_src: Tens
                         rows: Optional[Tensor], head_index: Optional[Tensor], negative_slope: float,
                         dropout: float = 0.0) -> Tensor:
     """:func:`gat_aggregate` as a differentiable composition of PyTorch ops (per-edge tensors), with PyG's
-    dropout of the attention coefficients (``dropout`` > 0)."""
+    dropout of the attention coefficients (``dropout`` > 0). bfloat16 / float16 inputs are computed in float32
+    and the result rounded once, as the kernels do."""
+    dtype = xw.dtype
+    xw, alpha_src, alpha_dst = _widen(xw), _widen(alpha_src), _widen(alpha_dst)
     out_row, edge = row_edges(rowptr, rows, col.shape[0])
     num_out, heads, channels = alpha_dst.shape[0], alpha_src.shape[1], xw.shape[1]
     j, _, z = _logits(col, xw, alpha_src, alpha_dst, out_row, edge, negative_slope)
@@ -135,7 +139,7 @@ def gat_aggregate_torch(rowptr: Tensor, col: Tensor, xw: Tensor, alpha_src: Tens
     if dropout > 0:
         p = F.dropout(p, p=dropout, training=True)
     msg = xw.index_select(0, j) * _per_channel(p, channels, head_index)
-    return xw.new_zeros(num_out, channels).index_add(0, out_row, msg)
+    return xw.new_zeros(num_out, channels).index_add(0, out_row, msg).to(dtype)
 
 
 def _setup_context(ctx, inputs, output):
@@ -146,7 +150,10 @@ def _setup_context(ctx, inputs, output):
 
 
 def _backward(ctx, grad_out, _grad_lse):
+    """The gradients in the inputs' dtype, computed in float32 for bfloat16 / float16 (lse is float32 there)."""
     rowptr, col, xw, alpha_src, alpha_dst, rows, head_index, out, lse = ctx.saved_tensors
+    dtype = xw.dtype
+    xw, alpha_src, alpha_dst, out, grad_out = (_widen(t) for t in (xw, alpha_src, alpha_dst, out, grad_out))
     heads, channels = alpha_src.shape[1], xw.shape[1]
     out_row, edge = row_edges(rowptr, rows, col.shape[0])
     j, zraw, z = _logits(col, xw, alpha_src, alpha_dst, out_row, edge, ctx.slope)
@@ -165,7 +172,8 @@ def _backward(ctx, grad_out, _grad_lse):
             grad_src = torch.zeros_like(alpha_src, memory_format=torch.contiguous_format).index_add_(0, j, dz)
         if ctx.needs_input_grad[4]:
             grad_dst = torch.zeros_like(alpha_dst, memory_format=torch.contiguous_format).index_add_(0, out_row, dz)
-    return None, None, grad_xw, grad_src, grad_dst, None, None, None
+    cast = lambda t: t.to(dtype) if t is not None else None  # noqa: E731
+    return None, None, cast(grad_xw), cast(grad_src), cast(grad_dst), None, None, None
 
 
 if EXTENSION_LOADED:
@@ -174,6 +182,7 @@ if EXTENSION_LOADED:
         torch._check(xw.dim() == 2, lambda: "xw must be 2-D")
         torch._check(alpha_src.dim() == 2, lambda: "alpha_src must be 2-D")
         num_out = rows.shape[0] if rows is not None else rowptr.shape[0] - 1
-        return xw.new_empty((num_out, xw.shape[1])), xw.new_empty((num_out, alpha_src.shape[1]))
+        lse_dtype = torch.float32 if xw.dtype in (torch.bfloat16, torch.float16) else xw.dtype
+        return xw.new_empty((num_out, xw.shape[1])), xw.new_empty((num_out, alpha_src.shape[1]), dtype=lse_dtype)
 
     torch.library.register_autograd("gnnaccel::gat_aggregate", _backward, setup_context=_setup_context)

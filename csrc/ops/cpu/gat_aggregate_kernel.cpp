@@ -5,6 +5,8 @@
 // row's accumulator of that head is rescaled by exp(m_old - m_new) (online softmax). The accumulator is a
 // thread-local [D] buffer; the row is written once. Indices are validated on the fly: a bad column, row or
 // head index, or a non-monotone rowptr raises after the parallel region instead of reading out of bounds.
+// bfloat16 / float16 inputs are read at half width; logits, softmax and accumulator are float32 (acc_type), the
+// output is rounded once, and lse is returned in float32 (the backward recomputes the coefficients from it).
 #include <ATen/Parallel.h>
 
 #include <atomic>
@@ -14,6 +16,7 @@
 
 #include "host_memory.h"
 #include "ops/cpu/aggregate_rows.h"
+#include "ops/cpu/reduced_float.h"
 #include "ops/gat_aggregate_common.h"
 
 namespace gnnaccel {
@@ -26,8 +29,8 @@ template <typename scalar_t, typename index_t, bool kHeadIndex>
 void gat_rows(const index_t* rowptr, const index_t* col, const index_t* rows, const scalar_t* xw, int64_t sx,
               const scalar_t* a_src, int64_t sa, const scalar_t* a_dst, int64_t sd, const int64_t* head_index,
               int64_t num_out, int64_t num_graph_rows, int64_t num_src, int64_t num_edges, int64_t heads,
-              int64_t channels, scalar_t slope, scalar_t* out, scalar_t* lse) {
-  using acc_t = scalar_t;
+              int64_t channels, cpu::acc_type<scalar_t> slope, scalar_t* out, cpu::acc_type<scalar_t>* lse) {
+  using acc_t = cpu::acc_type<scalar_t>;
   const int64_t per_head = kHeadIndex || heads == 0 ? 0 : channels / heads;
   std::atomic<int> error{0};  // 1: bad rowptr, 2: bad col, 3: bad rows, 4: bad head_index
   if constexpr (kHeadIndex) {
@@ -70,7 +73,7 @@ void gat_rows(const index_t* rowptr, const index_t* col, const index_t* rows, co
           if (j < 0 || j >= num_src) { error = 2; break; }
           const scalar_t* as = a_src + j * sa;
           for (int64_t h = 0; h < heads; ++h) {
-            acc_t z = acc_t(as[h]) + acc_t(ad[h]);
+            acc_t z = cpu::to_acc(as[h]) + cpu::to_acc(ad[h]);
             z = z > acc_t(0) ? z : z * slope;
             if (z > m[h]) {  // a new maximum: rescale what the row accumulated for this head
               scale[h] = std::exp(m[h] - z);
@@ -86,7 +89,7 @@ void gat_rows(const index_t* rowptr, const index_t* col, const index_t* rows, co
           if constexpr (kHeadIndex) {
             for (int64_t k = 0; k < channels; ++k) {
               const int64_t h = head_index[k];
-              acc[k] = acc[k] * scale[h] + p[h] * acc_t(xr[k]);
+              acc[k] = acc[k] * scale[h] + p[h] * cpu::to_acc(xr[k]);
             }
           } else {
             for (int64_t h = 0; h < heads; ++h) {
@@ -96,10 +99,9 @@ void gat_rows(const index_t* rowptr, const index_t* col, const index_t* rows, co
               if (scale[h] != acc_t(1)) {
                 const acc_t sc = scale[h];
 #pragma omp simd
-                for (int64_t c = 0; c < per_head; ++c) a[c] = a[c] * sc + ph * acc_t(x[c]);
+                for (int64_t c = 0; c < per_head; ++c) a[c] = a[c] * sc + ph * cpu::to_acc(x[c]);
               } else {
-#pragma omp simd
-                for (int64_t c = 0; c < per_head; ++c) a[c] += ph * acc_t(x[c]);
+                cpu::axpy<false>(a, x, ph, per_head);
               }
             }
           }
@@ -107,7 +109,7 @@ void gat_rows(const index_t* rowptr, const index_t* col, const index_t* rows, co
         scalar_t* o = out + r * channels;
         for (int64_t h = 0; h < heads; ++h) {
           const bool any = end > begin;
-          lse[r * heads + h] = any ? static_cast<scalar_t>(m[h] + std::log(s[h])) : scalar_t(0);
+          lse[r * heads + h] = any ? m[h] + std::log(s[h]) : acc_t(0);
           scale[h] = any ? acc_t(1) / s[h] : acc_t(0);
         }
         if constexpr (kHeadIndex) {
@@ -138,9 +140,10 @@ std::tuple<at::Tensor, at::Tensor> gat_aggregate_cpu(const at::Tensor& rowptr, c
   const int64_t num_out = rows.has_value() ? rows->numel() : num_graph_rows;
   const int64_t channels = xw.size(1);
   at::Tensor out = empty_host_output({num_out, channels}, xw.options());
-  at::Tensor lse = at::empty({num_out, heads}, xw.options());
+  at::Tensor lse = at::empty({num_out, heads}, xw.options().dtype(at::toOpMathType(xw.scalar_type())));
   if (num_out == 0 || heads == 0) return {out, lse};
-  AT_DISPATCH_FLOATING_TYPES(xw.scalar_type(), "gat_aggregate_cpu", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, xw.scalar_type(), "gat_aggregate_cpu", [&] {
+    using acc_t = cpu::acc_type<scalar_t>;
     AT_DISPATCH_INDEX_TYPES(rowptr.scalar_type(), "gat_aggregate_cpu_index", [&] {
       const index_t* rp = rowptr.data_ptr<index_t>();
       TORCH_CHECK(rp[0] == 0 && int64_t(rp[num_graph_rows]) == col.numel(),
@@ -153,8 +156,8 @@ std::tuple<at::Tensor, at::Tensor> gat_aggregate_cpu(const at::Tensor& rowptr, c
             alpha_src.data_ptr<scalar_t>(), alpha_src.size(0) > 1 ? alpha_src.stride(0) : heads,
             alpha_dst.data_ptr<scalar_t>(), alpha_dst.size(0) > 1 ? alpha_dst.stride(0) : heads,
             kHead ? head_index->data_ptr<int64_t>() : nullptr, num_out, num_graph_rows, xw.size(0), col.numel(),
-            heads, channels, static_cast<scalar_t>(negative_slope), out.data_ptr<scalar_t>(),
-            lse.data_ptr<scalar_t>());
+            heads, channels, static_cast<acc_t>(negative_slope), out.data_ptr<scalar_t>(),
+            lse.data_ptr<acc_t>());
       };
       if (head_index.has_value()) run(std::true_type{});
       else run(std::false_type{});

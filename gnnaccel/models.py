@@ -215,6 +215,8 @@ class GAT(_ConvStack):
     def _make_convs(self):
         kw = dict(self.conv_kwargs)
         heads, concat = kw.pop("heads", 1), kw.pop("concat", True)
+        if isinstance(heads, bool) or not isinstance(heads, int) or heads < 1:
+            raise ValueError(f"heads must be a positive int, got {heads!r}")
         if "dropout" in kw:
             raise ValueError("GAT: the attention dropout is the model's dropout (pass dropout=, not a conv dropout)")
 

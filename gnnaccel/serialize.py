@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import math
 import os
 import re
 import struct
@@ -54,9 +55,14 @@ class ModelFileError(ValueError):
 
 
 def _model_classes():
-    from .models import GCN, GraphSAGE, SAINTGraphSAGE
+    from .models import GAT, GCN, GraphSAGE, SAINTGraphSAGE
 
-    return {"GraphSAGE": GraphSAGE, "GCN": GCN, "SAINTGraphSAGE": SAINTGraphSAGE}
+    return {"GraphSAGE": GraphSAGE, "GCN": GCN, "SAINTGraphSAGE": SAINTGraphSAGE, "GAT": GAT}
+
+
+# Conv arguments that a model sets per layer or from its own arguments, not through conv_kwargs: GAT passes its
+# dropout to every conv and concatenates the heads of its hidden layers only (see _model_level_kwargs).
+_NOT_CONV_KWARGS = {"GAT": ("dropout", "concat")}
 
 
 def _activation_names():
@@ -135,23 +141,56 @@ def _conv_kwargs(model: nn.Module) -> dict:
     conv_cls = getattr(type(model), "conv_class", None)
     if conv_cls is None:
         return kwargs
+    skip = _NOT_CONV_KWARGS.get(type(model).__name__, ())
+    for name in skip:
+        kwargs.pop(name, None)
     for p in inspect.signature(conv_cls.__init__).parameters.values():
-        if p.name in ("self", "in_channels", "out_channels") or p.kind not in (p.POSITIONAL_OR_KEYWORD,
-                                                                               p.KEYWORD_ONLY):
+        if p.name in ("self", "in_channels", "out_channels") or p.name in skip or p.kind not in (
+                p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
             continue
         values = []
         for conv in model.convs:
             if not isinstance(conv, conv_cls):  # jk="last": the linear head (a Dense) is no conv of the stack
                 continue
-            if p.name == "bias":
-                values.append(conv.linear_parts().bias is not None)
+            if p.name == "bias":  # the layer's own bias where it has one (a GAT's linear part has an intercept)
+                own = getattr(conv, "bias", ())
+                values.append(own is not None if own is None or isinstance(own, torch.Tensor)
+                              else conv.linear_parts().bias is not None)
             elif isinstance(getattr(conv, p.name, ()), (bool, int, float, str)):
                 values.append(getattr(conv, p.name))
         if values:
             if any(v != values[0] or type(v) is not type(values[0]) for v in values):
                 raise ValueError(f"cannot save: the layers differ in {p.name} ({values})")
             kwargs[p.name] = values[0]
+    kwargs.update(_model_level_kwargs(model))
     return kwargs
+
+
+def _model_level_kwargs(model: nn.Module) -> dict:
+    """GAT's ``concat``: that of its hidden convs (the output conv averages its heads; PyG's rule)."""
+    if type(model).__name__ != "GAT":
+        return {}
+    hidden = [c for i, c in enumerate(model.convs)
+              if isinstance(c, type(model).conv_class) and (i < len(model.convs) - 1 or model.jk is not None)]
+    return {"concat": hidden[0].concat if hidden else True}
+
+
+def _check_conv_options(model: nn.Module, fresh_model: nn.Module, init: dict) -> None:
+    """Every option of every conv (the constructor arguments it keeps as plain attributes, and a GAT's
+    per-head width) equals that of the conv ``type(model)(**init)`` builds: otherwise the file would load as a
+    different model."""
+    for i, (conv, fresh) in enumerate(zip(model.convs, fresh_model.convs)):
+        if type(conv) is not type(fresh):
+            raise ValueError(f"cannot save this {type(model).__name__}: convs.{i} is a {type(conv).__name__}, "
+                             f"{type(model).__name__}(**{init}) builds a {type(fresh).__name__}")
+        names = [p.name for p in inspect.signature(type(conv).__init__).parameters.values()
+                 if p.name not in ("self", "in_channels", "out_channels")] + ["head_channels"]
+        for name in names:
+            mine, built = getattr(conv, name, None), getattr(fresh, name, None)
+            if name not in _WIDTH_ATTRS and isinstance(mine, (bool, int, float, str)) and (
+                    mine != built or type(mine) is not type(built)):
+                raise ValueError(f"cannot save this {type(model).__name__}: convs.{i}.{name} = {mine!r} but "
+                                 f"{type(model).__name__}(**{init}) builds {built!r}")
 
 
 def save(model: nn.Module, path: PathLike) -> None:
@@ -182,8 +221,12 @@ def save(model: nn.Module, path: PathLike) -> None:
     with torch.device("meta"):
         fresh_model = type(model)(**init)
     fresh = dict(fresh_model.named_modules())
+    if len(fresh_model.convs) != len(model.convs):
+        raise ValueError(f"cannot save this {cls_name}: it has {len(model.convs)} layers, {cls_name}(**{init}) "
+                         f"builds {len(fresh_model.convs)}")
+    _check_conv_options(model, fresh_model, init)
     own, built = set(model.state_dict()), set(fresh_model.state_dict())
-    if not built <= own or any(not re.search(r"\.input_index_\w+$", k) for k in own - built):
+    if not built <= own or any(k not in _optional_slots(fresh_model) for k in own - built):
         raise ValueError(f"cannot save this {cls_name}: its layers do not match what {cls_name}(**{init}) "
                          f"builds (missing {sorted(built - own)[:3]}, extra {sorted(own - built)[:3]})")
     widths = {}
@@ -203,6 +246,13 @@ def save(model: nn.Module, path: PathLike) -> None:
                "pruning_info": getattr(model, "pruning_info", None)}
     payload["sha256"] = _digest(payload, budget=1 << 62)
     torch.save(payload, os.fspath(path))
+
+
+def _optional_slots(model: nn.Module) -> set:
+    """Names of the parameters and buffers a model registers empty (None) and fills when pruned or folded
+    (per-branch input indices, a GAT's explicit logit projections, intercept and channel heads)."""
+    return {f"{m}.{k}" if m else k for m, module in model.named_modules()
+            for k, v in list(module._parameters.items()) + list(module._buffers.items()) if v is None}
 
 
 # ---------------------------------------------------------------------------------------------------- load
@@ -315,6 +365,8 @@ def _check_init(cls, init, state_keys) -> dict:
                                  f"{type(v).__name__}")
         if _is_int(v) and not -_MAX_WIDTH <= v <= _MAX_WIDTH:
             raise ModelFileError(f"init[{name!r}] = {v} is out of range")
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ModelFileError(f"init[{name!r}] = {v} is not finite")
     return init
 
 
@@ -387,8 +439,12 @@ def _check_shapes(model: nn.Module) -> None:
     if len(norms) != len(convs):
         raise ModelFileError(f"{len(convs)} layers but {len(norms)} norms")
     for i, conv in enumerate(convs):
+        if type(conv).__name__ == "GATConv":
+            _check_gat(f"convs.{i}", conv)
         parts = conv.linear_parts()
-        if parts.in_channels != conv.in_channels or parts.out_channels != conv.out_channels:
+        # A layer's linear part writes its outputs, or (attention) intermediate columns of its own count.
+        layer_outputs = parts.extra.get("outputs_are_layer_outputs", True)
+        if parts.in_channels != conv.in_channels or (layer_outputs and parts.out_channels != conv.out_channels):
             raise ModelFileError(f"convs.{i}: widths disagree with its weights")
         index = parts.extra.get("input_index", {})
         for b in parts.branches:
@@ -397,20 +453,55 @@ def _check_shapes(model: nn.Module) -> None:
             if b.weight.dim() != 2 or tuple(b.weight.shape) != (rows, b.cols.numel()):
                 raise ModelFileError(f"convs.{i} branch {b.name!r}: weight {list(b.weight.shape)} does not fit "
                                      f"{rows} inputs x {b.cols.numel()} outputs")
-            if b.cols.numel() and (int(b.cols.min()) < 0 or int(b.cols.max()) >= conv.out_channels):
-                raise ModelFileError(f"convs.{i} branch {b.name!r} writes outside its {conv.out_channels} outputs")
+            if b.cols.numel() and (int(b.cols.min()) < 0 or int(b.cols.max()) >= parts.out_channels):
+                raise ModelFileError(f"convs.{i} branch {b.name!r} writes outside its {parts.out_channels} outputs")
             if idx is not None and idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= conv.in_channels
                                                     or torch.unique(idx).numel() != idx.numel()):
                 raise ModelFileError(f"convs.{i}: input index of branch {b.name!r} is not a set of distinct "
                                      f"channels in [0, {conv.in_channels})")
         if parts.bias is not None:
-            expect(f"convs.{i} bias", parts.bias, (conv.out_channels,))
+            expect(f"convs.{i} bias", parts.bias, (parts.out_channels,))
         if i + 1 < len(convs) and convs[i + 1].in_channels != conv.out_channels:
             raise ModelFileError(f"convs.{i + 1} reads {convs[i + 1].in_channels} channels but convs.{i} writes "
                                  f"{conv.out_channels}")
         if isinstance(norms[i], nn.modules.batchnorm._BatchNorm) and norms[i].num_features != conv.out_channels:
             raise ModelFileError(f"norms.{i} has {norms[i].num_features} features, convs.{i} writes "
                                  f"{conv.out_channels}")
+
+
+def _check_gat(name: str, conv) -> None:
+    """A GATConv's attention tensors fit its heads, value channels and widths (before any forward reads them)."""
+    h, d = conv.heads, conv.value_channels
+    if conv.concat and d != conv.out_channels:
+        raise ModelFileError(f"{name}: {d} value channels but {conv.out_channels} concatenated outputs")
+    if not conv.concat and d != h * conv.out_channels:
+        raise ModelFileError(f"{name}: {d} value channels, expected heads x outputs = {h} x {conv.out_channels}")
+    for attr in ("att_src", "att_dst"):
+        if tuple(getattr(conv, attr).shape) != (1, h, conv.head_channels):
+            raise ModelFileError(f"{name}.{attr} has shape {list(getattr(conv, attr).shape)}, expected "
+                                 f"[1, {h}, {conv.head_channels}]")
+    if (conv.lin_att_src is None) != (conv.lin_att_dst is None):
+        raise ModelFileError(f"{name}: lin_att_src and lin_att_dst must be stored together")
+    if conv.lin_att_src is None and d != h * conv.head_channels:
+        raise ModelFileError(f"{name}: {d} value channels no longer follow from att_src / att_dst "
+                             f"({h} x {conv.head_channels}) but no explicit logit projections are stored")
+    for attr, branch in (("lin_att_src", "neigh"), ("lin_att_dst", "self")):
+        t = getattr(conv, attr)
+        if t is not None and tuple(t.shape) != (h, conv._branch_width(branch)):
+            raise ModelFileError(f"{name}.{attr} has shape {list(t.shape)}, expected "
+                                 f"[{h}, {conv._branch_width(branch)}]")
+    if conv.lin_bias is not None and tuple(conv.lin_bias.shape) != (d + 2 * h,):
+        raise ModelFileError(f"{name}.lin_bias has shape {list(conv.lin_bias.shape)}, expected [{d + 2 * h}]")
+    if conv.res is not None and conv.res.out_features != conv.out_channels:
+        raise ModelFileError(f"{name}.res writes {conv.res.out_features} channels, the layer {conv.out_channels}")
+    if conv.bias is not None and tuple(conv.bias.shape) != (conv.out_channels,):
+        raise ModelFileError(f"{name}.bias has shape {list(conv.bias.shape)}, expected [{conv.out_channels}]")
+    idx = conv.head_index
+    if idx is None and d % h:
+        raise ModelFileError(f"{name}: {d} value channels do not split into {h} heads and no head_index is stored")
+    if idx is not None and (tuple(idx.shape) != (d,) or (d and (int(idx.min()) < 0 or int(idx.max()) >= h))):
+        raise ModelFileError(f"{name}.head_index must hold the head (in [0, {h})) of each of the {d} value "
+                             f"channels, got shape {list(idx.shape)}")
 
 
 def _check_forward(model: nn.Module, stored_numel: int) -> None:

@@ -1,6 +1,7 @@
 """Distributed full inference (gnnaccel.distributed) on gloo over loopback, in spawned processes with hard
 timeouts: 1-4 ranks equal single-process full_inference for GraphSAGE, GCN and SAINTGraphSAGE, unpruned and
-pruned (both schemes), METIS and random partitions, a part without halo, a rank owning no node; bad inputs
+pruned (both schemes), METIS and random partitions (GAT, unpruned and pruned in both schemes: METIS on 2 and 3
+ranks), a part without halo, a rank owning no node; bad inputs
 give a clear error on every rank (and the group stays usable for the next run).
 
 One spawn per world size runs every case (tests/dist_worker.py); the tests then check each case's outputs."""
@@ -21,7 +22,7 @@ import torch
 import gnnaccel
 from gnnaccel.distributed import gather, partition
 from gnnaccel.inference import full_inference
-from gnnaccel.models import GCN, GraphSAGE, SAINTGraphSAGE
+from gnnaccel.models import GAT, GCN, GraphSAGE, SAINTGraphSAGE
 
 from conftest import REPO_ROOT, random_edge_index
 
@@ -36,6 +37,8 @@ WORLD_SIZES = (1, 2, 3, 4)
 MODELS = ("sage", "gcn", "saint", "sage_full", "gcn_full", "saint_full", "sage_batched", "gcn_batched",
           "saint_batched")
 ERROR_WORLDS = (2, 3)
+GAT_MODELS = ("gat", "gat_full", "gat_batched")  # METIS partitions on 2 and 3 ranks (issue 17)
+GAT_WORLDS = (2, 3)
 
 
 def _cases(world: int):
@@ -47,6 +50,9 @@ def _cases(world: int):
               ("sage_batched-no_overlap", "main", "sage_batched", "random", False)]
     if world >= 2:
         cases += [(f"{m}-empty_rank", "main", m, "empty", True) for m in ("sage_full", "gcn", "saint_batched")]
+    if world in GAT_WORLDS:
+        cases += [(f"{m}-metis", "main", m, "metis", True) for m in GAT_MODELS]
+        cases += [("gat_batched-no_overlap", "main", "gat_batched", "metis", False)]
     return cases
 
 
@@ -77,7 +83,12 @@ def _models(g, x):
     with torch.random.fork_rng():  # leave the global RNG of the pytest process as it was
         torch.manual_seed(0)
         base = {"sage": GraphSAGE(C, HIDDEN, OUT, 2), "gcn": GCN(C, HIDDEN, OUT, 2),
-                "saint": SAINTGraphSAGE(C, HIDDEN, OUT, 2)}
+                "saint": SAINTGraphSAGE(C, HIDDEN, OUT, 2), "gat": GAT(C, HIDDEN, OUT, 2, heads=4, residual=True)}
+        with torch.no_grad():  # GAT's fresh biases are zeros and its attention nearly uniform: make both count
+            for conv in base["gat"].convs:
+                conv.bias.uniform_(-0.5, 0.5)
+                conv.att_src.mul_(3)
+                conv.att_dst.mul_(3)
     out = dict(base)
     for name, m in base.items():
         for scheme in ("full", "batched"):

@@ -150,15 +150,14 @@ def test_bench_dtype(inputs, capsys):
     full_inference(dtype=torch.bfloat16) differs); a dtype the engines do not run in is a usage error."""
     pytest.importorskip("torch_geometric")
     tmp_path, model, graph, x = inputs
-    with gnnaccel.use_backend("torch"):  # until the C++ ops take bfloat16
-        rc, out, err = _run(capsys, ["bench", "--model", tmp_path / "model.pt", "--graph", tmp_path / "graph.pt",
-                                     "--rounds", 2, "--warmup", 1, "--no-progress", "--dtype", "bfloat16"])
-        assert rc == 0, err
-        assert "bfloat16" in out
-        diff = float(re.search(r"max \|output difference\| (\S+)", out).group(1))
-        loaded = gnnaccel.load(tmp_path / "model.pt")
-        expected = float((full_inference(loaded, graph, x, progress=False, dtype=torch.bfloat16)
-                          - full_inference(loaded, graph, x, progress=False)).abs().max())
+    rc, out, err = _run(capsys, ["bench", "--model", tmp_path / "model.pt", "--graph", tmp_path / "graph.pt",
+                                 "--rounds", 2, "--warmup", 1, "--no-progress", "--dtype", "bfloat16"])
+    assert rc == 0, err
+    assert "bfloat16" in out
+    diff = float(re.search(r"max \|output difference\| (\S+)", out).group(1))
+    loaded = gnnaccel.load(tmp_path / "model.pt")
+    expected = float((full_inference(loaded, graph, x, progress=False, dtype=torch.bfloat16)
+                      - full_inference(loaded, graph, x, progress=False)).abs().max())
     assert expected > 0  # the half-width run really rounds
     assert abs(diff - expected) <= 1e-5 + 0.01 * expected  # printed with 3 digits; PyG equals ours within 1e-5
     with pytest.raises(SystemExit):

@@ -39,9 +39,9 @@ HALF = [torch.bfloat16, torch.float16]
 UNIT_ROUNDOFF = {torch.bfloat16: 2.0 ** -8, torch.float16: 2.0 ** -11}
 ROUNDINGS_PER_LAYER = 9  # see the module docstring
 FLOAT32_ROUNDOFF = 2.0 ** -24
-# The op contract for half-width inputs (float32 accumulation) is the C++ kernels'; the "torch" composition
-# accumulates index_add and matmul in float32 as well. Engine tests run on both.
-BACKENDS = ["torch"]
+# The op contract for half-width inputs (float32 accumulation) is the C++ kernels' (the default backend, "auto" on
+# CPU); the "torch" composition accumulates index_add and matmul in float32 as well. Every test runs on both.
+BACKENDS = ["auto", "torch"]
 
 
 @pytest.fixture(autouse=True, params=BACKENDS)

@@ -413,33 +413,28 @@ def test_half_width_engine_served(dtype):
     edge_index, x, model = _inputs(13, GCN)
     gen = torch.Generator().manual_seed(5)
     weight = torch.rand(edge_index.shape[1], generator=gen) + 0.5
-    previous = gnnaccel.backend.current_backend()
-    gnnaccel.set_default_backend("torch")  # until the C++ ops take half-width inputs (routes run in other threads)
-    try:
-        engine = BatchedEngine(model, Graph.from_edge_index(edge_index, N, weight), x, cache=True, dtype=dtype)
-        with TestClient(create_app(engine, max_body_bytes=MAX_BODY, max_batch=MAX_BATCH)) as client:
-            feats = torch.randn(2, F, generator=gen)
-            edges = [[0, {"new": 0}], [{"new": 0}, 0], [{"new": 1}, 3], [{"new": 0}, {"new": 1}]]
-            values = [0.5, 2.0, 1.25, 3.0]
-            if dtype == torch.float16:
-                before = _state(engine)
-                big = feats.clone()
-                big[1, 2] = 1e5
-                r = client.post("/nodes", json={"features": big.tolist(), "edges": edges, "edge_weight": values})
-                assert r.status_code == 422 and "float16" in r.text, r.text
-                assert _same_state(before, _state(engine))
-            r = client.post("/nodes", json={"features": feats.tolist(), "edges": edges, "edge_weight": values})
-            assert r.status_code == 200, r.text
-            assert engine.x.dtype == dtype
-            ids = [N, N + 1, 0, 3, 5]
-            r = client.post("/predict", json={"nodes": ids})
-            scores = torch.tensor(r.json()["scores"], dtype=torch.float32)
-            assert torch.equal(scores, engine.predict(ids))
-            new_edges = torch.tensor([[0, N, N + 1, N], [N, 0, 3, N + 1]])
-            grown = Graph.from_edge_index(torch.cat([edge_index, new_edges], 1), N + 2,
-                                          torch.cat([weight, torch.tensor(values)]))
-            x2 = torch.cat([x, feats])
-            ref, magnitude = _reference(model, grown, x2)
-            _assert_within(scores, ref[ids], _bound(model, grown, x2, dtype, magnitude)[ids], "served")
-    finally:
-        gnnaccel.set_default_backend(previous)
+    engine = BatchedEngine(model, Graph.from_edge_index(edge_index, N, weight), x, cache=True, dtype=dtype)
+    with TestClient(create_app(engine, max_body_bytes=MAX_BODY, max_batch=MAX_BATCH)) as client:
+        feats = torch.randn(2, F, generator=gen)
+        edges = [[0, {"new": 0}], [{"new": 0}, 0], [{"new": 1}, 3], [{"new": 0}, {"new": 1}]]
+        values = [0.5, 2.0, 1.25, 3.0]
+        if dtype == torch.float16:
+            before = _state(engine)
+            big = feats.clone()
+            big[1, 2] = 1e5
+            r = client.post("/nodes", json={"features": big.tolist(), "edges": edges, "edge_weight": values})
+            assert r.status_code == 422 and "float16" in r.text, r.text
+            assert _same_state(before, _state(engine))
+        r = client.post("/nodes", json={"features": feats.tolist(), "edges": edges, "edge_weight": values})
+        assert r.status_code == 200, r.text
+        assert engine.x.dtype == dtype
+        ids = [N, N + 1, 0, 3, 5]
+        r = client.post("/predict", json={"nodes": ids})
+        scores = torch.tensor(r.json()["scores"], dtype=torch.float32)
+        assert torch.equal(scores, engine.predict(ids))
+        new_edges = torch.tensor([[0, N, N + 1, N], [N, 0, 3, N + 1]])
+        grown = Graph.from_edge_index(torch.cat([edge_index, new_edges], 1), N + 2,
+                                      torch.cat([weight, torch.tensor(values)]))
+        x2 = torch.cat([x, feats])
+        ref, magnitude = _reference(model, grown, x2)
+        _assert_within(scores, ref[ids], _bound(model, grown, x2, dtype, magnitude)[ids], "served")

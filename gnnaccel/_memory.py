@@ -66,13 +66,34 @@ def empty_for_gather(shape: Sequence[int], like: Tensor, dtype: Optional[torch.d
     return out
 
 
+def gemm_dtype(x: Tensor) -> torch.dtype:
+    """The dtype a dense GEMM of ``x`` runs in: float32 for float16 on the CPU (whose float16 GEMM is an order
+    of magnitude slower than float32; the result is rounded back once), else ``x.dtype`` (bfloat16 runs in
+    bfloat16 through oneDNN)."""
+    return torch.float32 if x.dtype == torch.float16 and x.device.type == "cpu" else x.dtype
+
+
+def linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Tensor:
+    """``F.linear(x, weight, bias)`` in :func:`gemm_dtype` (the result in ``x.dtype``).
+
+    Args:
+        x: [..., in]. weight: [out, in]. bias: [out] or None.
+    Returns:
+        [..., out] in ``x.dtype``.
+    """
+    dt = gemm_dtype(x)
+    if dt == x.dtype:
+        return torch.nn.functional.linear(x, weight, bias)
+    return torch.nn.functional.linear(x.to(dt), weight.to(dt), None if bias is None else bias.to(dt)).to(x.dtype)
+
+
 def project_for_gather(x: Tensor, weight: Tensor) -> Tensor:
     """``x @ weight.t()`` (weight [out, in], as nn.Linear stores it) written into a huge-page buffer, for an
-    inference projection that aggregation will gather from. Falls back to F.linear where out= cannot be used
-    (autograd recording, compile tracing)."""
+    inference projection that aggregation will gather from. Falls back to :func:`linear` where out= cannot be
+    used (autograd recording, compile tracing)."""
     if (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)) or torch.compiler.is_compiling() \
-            or x.dim() != 2:
-        return torch.nn.functional.linear(x, weight)
+            or x.dim() != 2 or gemm_dtype(x) != x.dtype:
+        return linear(x, weight)
     out = empty_for_gather((x.shape[0], weight.shape[0]), x)
     return torch.mm(x, weight.t(), out=out)
 

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._memory import empty_for_gather, project_for_gather
+from .._memory import empty_for_gather, linear, project_for_gather
 from ..graph import Graph, tracing
 from ..ids import as_node_ids
 from ..ops.aggregate import aggregate
@@ -32,7 +32,7 @@ from .protocol import Block, graph_block
 
 _ACTIVATIONS = {"relu": F.relu, "elu": F.elu, "gelu": F.gelu, "tanh": torch.tanh, "sigmoid": torch.sigmoid,
                 "leaky_relu": F.leaky_relu, None: None, "identity": None}
-_FUSED_DTYPES = (torch.float32, torch.float64)
+_FUSED_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 
 
 def _canonical_module_activation(act):
@@ -189,7 +189,7 @@ def _project(x: Tensor, weight_t: Tensor, bias: Optional[Tensor], rows: Optional
     if index is None and rows is None:
         if bias is None:  # a projection of every node, e.g. the one a project-first layer aggregates: huge pages
             return project_for_gather(x, weight_t.t())
-        return F.linear(x, weight_t.t(), bias)
+        return linear(x, weight_t.t(), bias)
     return pruned_linear(x, weight_t, bias, rows, index)
 
 

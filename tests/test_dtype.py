@@ -312,3 +312,22 @@ def test_float16_overflow_and_bad_features(generator):
     # Without dtype= the engine keeps requiring the model's dtype.
     with pytest.raises(TypeError, match="dtype"):
         BatchedEngine(model, graph, x.bfloat16())
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_dense_linear_at_half_width_rounds_once(dtype):
+    """Layers' dense GEMMs: float16 on the CPU runs in float32 and is rounded once, bfloat16 in bf16 (oneDNN,
+    float32 accumulation); both stay within the format's rounding of a float64 reference on the same inputs."""
+    from gnnaccel._memory import gemm_dtype, linear, project_for_gather
+    gen = torch.Generator().manual_seed(7)
+    x = torch.randn(300, 96, generator=gen).to(dtype)
+    w = torch.randn(40, 96, generator=gen).to(dtype)
+    b = torch.randn(40, generator=gen).to(dtype)
+    assert gemm_dtype(x) == (torch.float32 if dtype == torch.float16 else torch.bfloat16)
+    ref = x.double() @ w.double().t() + b.double()
+    scale = (x.double().abs() @ w.double().abs().t() + b.double().abs())
+    u = 2.0 ** -8 if dtype == torch.bfloat16 else 2.0 ** -11
+    for out in (linear(x, w, b), project_for_gather(x, w) + b):
+        assert out.dtype == dtype
+        # output rounding (u |ref|), the bias add's rounding in bf16 (u), float32 accumulation (96 * 2^-24)
+        assert ((out.double() - ref).abs() <= (3 * u + 96 * 2.0 ** -24) * scale).all()

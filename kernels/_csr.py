@@ -1,4 +1,5 @@
-"""Device-side helpers shared by the Triton kernels: range-checked CSR row bounds and kept-channel loads.
+"""Device-side helpers shared by the Triton kernels: the output tile's rows, range-checked CSR row bounds and
+kept-channel loads.
 
 Each returns the updated per-row ``bad`` flags (some index the row reads is out of range: the kernels write
 such rows as NaN instead of reading out of bounds).
@@ -19,6 +20,24 @@ def csr_row_range(rowptr, node, m_mask, num_rows, num_edges, bad):
     bad = bad | (row_ok & ~csr_ok)
     deg = tl.where(row_ok & csr_ok, end - start, 0)
     return start, deg, bad
+
+
+@triton.jit
+def row_tile(rowptr, rows, num_out, num_rows, num_edges, channels, HAS_ROWS: tl.constexpr, BLOCK_M: tl.constexpr,
+             BLOCK_C: tl.constexpr):
+    """The program's ``BLOCK_M x BLOCK_C`` output tile (grid axis 0: rows, axis 1: channels): output row
+    positions, their CSR rows (``rows[offs_m]`` or ``offs_m``) and those rows' bounds. Returns
+    ``offs_m, m_mask, offs_c, c_mask, start, deg, bad``."""
+    offs_m = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    m_mask = offs_m < num_out
+    offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    c_mask = offs_c < channels
+    if HAS_ROWS:
+        node = tl.load(rows + offs_m, mask=m_mask, other=0).to(tl.int64)
+    else:
+        node = offs_m
+    start, deg, bad = csr_row_range(rowptr, node, m_mask, num_rows, num_edges, offs_m < 0)
+    return offs_m, m_mask, offs_c, c_mask, start, deg, bad
 
 
 @triton.jit

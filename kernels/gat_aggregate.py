@@ -18,7 +18,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from ._csr import csr_row_range
+from ._csr import row_tile
 from ._launch import check_device, register_triton_op, skip_launch
 
 
@@ -29,17 +29,8 @@ def _gat_kernel(
         HAS_ROWS: tl.constexpr, HAS_HEAD_INDEX: tl.constexpr, F64: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
     acc_ty: tl.constexpr = tl.float64 if F64 else tl.float32
-    pid_m = tl.program_id(0)
-    pid_c = tl.program_id(1)
-    offs_m = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
-    m_mask = offs_m < num_out
-    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    c_mask = offs_c < channels
-    if HAS_ROWS:
-        node = tl.load(rows + offs_m, mask=m_mask, other=0).to(tl.int64)
-    else:
-        node = offs_m
-    start, deg, bad = csr_row_range(rowptr, node, m_mask, num_rows, num_edges, offs_m < 0)
+    offs_m, m_mask, offs_c, c_mask, start, deg, bad = row_tile(rowptr, rows, num_out, num_rows, num_edges,
+                                                                channels, HAS_ROWS, BLOCK_M, BLOCK_C)
     if HAS_HEAD_INDEX:
         head = tl.load(head_index + offs_c, mask=c_mask, other=0).to(tl.int64)
         head_ok = (head >= 0) & (head < heads)

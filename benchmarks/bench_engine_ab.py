@@ -19,8 +19,11 @@ from pathlib import Path
 import torch
 
 import gnnaccel
-from gnnaccel import BatchedEngine, Graph
+from gnnaccel import BatchedEngine
 from gnnaccel.models import GCN, GraphSAGE
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_growth import power_law_graph  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,11 +52,8 @@ def main() -> None:
         sys.modules["gnnaccel.cache"] = new_cache
     torch.manual_seed(0)
     n, c = 30000, 128
-    deg = torch.distributions.Pareto(1.0, 1.5).sample((n,)).clamp(max=2000)
+    graph, x = power_law_graph(n, c)
     num_edges = 15 * n
-    dst = torch.multinomial(deg / deg.sum(), num_edges, replacement=True)
-    graph = Graph.from_edge_index(torch.stack([torch.randint(n, (num_edges,)), dst]), n)
-    x = torch.randn(n, c)
     print(f"batch 64, {n} nodes / {num_edges} edges, {args.rounds} interleaved rounds; p10 and p50 in ms "
           f"(before {args.base} / after this checkout)")
     for mname, model in (("GraphSAGE", GraphSAGE(c, 64, 16, 2).eval()), ("GCN", GCN(c, 64, 16, 2).eval())):

@@ -19,6 +19,20 @@ from gnnaccel.batched import _GraphSupport
 from gnnaccel.models import GraphSAGE
 
 
+def power_law_graph(n: int, c: int, avg_degree: int = 15):
+    """The engine benchmarks' graph: ``avg_degree * n`` edges, random sources, Pareto(1.5) in-degrees (capped at
+    2000), and ``[n, c]`` normal features, drawn from torch's global generator (seed it first).
+
+    Returns:
+        (graph, x).
+    """
+    deg = torch.distributions.Pareto(1.0, 1.5).sample((n,)).clamp(max=2000)
+    num_edges = avg_degree * n
+    dst = torch.multinomial(deg / deg.sum(), num_edges, replacement=True)
+    graph = Graph.from_edge_index(torch.stack([torch.randint(n, (num_edges,)), dst]), n)
+    return graph, torch.randn(n, c)
+
+
 def growth(batches: int = 12) -> None:
     torch.manual_seed(0)
     n, num_edges, c = 45954, 7_200_000, 32
@@ -54,11 +68,8 @@ def growth(batches: int = 12) -> None:
 def layout(rounds: int = 150) -> None:
     torch.manual_seed(0)
     n, c = 30000, 128
-    deg = torch.distributions.Pareto(1.0, 1.5).sample((n,)).clamp(max=2000)
+    graph, x = power_law_graph(n, c)
     num_edges = 15 * n
-    dst = torch.multinomial(deg / deg.sum(), num_edges, replacement=True)
-    graph = Graph.from_edge_index(torch.stack([torch.randint(n, (num_edges,)), dst]), n)
-    x = torch.randn(n, c)
     model = GraphSAGE(c, 64, 16, 2).eval()
     print(f"predict, batch 64, GraphSAGE 2 layers, {n} nodes / {num_edges} edges (packed / growing, ms):")
     for fanouts in (None, [10, 10]):

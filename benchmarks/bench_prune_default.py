@@ -31,13 +31,19 @@ from accuracy import build  # noqa: E402
 def trained_model(name: str, data, args):
     torch.manual_seed(args.seed)
     model = build(args.model, data, args.hidden)
-    path = os.path.join(args.cache, f"{name}_{args.model}_h{args.hidden}_s{args.seed}.pt")
+    return load_or_train(model, os.path.join(args.cache, f"{name}_{args.model}_h{args.hidden}_s{args.seed}.pt"),
+                         data, args.epochs)
+
+
+def load_or_train(model, path: str, data, epochs: int):
+    """``model`` with the weights saved at ``path``, or trained on ``data`` (Adam lr 0.01, weight decay 5e-4,
+    patience 30) and saved there. Returns the model in eval mode."""
     if os.path.exists(path):
         model.load_state_dict(torch.load(path, weights_only=True))
     else:
-        train(model, data.graph, data.x, data.y, data.train_mask, data.val_mask, epochs=args.epochs, lr=0.01,
+        train(model, data.graph, data.x, data.y, data.train_mask, data.val_mask, epochs=epochs, lr=0.01,
               weight_decay=5e-4, patience=30)
-        os.makedirs(args.cache, exist_ok=True)
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         torch.save(model.state_dict(), path)
     return model.eval()
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 
 import torch
@@ -29,7 +30,10 @@ from gnnaccel.models import GraphSAGE
 from gnnaccel.pruning import target as T
 from gnnaccel.pruning.prune import MIN_KEPT_CHANNELS, _as_gnnaccel_model
 from gnnaccel.pruning.report import logit_relative_error
-from gnnaccel.train import f1_micro, train
+from gnnaccel.train import f1_micro
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_prune_default import load_or_train  # noqa: E402
 
 
 def trained_model(name: str, data, args):
@@ -37,14 +41,7 @@ def trained_model(name: str, data, args):
     model = GraphSAGE(data.x.shape[1], args.hidden, data.num_classes, num_layers=args.layers, norm="batchnorm",
                       dropout=0.5)
     path = os.path.join(args.cache, f"{name}_SAGE{args.layers}_h{args.hidden}_s{args.seed}.pt")
-    if os.path.exists(path):
-        model.load_state_dict(torch.load(path, weights_only=True))
-    else:
-        train(model, data.graph, data.x, data.y, data.train_mask, data.val_mask, epochs=args.epochs, lr=0.01,
-              weight_decay=5e-4, patience=30)
-        os.makedirs(args.cache, exist_ok=True)
-        torch.save(model.state_dict(), path)
-    return model.eval()
+    return load_or_train(model, path, data, args.epochs)
 
 
 def main(argv=None):
